@@ -1,0 +1,7 @@
+"""Heterogeneous LoRA allocation (HLA) strategies. Importing registers the built-in ones."""
+
+from fedhello.allocation import strategies  # noqa: F401  (registers)
+from fedhello.allocation.base import ALLOCATORS, Allocator, sample_layers
+from fedhello.allocation.patterns import PATTERNS, pattern_counts, tier_layers
+
+__all__ = ["ALLOCATORS", "PATTERNS", "Allocator", "pattern_counts", "sample_layers", "tier_layers"]

@@ -1,0 +1,55 @@
+"""The allocator interface: decide each sampled client's `Plan` for a round."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from fedhello.config import StrategyConfig
+from fedhello.plan import Plan
+from fedhello.registry import Registry
+
+ALLOCATORS: Registry = Registry("allocation strategy")
+
+
+class Allocator(ABC):
+    """Heterogeneous LoRA allocation. `budgets` maps each sampled client to how many layers it can train.
+
+    Allocators are pure decision-makers: they never touch models or the network. Those that need layer
+    importance say so through `wants_importance`, and the server hands them scores via `set_importance`.
+    """
+
+    def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int]) -> None:
+        self.config = config
+        self.num_layers = num_layers
+        self.tier_budgets = list(tier_budgets)
+
+    @abstractmethod
+    def allocate(self, round_num: int, budgets: dict[int, int], rng: np.random.Generator) -> dict[int, Plan]:
+        """Plans for the sampled clients of round `round_num` (1-based)."""
+
+    def wants_importance(self, round_num: int) -> bool:
+        """Whether the server should estimate layer importance before allocating this round."""
+        return False
+
+    def set_importance(self, round_num: int, scores: np.ndarray) -> dict[str, Any]:
+        """Receive per-layer importance scores; returns what to log (e.g. the new probabilities)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (stateless allocators have nothing to restore)."""
+        return None
+
+
+def sample_layers(rng: np.random.Generator, probabilities: np.ndarray, budget: int) -> tuple[int, ...]:
+    """Draw `budget` distinct layers with the given probabilities (numpy's weighted sampling without
+    replacement, as the official code)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    p = p / p.sum()
+    budget = min(budget, int(np.count_nonzero(p)))
+    return tuple(int(i) for i in rng.choice(len(p), size=budget, replace=False, p=p))

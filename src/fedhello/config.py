@@ -1,0 +1,236 @@
+"""Typed run configuration, loaded from YAML with `key.path=value` overrides.
+
+Every section is a pydantic model with `extra="forbid"`, so a typo is an error, not a silent default.
+`load_config` turns any validation failure into a one-line `ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedhello.errors import ConfigError
+
+EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = Field(EMBEDDED_MODEL, description="HF hub id, local directory, or the embedded MiniLM")
+    max_length: int = Field(128, gt=0, description="token budget per text sample")
+
+
+class LoraSettings(Section):
+    r: int = Field(8, gt=0, description="LoRA rank")
+    alpha: int = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"])
+    head_modules: list[str] = Field(
+        default_factory=lambda: ["classifier"],
+        description="modules trained in full and federated on every client (the task head)",
+    )
+
+
+class DataConfig(Section):
+    source: str = Field("bbc_news", description="registered data source: bbc_news, hf")
+    path: str | None = Field(None, description="hub name or local path for source=hf")
+    subset: str | None = Field(None, description="hub configuration name, e.g. 'ledgar'")
+    text_column: str = "text"
+    label_column: str = "label"
+    test_size: float = Field(0.2, gt=0.0, lt=1.0, description="held-out test share when no test split exists")
+    proxy_size: int = Field(50, ge=0, description="training samples held out as the server's FIM proxy set")
+    max_train_samples: int | None = Field(None, gt=0, description="cap on training samples (quick runs)")
+    max_test_samples: int | None = Field(None, gt=0, description="cap on test samples (quick runs)")
+
+
+class PartitionConfig(Section):
+    kind: str = Field("pathological", description="registered partitioner: iid, dirichlet, pathological")
+    alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (kind=dirichlet)")
+    classes_per_client: int = Field(2, gt=0, description="classes held by each client (kind=pathological)")
+    min_size: int = Field(0, ge=0, description="minimum samples per client (kind=dirichlet)")
+
+
+class FederationConfig(Section):
+    num_clients: int = Field(20, gt=0)
+    clients_per_round: int = Field(5, gt=0)
+    rounds: int = Field(20, gt=0)
+    eval_every: int = Field(1, gt=0, description="evaluate the global model every N rounds (and the last)")
+
+
+class TierConfig(Section):
+    share: float = Field(description="fraction of clients in this tier, e.g. 1/3")
+    layers: int = Field(gt=0, description="number of transformer layers a client of this tier can train")
+
+    @field_validator("share", mode="before")
+    @classmethod
+    def _fraction(cls, value: Any) -> float:
+        if isinstance(value, str):
+            try:
+                return float(Fraction(value.strip()))
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(f"'{value}' is not a number or fraction like 1/3") from None
+        return value
+
+    @field_validator("share")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError("must be in (0, 1]")
+        return value
+
+
+class StrategyConfig(Section):
+    name: str = Field("fim+gd", description="registered allocation strategy")
+    pattern: Literal["bottleneck", "triangle", "inverted_triangle", "uniform"] = "bottleneck"
+    randomized: bool = Field(True, description="fim+gd: RGD (True) or deterministic GD (False) during warm-up")
+    fim_warmup: int = Field(5, ge=0, description="rounds before the first FIM estimate")
+    fim_every: int = Field(5, gt=0, description="rounds between FIM refreshes")
+    fim_hold: bool = Field(
+        True,
+        description="keep the latest FIM probabilities until the next refresh; False = official code "
+        "(FIM only in refresh rounds, the pattern otherwise)",
+    )
+    fim_levels: int = Field(3, gt=0, description="importance levels (official: 3, probabilities 1:2:3)")
+
+
+class TrainConfig(Section):
+    local_epochs: int = Field(1, gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(5e-4, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    max_steps: int | None = Field(None, gt=0, description="cap on local optimizer steps per round")
+    device: str = Field("cpu", description="cpu, cuda, or auto")
+
+
+class AggregationConfig(Section):
+    name: str = Field("fedavg", description="registered aggregator")
+    weighting: Literal["uniform", "samples"] = Field(
+        "uniform", description="average client updates equally or by sample count"
+    )
+
+
+class OutputConfig(Section):
+    dir: str = Field("runs", description="parent folder of run folders")
+    plot: bool = True
+    save_adapter: bool = True
+
+
+class RunConfig(Section):
+    name: str = "fed-hello"
+    seed: int = 1
+    task: str = Field("text_classification", description="registered task type")
+    model: ModelConfig = ModelConfig()
+    lora: LoraSettings = LoraSettings()
+    data: DataConfig = DataConfig()
+    partition: PartitionConfig = PartitionConfig()
+    federation: FederationConfig = FederationConfig()
+    tiers: list[TierConfig] = Field(
+        default_factory=lambda: [
+            TierConfig(share=1 / 3, layers=3),
+            TierConfig(share=1 / 3, layers=4),
+            TierConfig(share=1 / 3, layers=6),
+        ]
+    )
+    strategy: StrategyConfig = StrategyConfig()
+    train: TrainConfig = TrainConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if not self.tiers:
+            raise ValueError("tiers: at least one tier is needed")
+        total = sum(t.share for t in self.tiers)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"tiers: shares sum to {total:.4g}, they must sum to 1")
+        if self.federation.clients_per_round > self.federation.num_clients:
+            raise ValueError("federation.clients_per_round: larger than federation.num_clients; lower it")
+        return self
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(dotted, f"'{key}' is not a section", "override a leaf field")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse `a.b=value`; the value is read as YAML so numbers, lists and booleans keep their type."""
+    if "=" not in text:
+        raise ConfigError(text, "override is not of the form key=value", "write e.g. --set train.lr=0.001")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def config_from_dict(tree: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = _format_location(first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(field, "unknown key", "remove it or check its spelling in configs/README.md") from None
+        message = first["msg"].removeprefix("Value error, ")
+        if ": " in message and first["type"] == "value_error" and field == "<root>":
+            field, message = message.split(": ", 1)
+        got = first.get("input")
+        hint = f"got {got!r}" if not isinstance(got, dict | list) and got is not None else ""
+        raise ConfigError(field, message, hint) from None
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file; a top-level `base: other.yaml` (relative to the file) is loaded first and
+    this file's values are merged over it."""
+    if not path.is_file():
+        raise ConfigError("CONFIG", f"file '{path}' does not exist", "pass a YAML file, e.g. configs/default.yaml")
+    if path.resolve() in seen:
+        raise ConfigError("base", f"'{path}' includes itself", "remove the cycle of base: files")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("CONFIG", f"'{path}' is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError("CONFIG", f"'{path}' must hold a mapping of sections")
+    base = tree.pop("base", None)
+    if base is not None:
+        tree = _merge(read_yaml_tree(path.parent / str(base), (*seen, path.resolve())), tree)
+    return tree
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
+    tree = read_yaml_tree(Path(path)) if path is not None else {}
+    for override in overrides or []:
+        key, value = parse_override(override)
+        _set_path(tree, key, value)
+    return config_from_dict(tree)
+
+
+def dump_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

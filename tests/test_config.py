@@ -1,0 +1,86 @@
+"""Config loading: defaults, overrides, and one-line errors that name the field and the fix."""
+
+import pytest
+
+from fedhello.config import RunConfig, config_from_dict, load_config, parse_override
+from fedhello.errors import ConfigError
+
+
+def test_defaults_are_valid():
+    config = RunConfig()
+    assert sum(t.share for t in config.tiers) == pytest.approx(1.0)
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    files = sorted(Path("configs").rglob("*.yaml"))
+    assert files, "configs/ is empty"
+    for path in files:
+        load_config(path)
+
+
+def test_fraction_shares_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("tiers:\n  - {share: 1/4, layers: 2}\n  - {share: 3/4, layers: 6}\n")
+    config = load_config(path, ["train.lr=0.1", "strategy.name=gd", "federation.rounds=3", "lora.target_modules=[q,v]"])
+    assert config.tiers[0].share == 0.25
+    assert config.train.lr == 0.1 and config.strategy.name == "gd" and config.federation.rounds == 3
+    assert config.lora.target_modules == ["q", "v"]
+
+
+@pytest.mark.parametrize(
+    ("tree", "field", "words"),
+    [
+        ({"trian": {}}, "trian", "unknown key"),
+        ({"train": {"lr": "fast"}}, "train.lr", "number"),
+        ({"train": {"lr": -1}}, "train.lr", "greater than 0"),
+        ({"train": {"batch_size": 0}}, "train.batch_size", "greater than 0"),
+        ({"tiers": [{"share": 0.5, "layers": 2}]}, "tiers", "sum to 0.5"),
+        ({"tiers": [{"share": "a/b", "layers": 2}]}, "tiers.0.share", "fraction"),
+        ({"tiers": [{"share": 1.0}]}, "tiers.0.layers", "required"),
+        ({"federation": {"clients_per_round": 50}}, "federation.clients_per_round", "num_clients"),
+        ({"strategy": {"pattern": "diamond"}}, "strategy.pattern", "bottleneck"),
+        ({"aggregation": {"weighting": "votes"}}, "aggregation.weighting", "uniform"),
+        ({"lora": {"dropout": 1.5}}, "lora.dropout", "less than 1"),
+    ],
+)
+def test_bad_values_name_the_field(tree, field, words):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree)
+    message = str(info.value)
+    assert f"'{field}'" in message and words in message
+    assert "\n" not in message
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_override_syntax():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("a.b")
+
+
+def test_base_files_merge(tmp_path):
+    (tmp_path / "a.yaml").write_text("train: {lr: 0.1, batch_size: 4}\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain: {lr: 0.2}\n")
+    config = load_config(tmp_path / "b.yaml")
+    assert (config.train.lr, config.train.batch_size, config.name) == (0.2, 4, "a")
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_strategy_configs_select_their_strategy():
+    from pathlib import Path
+
+    for path in Path("configs/strategies").glob("*.yaml"):
+        config = load_config(path)
+        assert config.strategy.name in path.stem or path.stem.startswith(config.strategy.name)

@@ -1,0 +1,70 @@
+import torch
+
+from fedhello.models.layers import HEAD, keys_for_layers
+from fedhello.plan import Plan
+from fedhello.server import Coordinator, build_federation
+from fedhello.training import LocalTrainer, freeze_for_plan
+
+
+def test_frozen_layers_get_no_grad_no_optimizer_state_and_are_not_uploaded(tiny_config, monkeypatch):
+    fed = build_federation(tiny_config)
+    coordinator = Coordinator(fed)
+    created = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def __init__(self, params, **kwargs):
+            super().__init__(params, **kwargs)
+            created.append(self)
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    trainer = LocalTrainer(fed.model, fed.task, fed.layout, tiny_config.train)
+    plan = Plan((1, 3))
+    grads_seen: dict[str, bool] = {}
+
+    def spy(optimizer, args, kwargs):  # before each step: which parameters hold a gradient
+        for name, p in fed.model.named_parameters():
+            grads_seen[name] = grads_seen.get(name, False) or p.grad is not None
+
+    monkeypatch.setattr(RecordingAdamW, "step", _with_pre_hook(RecordingAdamW.step, spy))
+    update = trainer.train(0, plan, coordinator.global_state, fed.client_data(0), seed=1)
+
+    trained = set(keys_for_layers(fed.layout, [1, 3], head=True))
+    assert set(update.tensors) == trained
+    assert {fed.layout[n] for n in update.tensors} == {1, 3, HEAD}
+    assert {n for n, seen in grads_seen.items() if seen} == trained
+    optimizer = created[-1]
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    params = dict(fed.model.named_parameters())
+    assert optimized == {id(params[n]) for n in trained}
+    assert {id(p) for p in optimizer.state} <= optimized and len(optimizer.state) == len(trained)
+    assert update.num_bytes == sum(params[n].numel() * 4 for n in trained)
+    # the trained tensors moved, the frozen ones did not
+    for name in fed.layout:
+        changed = not torch.equal(params[name].detach(), coordinator.global_state[name])
+        assert changed == (name in trained), name
+
+
+def _with_pre_hook(fn, hook):
+    def wrapped(self, *args, **kwargs):
+        hook(self, args, kwargs)
+        return fn(self, *args, **kwargs)
+
+    return wrapped
+
+
+def test_freeze_for_plan_sets_requires_grad_exactly(tiny_config):
+    fed = build_federation(tiny_config)
+    names = freeze_for_plan(fed.model, fed.layout, Plan((0,), train_head=False))
+    trainable = {n for n, p in fed.model.named_parameters() if p.requires_grad}
+    assert trainable == set(names) == {n for n, i in fed.layout.items() if i == 0}
+
+
+def test_training_is_seeded(tiny_config):
+    fed = build_federation(tiny_config)
+    coordinator = Coordinator(fed)
+    trainer = LocalTrainer(fed.model, fed.task, fed.layout, tiny_config.train)
+    a = trainer.train(0, Plan((0, 1)), coordinator.global_state, fed.client_data(0), seed=7)
+    b = trainer.train(0, Plan((0, 1)), coordinator.global_state, fed.client_data(0), seed=7)
+    c = trainer.train(0, Plan((0, 1)), coordinator.global_state, fed.client_data(0), seed=8)
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert any(not torch.equal(a.tensors[k], c.tensors[k]) for k in a.tensors)
