@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,6 +28,8 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # deprecation notices from inside transformers/peft are not actionable for a user of fedhello
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def fail(err: Exception) -> None:
@@ -36,12 +39,22 @@ def fail(err: Exception) -> None:
 
 @app.command()
 def run(
-    config: ConfigArg,
+    config: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Argument(help="YAML experiment config, e.g. configs/default.yaml (optional with --resume)"),
+    ] = None,
     overrides: SetOpt = None,
     engine: Annotated[str, typer.Option(help="local (in-process)")] = "local",
     out: Annotated[Optional[Path], typer.Option(help="run folder (default: <output.dir>/<name>-<time>)")] = None,  # noqa: UP045
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the resolved config only")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    html_report: Annotated[
+        bool, typer.Option("--report/--no-report", help="write RUN_DIR/report/report.html at the end")
+    ] = True,
+    resume: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--resume", help="continue this run folder from its last checkpoint"),
+    ] = None,
 ) -> None:
     """Run a federated fine-tuning experiment and write its run folder."""
     from fedhello.config import load_config
@@ -49,7 +62,15 @@ def run(
     from fedhello.reporting import new_run_dir
 
     try:
-        resolved = load_config(config, overrides)
+        if resume is not None:
+            from fedhello.server.checkpoint import resume_config
+
+            resolved = resume_config(resume, config, overrides, out)
+            out = resume
+        elif config is None:
+            raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --resume RUN_DIR)")
+        else:
+            resolved = load_config(config, overrides)
         if engine not in ENGINES:
             raise FedHelloError(f"option '--engine': unknown engine '{engine}' (fix: use one of {ENGINES.names()})")
         if dry_run:
@@ -58,12 +79,45 @@ def run(
         quiet_libraries()
         run_dir = new_run_dir(resolved, out)
         console.print(f"run folder: {run_dir}")
-        summary = ENGINES.get(engine)().run(resolved, run_dir, show_progress=progress)
+        resuming = {"resume": True} if resume is not None else {}
+        summary = ENGINES.get(engine)().run(resolved, run_dir, show_progress=progress, **resuming)
     except FedHelloError as err:
         fail(err)
     best, final = summary["best_accuracy"], summary["final_accuracy"]
     console.print(f"final accuracy {final:.4f}, best {best:.4f} (round {summary['best_round']})")
     console.print(f"results: {run_dir}")
+    if html_report:
+        report_after_run(run_dir)
+
+
+def report_after_run(run_dir: Path) -> None:
+    """Write the run's HTML report and print its path; a failure only warns (the results are on disk)."""
+    from fedhello.reporting import write_report
+
+    try:
+        path = write_report([run_dir])
+    except Exception as err:  # noqa: BLE001 - never turn a finished run into a crash
+        console.print(f"[yellow]warning:[/yellow] report not written: {err} (retry: fedhello report {run_dir})")
+        return
+    console.print(f"report: {path}")
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run folders; several are overlaid")],
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="output folder (default: RUN_DIR/report; for several runs <parent>/compare-<time>)"),
+    ] = None,
+) -> None:
+    """Write a self-contained HTML report (plots embedded, no network needed) and its PNGs."""
+    from fedhello.reporting import write_report
+
+    try:
+        path = write_report(run_dirs, out)
+    except FedHelloError as err:
+        fail(err)
+    typer.echo(str(path))
 
 
 @app.command()
@@ -78,6 +132,42 @@ def strategies() -> None:
     typer.echo(f"aggregators:  {', '.join(AGGREGATORS.names())}")
     typer.echo(f"partitioners: {', '.join(PARTITIONERS.names())}")
     typer.echo(f"data sources: {', '.join(SOURCES.names())}")
+
+
+@app.command()
+def compare(
+    config: Annotated[Optional[Path], typer.Argument(help="comparison config, e.g. configs/compare/ci.yaml")] = None,  # noqa: UP045
+    overrides: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="grid folder (default: compare.out)")] = None,  # noqa: UP045
+    list_methods: Annotated[bool, typer.Option("--list", help="list the registered methods and exit")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar over cells")] = True,
+) -> None:
+    """Run methods x partitions x seeds on one shared set-up (finished cells are kept) and write
+    results.md, results.csv and accuracy plots."""
+    import shlex
+
+    from fedhello.compare import load_grid, run_grid, write_results
+    from fedhello.methods import METHODS
+
+    if list_methods:
+        for method in METHODS.values():
+            typer.echo(f"{method.name:22s}{method.summary}")
+        return
+    if config is None:
+        fail(FedHelloError("argument 'CONFIG': missing (fix: pass a comparison config, e.g. configs/compare/ci.yaml)"))
+    try:
+        cells = load_grid(config, overrides, out)
+        quiet_libraries()
+        root = cells[0].run_dir.parents[2]
+        console.print(f"grid folder: {root} ({len(cells)} cells, {sum(c.done for c in cells)} already finished)")
+        counts = run_grid(cells, show_progress=progress)
+        command = "fedhello compare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        paths = write_results(cells, root, command)
+    except FedHelloError as err:
+        fail(err)
+    console.print(f"ran {counts['ran']} cells, kept {counts['skipped']} finished ones")
+    console.print(f"results: {paths['md']}")
+    typer.echo(paths["md"].read_text())
 
 
 def main() -> None:
