@@ -116,6 +116,47 @@ class AggregationConfig(Section):
     )
 
 
+class CheckpointConfig(Section):
+    every: int = Field(
+        1, ge=0, description="write a resumable checkpoint every N rounds and after the last (0 = never)"
+    )
+
+
+class ReliabilityConfig(Section):
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="simulated probability that a sampled client never replies (seeded)"
+    )
+    client_timeout_s: float | None = Field(
+        None, gt=0.0, description="a client whose update took longer than this many seconds is dropped"
+    )
+    min_clients: int = Field(1, ge=1, description="fewest accepted updates a round needs to be aggregated")
+    on_too_few: Literal["retry", "skip"] = Field(
+        "skip", description="when fewer than min_clients updates arrive: re-send the round, or skip it"
+    )
+    max_retries: int = Field(2, ge=0, description="re-sends of a round (on_too_few=retry) before it is skipped")
+    validate_updates: bool = Field(True, description="check keys, shapes, dtypes and finiteness of every update")
+    norm_bound: float | None = Field(
+        None,
+        gt=0.0,
+        description="reject an update whose RMS change exceeds norm_bound x the round's median (None = off)",
+    )
+
+
+class FlowerConfig(Section):
+    supernodes: int = Field(
+        2, gt=0, description="flower-deploy: SuperNodes started on 127.0.0.1; node i serves clients c with c % n == i"
+    )
+    client_cpus: float = Field(
+        1.0, gt=0.0, description="flower-sim: CPU cores reserved per virtual client (one Ray actor each)"
+    )
+    round_timeout_s: float | None = Field(
+        None,
+        gt=0.0,
+        description="seconds to wait for a round's replies; clients still missing are lost for the round "
+        "(None: wait until Flower reports their node down)",
+    )
+
+
 class OutputConfig(Section):
     dir: str = Field("runs", description="parent folder of run folders")
     plot: bool = True
@@ -142,6 +183,8 @@ class RunConfig(Section):
     train: TrainConfig = TrainConfig()
     aggregation: AggregationConfig = AggregationConfig()
     output: OutputConfig = OutputConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    reliability: ReliabilityConfig = ReliabilityConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -152,6 +195,8 @@ class RunConfig(Section):
             raise ValueError(f"tiers: shares sum to {total:.4g}, they must sum to 1")
         if self.federation.clients_per_round > self.federation.num_clients:
             raise ValueError("federation.clients_per_round: larger than federation.num_clients; lower it")
+        if self.reliability.min_clients > self.federation.clients_per_round:
+            raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
         return self
 
 

@@ -21,7 +21,9 @@ from fedhello.training import LocalTrainer
 
 @ENGINES.register("local")
 class LocalEngine(Engine):
-    def run(self, config: RunConfig, run_dir: Path, show_progress: bool = True) -> dict[str, Any]:
+    def run(
+        self, config: RunConfig, run_dir: Path, show_progress: bool = True, resume: bool = False
+    ) -> dict[str, Any]:
         federation = build_federation(config)
         coordinator = Coordinator(federation)
         trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
@@ -32,4 +34,4 @@ class LocalEngine(Engine):
                 for cid, plan in plans.items()
             ]
 
-        return run_rounds(federation, coordinator, dispatch, run_dir, show_progress)
+        return run_rounds(federation, coordinator, dispatch, run_dir, show_progress, resume=resume)

@@ -1,0 +1,161 @@
+"""Update validation: every malformed or hostile update is rejected with its reason and never reaches the
+aggregator; well-formed ones (including rank-truncated ones) pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedhello.aggregation import masked_fedavg
+from fedhello.config import ReliabilityConfig
+from fedhello.plan import ClientUpdate, Plan
+from fedhello.server.validation import UpdateValidator, expected_shapes
+
+A0, B0 = "enc.layer.0.attn.query.lora_A.default.weight", "enc.layer.0.attn.query.lora_B.default.weight"
+A1, B1 = "enc.layer.1.attn.query.lora_A.default.weight", "enc.layer.1.attn.query.lora_B.default.weight"
+HEAD_W = "classifier.modules_to_save.default.weight"
+LAYOUT = {A0: 0, B0: 0, A1: 1, B1: 1, HEAD_W: -1}
+
+
+def global_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    shapes = {A0: (4, 8), B0: (8, 4), A1: (4, 8), B1: (8, 4), HEAD_W: (3, 8)}
+    return {name: torch.randn(shape) for name, shape in shapes.items()}
+
+
+def honest(cid: int, plan: Plan, state: dict[str, torch.Tensor], step: float = 0.01) -> ClientUpdate:
+    shapes = expected_shapes(plan, state, LAYOUT)
+    tensors = {n: state[n][tuple(slice(0, k) for k in s)] + step * (cid + 1) for n, s in shapes.items()}
+    return ClientUpdate(cid, plan, tensors, num_samples=10)
+
+
+def _nan(u: ClientUpdate) -> None:
+    u.tensors[A0] = u.tensors[A0].clone()
+    u.tensors[A0][0, 0] = float("nan")
+
+
+def _inf(u: ClientUpdate) -> None:
+    u.tensors[HEAD_W] = u.tensors[HEAD_W].clone()
+    u.tensors[HEAD_W][1, 2] = float("-inf")
+
+
+def _extra(u: ClientUpdate) -> None:  # uploads a layer it was not allocated
+    u.tensors[A1] = torch.zeros(4, 8)
+
+
+def _missing(u: ClientUpdate) -> None:
+    del u.tensors[B0]
+
+
+def _shape(u: ClientUpdate) -> None:
+    u.tensors[A0] = torch.zeros(5, 8)
+
+
+def _dtype(u: ClientUpdate) -> None:
+    u.tensors[B0] = u.tensors[B0].to(torch.float64)
+
+
+def _samples(u: ClientUpdate) -> None:
+    u.num_samples = -5
+
+
+def _plan(u: ClientUpdate) -> None:  # claims a bigger plan than the server sent
+    u.plan = Plan((0, 1))
+
+
+def _not_tensor(u: ClientUpdate) -> None:
+    u.tensors[A0] = [[0.0] * 8] * 4  # type: ignore[assignment]
+
+
+HOSTILE = [
+    ("nan", _nan, "NaN or Inf"),
+    ("inf", _inf, "NaN or Inf"),
+    ("extra key", _extra, "unexpected keys"),
+    ("missing key", _missing, "missing keys"),
+    ("shape", _shape, "shape [5, 8], expected [4, 8]"),
+    ("dtype", _dtype, "dtype torch.float64"),
+    ("num_samples", _samples, "num_samples"),
+    ("plan", _plan, "plan mismatch"),
+    ("not a tensor", _not_tensor, "not a tensor"),
+]
+
+
+@pytest.mark.parametrize(("kind", "corrupt", "reason"), HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_each_invalid_update_kind_is_rejected_and_cannot_change_the_model(kind, corrupt, reason):
+    state = global_state()
+    before = {k: v.clone() for k, v in state.items()}
+    plans = {1: Plan((0,)), 2: Plan((0,)), 3: Plan((0,))}
+    updates = [honest(cid, plan, state) for cid, plan in plans.items()]
+    corrupt(updates[1])
+    validator = UpdateValidator(LAYOUT, ReliabilityConfig())
+    accepted, rejected = validator.split(plans, updates, state)
+    assert [r.client_id for r in rejected] == [2] and reason in rejected[0].reason, rejected
+    assert [u.client_id for u in accepted] == [1, 3]
+    new = masked_fedavg(state, accepted)
+    expected = masked_fedavg(state, [updates[0], updates[2]])
+    assert all(torch.equal(new[k], expected[k]) for k in state)
+    assert all(torch.equal(state[k], before[k]) for k in state), "validation must not modify the global state"
+    assert all(torch.isfinite(t).all() for t in new.values())
+
+
+def test_unsolicited_and_duplicate_updates_are_rejected():
+    state = global_state()
+    plans = {1: Plan((0,)), 2: Plan((1,))}
+    updates = [honest(1, plans[1], state), honest(1, plans[1], state), honest(7, Plan((0,)), state)]
+    accepted, rejected = UpdateValidator(LAYOUT, ReliabilityConfig()).split(plans, updates, state)
+    assert [u.client_id for u in accepted] == [1]
+    assert [(r.client_id, r.reason.split(":")[0]) for r in rejected] == [(1, "duplicate"), (7, "unsolicited")]
+
+
+def test_norm_bound_rejects_the_outlier_relative_to_the_round_median():
+    state = global_state()
+    plans = {cid: Plan((0,) if cid % 2 else (0, 1)) for cid in range(1, 6)}
+    updates = [honest(cid, plan, state, step=0.01) for cid, plan in plans.items()]
+    boosted = updates[3]  # model-replacement style: a scaled-up change
+    boosted.tensors = {n: state[n] + 50.0 * (t - state[n]) for n, t in boosted.tensors.items()}
+    settings = ReliabilityConfig(norm_bound=5.0)
+    accepted, rejected = UpdateValidator(LAYOUT, settings).split(plans, updates, state)
+    assert [r.client_id for r in rejected] == [4] and "norm bound" in rejected[0].reason
+    assert len(accepted) == 4
+    # honest clients training more layers are not outliers: the bound is per value (RMS), not a plain norm
+    accepted, rejected = UpdateValidator(LAYOUT, settings).split(
+        plans, [honest(c, p, state) for c, p in plans.items()], state
+    )
+    assert not rejected
+
+
+def test_rank_truncated_and_frozen_factor_plans_have_their_own_shapes():
+    state = global_state()
+    plan = Plan((0, 1), ranks={0: 2, 1: 3})
+    shapes = expected_shapes(plan, state, LAYOUT)
+    assert shapes[A0] == (2, 8) and shapes[B0] == (8, 2) and shapes[A1] == (3, 8) and shapes[HEAD_W] == (3, 8)
+    validator = UpdateValidator(LAYOUT, ReliabilityConfig())
+    good = honest(1, plan, state)
+    full = ClientUpdate(2, plan, {n: state[n].clone() for n in shapes}, 10)  # untruncated: wrong for rank 2
+    accepted, rejected = validator.split({1: plan, 2: plan}, [good, full], state)
+    assert [u.client_id for u in accepted] == [1] and "expected [2, 8]" in rejected[0].reason
+    if "train_lora_a" in Plan.__dataclass_fields__:  # FFA-LoRA style plans upload B only
+        ffa = Plan((0,), train_lora_a=False)
+        assert set(expected_shapes(ffa, state, LAYOUT)) == {B0, HEAD_W}
+
+
+def test_an_aggregator_may_declare_its_own_expected_shapes():
+    class Declares:
+        def expected_shapes(self, plan, global_state, layout):  # noqa: ANN001
+            return {HEAD_W: (3, 8)}  # e.g. a head-only method
+
+    state = global_state()
+    update = ClientUpdate(1, Plan((0,)), {HEAD_W: state[HEAD_W].clone()}, 3)
+    accepted, rejected = UpdateValidator(LAYOUT, ReliabilityConfig(), Declares()).split(
+        {1: Plan((0,))}, [update], state
+    )
+    assert accepted and not rejected
+
+
+def test_validation_can_be_switched_off():
+    state = global_state()
+    update = honest(1, Plan((0,)), state)
+    _nan(update)
+    settings = ReliabilityConfig(validate_updates=False)
+    accepted, rejected = UpdateValidator(LAYOUT, settings).split({1: Plan((0,))}, [update], state)
+    assert accepted == [update] and not rejected
