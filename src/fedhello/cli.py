@@ -44,7 +44,13 @@ def run(
         typer.Argument(help="YAML experiment config, e.g. configs/default.yaml (optional with --resume)"),
     ] = None,
     overrides: SetOpt = None,
-    engine: Annotated[str, typer.Option(help="local (in-process)")] = "local",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (in-process), flower-sim (Flower simulation, Ray), "
+            "flower-deploy (a SuperLink and SuperNodes on 127.0.0.1); see docs/flower.md"
+        ),
+    ] = "local",
     out: Annotated[Optional[Path], typer.Option(help="run folder (default: <output.dir>/<name>-<time>)")] = None,  # noqa: UP045
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the resolved config only")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,

@@ -157,6 +157,21 @@ class FlowerConfig(Section):
     )
 
 
+class FlowerConfig(Section):
+    supernodes: int = Field(
+        2, gt=0, description="flower-deploy: SuperNodes started on 127.0.0.1; node i serves clients c with c % n == i"
+    )
+    client_cpus: float = Field(
+        1.0, gt=0.0, description="flower-sim: CPU cores reserved per virtual client (one Ray actor each)"
+    )
+    round_timeout_s: float | None = Field(
+        None,
+        gt=0.0,
+        description="seconds to wait for a round's replies; clients still missing are lost for the round "
+        "(None: wait until Flower reports their node down)",
+    )
+
+
 class OutputConfig(Section):
     dir: str = Field("runs", description="parent folder of run folders")
     plot: bool = True
@@ -185,6 +200,7 @@ class RunConfig(Section):
     output: OutputConfig = OutputConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     reliability: ReliabilityConfig = ReliabilityConfig()
+    flower: FlowerConfig = FlowerConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

@@ -1,0 +1,270 @@
+"""The Flower ServerApp: fedhello's shared round loop with a dispatch that speaks Flower messages.
+
+The ServerApp builds the server side of the federation (coordinator, test and proxy sets) and runs
+`fedhello.server.loop.run_rounds` -- the very loop of the local engine -- so allocation, aggregation,
+evaluation and the run folder are the same code. Only `FlowerDispatch` is Flower-specific: it maps
+fedhello clients to SuperNodes, sends each sampled client's plan with the global adapter, and collects
+the replies, logging every client it loses (no reply in time, node gone, error reply) to
+`RUN_DIR/flower.log`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedhello.config import RunConfig, load_config
+from fedhello.engines.flower.messages import (
+    NUM_PARTITIONS,
+    PARTITION_ID,
+    QUERY,
+    TRAIN,
+    TrainTask,
+    config_json,
+    read_update_content,
+    state_to_record,
+    train_content,
+)
+from fedhello.errors import FedHelloError
+from fedhello.plan import ClientUpdate, Plan
+from fedhello.reporting import new_run_dir
+from fedhello.server import Coordinator, build_federation, client_seed
+from fedhello.server.loop import run_rounds
+
+LOGGER = logging.getLogger("fedhello.flower")
+STARTUP_TIMEOUT_S = 180.0  # how long the ServerApp waits for SuperNodes to cover every partition
+NODE_CHECK_S = 2.0  # how often a waiting round asks the SuperLink which nodes are still connected
+POLL_S = 0.05
+
+
+class EngineLog:
+    """Appends the engine's events (nodes found, clients lost) to RUN_DIR/flower.log and the logger."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, text: str, level: int = logging.INFO) -> None:
+        LOGGER.log(level, text)
+        with self.path.open("a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n")
+
+
+class FlowerDispatch:
+    """`dispatch(round, plans, global_state)` over a Flower `Grid`.
+
+    Client c is served by the live SuperNode whose node config has partition-id == c % num-partitions.
+    A client whose node is gone, errs, or does not answer within `flower.round_timeout_s` is lost for
+    the round; the round goes on with the others (the shared loop applies `reliability.min_clients`).
+    A node that missed a deadline is not sent work again; a node that (re)connects is picked up.
+    """
+
+    def __init__(self, grid: Grid, config: RunConfig, log: EngineLog) -> None:
+        self.grid = grid
+        self.config = config
+        self.log = log
+        self.config_json = config_json(config)
+        self.partitions: dict[int, tuple[int, int]] = {}  # node id -> (partition-id, num-partitions)
+        self.lost_nodes: set[int] = set()
+        self.started = False
+
+    # --- nodes -------------------------------------------------------------------------------------
+    def live_nodes(self) -> set[int]:
+        return set(self.grid.get_node_ids()) - self.lost_nodes
+
+    def discover(self, timeout: float = 60.0) -> set[int]:
+        """Ask every new node which partition it serves; return the live nodes with a known partition."""
+        live = self.live_nodes()
+        unknown = sorted(live - self.partitions.keys())
+        if unknown:
+            messages = [
+                Message(content=RecordDict({}), dst_node_id=node, message_type=QUERY, group_id="discover")
+                for node in unknown
+            ]
+            silent = set(unknown)
+            for reply in self.grid.send_and_receive(messages, timeout=timeout):
+                node = reply.metadata.src_node_id
+                silent.discard(node)
+                if reply.has_error():
+                    self.log.write(f"node {node} cannot serve: {reply.error.reason}", logging.WARNING)
+                    self.lost_nodes.add(node)
+                    continue
+                info = reply.content.config_records["node"]
+                self.partitions[node] = (int(info[PARTITION_ID]), int(info[NUM_PARTITIONS]))
+                self.log.write(f"node {node} serves partition {info[PARTITION_ID]} of {info[NUM_PARTITIONS]}")
+            for node in silent:
+                self.log.write(f"node {node} did not answer the partition query within {timeout:g}s", logging.WARNING)
+                self.lost_nodes.add(node)
+        return live & self.partitions.keys()
+
+    def wait_for_partitions(self) -> None:
+        """Block until live nodes cover every partition (SuperNodes may connect after the ServerApp starts)."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            live = self.discover()
+            counts = {self.partitions[n][1] for n in live}
+            if len(counts) > 1:
+                raise FedHelloError(f"SuperNodes disagree on num-partitions: {sorted(counts)}")
+            if counts:
+                (total,) = counts
+                missing = set(range(total)) - {self.partitions[n][0] for n in live}
+                if not missing:
+                    self.log.write(f"{len(live)} SuperNodes serve all {total} partitions")
+                    return
+            else:
+                missing = {"all"}
+            if time.monotonic() > deadline:
+                raise FedHelloError(
+                    f"after {STARTUP_TIMEOUT_S:.0f}s no SuperNode serves partitions {sorted(map(str, missing))}"
+                    " (fix: start one flower-supernode per partition with --node-config)"
+                )
+            time.sleep(0.5)
+
+    def holder(self, client_id: int, live: set[int]) -> int | None:
+        for node in sorted(live):
+            partition, total = self.partitions[node]
+            if client_id % total == partition:
+                return node
+        return None
+
+    # --- one round ---------------------------------------------------------------------------------
+    def lose(self, round_num: int, client_id: int, node: int | None, why: str) -> None:
+        where = f" (node {node}, partition {self.partitions[node][0]})" if node in self.partitions else ""
+        self.log.write(f"round {round_num}: lost client {client_id}{where}: {why}", logging.WARNING)
+
+    def __call__(self, round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
+        if not self.started:
+            self.wait_for_partitions()
+            self.started = True
+        live = self.discover()
+        arrays = state_to_record(state)  # encoded once, shared by every message of the round
+        targets: list[tuple[int, int, Message]] = []
+        for cid, plan in plans.items():
+            node = self.holder(cid, live)
+            if node is None:
+                self.lose(round_num, cid, None, "no live SuperNode serves its partition")
+                continue
+            seed = client_seed(self.config.seed, round_num, cid)
+            task = TrainTask(cid, round_num, seed, plan, self.config_json, state)
+            message = Message(
+                content=train_content(task, arrays), dst_node_id=node, message_type=TRAIN, group_id=str(round_num)
+            )
+            targets.append((cid, node, message))
+        ids = list(self.grid.push_messages([m for _, _, m in targets]))
+        if len(ids) != len(targets):
+            raise FedHelloError(f"round {round_num}: the SuperLink accepted {len(ids)} of {len(targets)} messages")
+        sent = ", ".join(f"{cid}->node {node}" for cid, node, _ in targets)
+        self.log.write(f"round {round_num}: sent {len(ids)} clients {sent}")
+        pending = {mid: (cid, node) for mid, (cid, node, _) in zip(ids, targets, strict=True)}
+        updates = self.collect(round_num, plans, state, pending)
+        return [updates[cid] for cid in plans if cid in updates]
+
+    def collect(
+        self,
+        round_num: int,
+        plans: dict[int, Plan],
+        state: dict[str, torch.Tensor],
+        pending: dict[str, tuple[int, int]],
+    ) -> dict[int, ClientUpdate]:
+        timeout = self.config.flower.round_timeout_s
+        deadline = time.monotonic() + timeout if timeout else None
+        next_check = time.monotonic() + NODE_CHECK_S
+        updates: dict[int, ClientUpdate] = {}
+        while pending:
+            for reply in self.grid.pull_messages(list(pending)):
+                mid = reply.metadata.reply_to_message_id
+                if mid not in pending:
+                    continue
+                cid, node = pending.pop(mid)
+                if reply.has_error():
+                    self.lose(round_num, cid, node, f"error reply: {reply.error.reason}")
+                    continue
+                try:
+                    update = read_update_content(reply.content, plans[cid])
+                    check_update(update, cid, state)
+                except (KeyError, ValueError, TypeError, FedHelloError) as err:
+                    self.lose(round_num, cid, node, f"malformed reply: {err}")
+                    continue
+                updates[cid] = update
+            if not pending:
+                break
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                for cid, node in pending.values():
+                    self.lose(round_num, cid, node, f"no reply within {timeout:g}s")
+                    self.lost_nodes.add(node)
+                break
+            if now > next_check:
+                connected = set(self.grid.get_node_ids())
+                for mid, (cid, node) in list(pending.items()):
+                    if node not in connected:
+                        self.lose(round_num, cid, node, "its SuperNode disconnected")
+                        self.lost_nodes.add(node)
+                        del pending[mid]
+                next_check = now + NODE_CHECK_S
+            time.sleep(POLL_S)
+        return updates
+
+
+def check_update(update: ClientUpdate, client_id: int, state: dict[str, torch.Tensor]) -> None:
+    """A reply must be for the asked client and hold only known tensors of the right shape."""
+    if update.client_id != client_id:
+        raise FedHelloError(f"reply is for client {update.client_id}")
+    for name, tensor in update.tensors.items():
+        if name not in state or state[name].shape != tensor.shape:
+            raise FedHelloError(f"unexpected tensor '{name}' {tuple(tensor.shape)}")
+
+
+def serve(
+    grid: Grid, config: RunConfig, run_dir: Path, show_progress: bool = False, resume: bool = False
+) -> dict[str, Any]:
+    """Run every round of `config` over `grid`; write the run folder like the local engine does
+    (`resume`: continue the folder from its last checkpoint)."""
+    federation = build_federation(config)
+    coordinator = Coordinator(federation)
+    dispatch = FlowerDispatch(grid, config, EngineLog(run_dir / "flower.log"))
+    try:
+        return run_rounds(federation, coordinator, dispatch, run_dir, show_progress, resume=resume)
+    except Exception as err:
+        dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)
+        raise
+
+
+def config_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path]:
+    """The run config and folder from Flower's run config: `config` (a YAML path), `overrides`
+    (space-separated `key=value`, shell quoting allowed) and `run-dir` (empty: a new folder; with
+    `resume = true`, the folder to continue)."""
+    path = str(run_config.get("config", "") or "") or None
+    overrides = shlex.split(str(run_config.get("overrides", "") or ""))
+    config = load_config(path, overrides)
+    out = str(run_config.get("run-dir", "") or "") or None
+    return config, new_run_dir(config, out)
+
+
+def build_server_app(config: RunConfig, run_dir: Path, show_progress: bool = False, resume: bool = False) -> ServerApp:
+    """A ServerApp bound to an already resolved config (the simulation engine runs it in-process)."""
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        serve(grid, config, run_dir, show_progress, resume)
+
+    return server
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point for `flwr run` and `flower-superlink`: everything comes from the run config."""
+    config, run_dir = config_from_run_config(dict(context.run_config))
+    LOGGER.info("fedhello run folder: %s", run_dir)
+    serve(grid, config, run_dir, resume=bool(context.run_config.get("resume", False)))

@@ -1,0 +1,71 @@
+"""`--engine flower-sim`: the Flower ServerApp and ClientApp on Flower's simulation runtime (Ray).
+
+One virtual SuperNode per fedhello client (partition-id = client id); Ray runs as many ClientApp
+actors as cores allow at `flower.client_cpus` each, and an actor keeps its model for the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from fedhello.config import RunConfig
+from fedhello.engines.base import ENGINES, Engine
+from fedhello.errors import FedHelloError
+
+
+def quiet_flower() -> None:
+    """No telemetry (there is no network), no per-run dependency installation (torch is installed)."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def backend_config(config: RunConfig) -> dict[str, Any]:
+    cores = os.cpu_count() or 1
+    return {
+        "client_resources": {"num_cpus": config.flower.client_cpus, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cores, "logging_level": logging.ERROR, "log_to_driver": True},
+    }
+
+
+@ENGINES.register("flower-sim")
+class FlowerSimEngine(Engine):
+    def run(self, config: RunConfig, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
+        quiet_flower()
+        import ray
+        from flwr.simulation import run_simulation
+
+        from fedhello.engines.flower.clientapp import app as client_app
+        from fedhello.engines.flower.serverapp import build_server_app
+
+        started_ray = not ray.is_initialized()
+        try:
+            run_simulation(
+                server_app=build_server_app(config, run_dir, show_progress, resume),
+                client_app=client_app,
+                num_supernodes=config.federation.num_clients,
+                backend_config=backend_config(config),
+            )
+        except Exception as err:  # Flower wraps ServerApp errors; keep fedhello's one-line ones
+            cause = err if isinstance(err, FedHelloError) else err.__cause__
+            if isinstance(cause, FedHelloError):
+                raise cause from None
+            raise
+        finally:
+            if started_ray and ray.is_initialized():
+                ray.shutdown()  # stops the raylet and workers this run started
+        return read_summary(run_dir)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The summary the ServerApp wrote; a run that ended without one failed (its log says why)."""
+    summary_file = run_dir / "summary.json"
+    if not summary_file.exists():
+        log = run_dir / "flower.log"
+        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+        raise FedHelloError(f"the Flower run ended without a summary ({' '.join(tail) or 'no log'}); see {run_dir}")
+    return json.loads(summary_file.read_text())
