@@ -80,7 +80,11 @@ def run(
         if engine not in ENGINES:
             raise FedHelloError(f"option '--engine': unknown engine '{engine}' (fix: use one of {ENGINES.names()})")
         if dry_run:
+            from fedhello.tasks.dry_run import describe_plan
+
             typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
+            quiet_libraries()
+            typer.echo(describe_plan(resolved))  # sizes from the architecture only: nothing is downloaded
             return
         quiet_libraries()
         run_dir = new_run_dir(resolved, out)

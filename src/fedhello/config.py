@@ -25,6 +25,7 @@ class Section(BaseModel):
 class ModelConfig(Section):
     name_or_path: str = Field(EMBEDDED_MODEL, description="HF hub id, local directory, or the embedded MiniLM")
     max_length: int = Field(128, gt=0, description="token budget per text sample")
+    max_new_tokens: int = Field(64, gt=0, description="causal_lm: tokens generated per held-out prompt when scoring")
 
 
 class LoraSettings(Section):
@@ -48,13 +49,23 @@ class DataConfig(Section):
     proxy_size: int = Field(50, ge=0, description="training samples held out as the server's FIM proxy set")
     max_train_samples: int | None = Field(None, gt=0, description="cap on training samples (quick runs)")
     max_test_samples: int | None = Field(None, gt=0, description="cap on test samples (quick runs)")
+    image_column: str = Field("image", description="image_classification: column of PIL images or image files")
+    instruction_column: str = Field("instruction", description="causal_lm: column of the instruction")
+    context_column: str | None = Field("context", description="causal_lm: optional input/context column")
+    response_column: str = Field("response", description="causal_lm: column of the reference response")
+    max_generate_samples: int = Field(
+        64, ge=0, description="causal_lm: held-out prompts answered by generation and scored with ROUGE-L"
+    )
 
 
 class PartitionConfig(Section):
     kind: str = Field("pathological", description="registered partitioner: iid, dirichlet, pathological")
     alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (kind=dirichlet)")
     classes_per_client: int = Field(2, gt=0, description="classes held by each client (kind=pathological)")
-    min_size: int = Field(0, ge=0, description="minimum samples per client (kind=dirichlet)")
+    min_size: int = Field(0, ge=0, description="minimum samples per client (kind=dirichlet, pathological_dirichlet)")
+    domain_column: str = Field(
+        "domain", description="column naming each sample's domain or group (kind=domain, domain_pathological)"
+    )
 
 
 class FederationConfig(Section):
@@ -107,6 +118,28 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0.0)
     max_steps: int | None = Field(None, gt=0, description="cap on local optimizer steps per round")
     device: str = Field("cpu", description="cpu, cuda, or auto")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast precision on CUDA (fp16 adds a gradient scaler); the weights stay fp32"
+    )
+    grad_accum: int = Field(1, gt=0, description="micro-batches accumulated per optimizer step")
+    effective_batch_size: int | None = Field(
+        None, gt=0, description="batch per optimizer step; sets grad_accum = effective_batch_size / batch_size"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (large models)")
+    record_resources: bool = Field(
+        False, description="record each client's peak training memory (peak_mem_mb) and median step_seconds"
+    )
+
+    @model_validator(mode="after")
+    def _accumulation(self) -> TrainConfig:
+        if self.effective_batch_size is not None:
+            if self.effective_batch_size % self.batch_size:
+                raise ValueError(
+                    f"effective_batch_size {self.effective_batch_size} is not a multiple of batch_size "
+                    f"{self.batch_size}; pick a multiple"
+                )
+            object.__setattr__(self, "grad_accum", self.effective_batch_size // self.batch_size)
+        return self
 
 
 class AggregationConfig(Section):

@@ -6,6 +6,7 @@ backward below the lowest trained layer, the optimizer holds no state for it, an
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -13,6 +14,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from fedhello.config import TrainConfig
+from fedhello.errors import ConfigError
 from fedhello.models.layers import keys_for_layers
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.tasks.base import Task
@@ -39,14 +41,34 @@ def freeze_for_plan(model: torch.nn.Module, layout: dict[str, int], plan: Plan) 
     return [name for name in layout if name in trained]
 
 
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for `precision` (fp32: none). fp16 needs CUDA; bf16 also runs on CPU."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision", "fp16 autocast needs a CUDA device", "use bf16 or fp32")
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
 class LocalTrainer:
-    """Trains a shared model for one client at a time; holds no per-client state."""
+    """Trains a shared model for one client at a time; holds no per-client state.
+
+    Options (all off by default): `precision` autocasts forward and loss (fp16 with a gradient scaler),
+    `grad_accum` sums gradients of that many micro-batches per optimizer step (the mean over them, so an
+    effective batch does not depend on how it is split), `gradient_checkpointing` recomputes activations.
+    """
 
     def __init__(self, model: torch.nn.Module, task: Task, layout: dict[str, int], config: TrainConfig) -> None:
         self.model = model
         self.task = task
         self.layout = layout
         self.config = config
+        if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            # non-reentrant checkpointing lets gradients reach LoRA inputs without grads on the embeddings
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def train(
         self, client_id: int, plan: Plan, global_state: dict[str, torch.Tensor], data: Dataset, seed: int
@@ -65,17 +87,31 @@ class LocalTrainer:
             data, batch_size=self.config.batch_size, shuffle=True, generator=generator, collate_fn=self.task.collate
         )
         device = next(self.model.parameters()).device
+        accum = self.config.grad_accum
+        scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
         self.model.train()
-        steps, loss_sum = 0, 0.0
+        steps, micro, loss_sum = 0, 0, 0.0
+        optimizer.zero_grad(set_to_none=True)
         for _ in range(self.config.local_epochs):
-            for batch in loader:
+            for i, batch in enumerate(loader):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                loss = self.task.loss(self.model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                steps += 1
+                with autocast(device, self.config.precision):
+                    loss = self.task.loss(self.model, batch)
+                # an epoch's last group may hold fewer micro-batches: average over those it has
+                group = min(accum, len(loader) - (i // accum) * accum)
+                scaled = loss / group
+                (scaler.scale(scaled) if scaler else scaled).backward()
+                micro += 1
                 loss_sum += loss.item()
+                if (i + 1) % accum and i + 1 != len(loader):
+                    continue
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                steps += 1
                 if self.config.max_steps and steps >= self.config.max_steps:
                     break
             if self.config.max_steps and steps >= self.config.max_steps:
@@ -84,7 +120,7 @@ class LocalTrainer:
         tensors = extract_state(self.model, names)
         update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
         update.metrics = {
-            "train_loss": loss_sum / max(steps, 1),
+            "train_loss": loss_sum / max(micro, 1),
             "steps": float(steps),
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
