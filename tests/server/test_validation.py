@@ -159,3 +159,47 @@ def test_validation_can_be_switched_off():
     settings = ReliabilityConfig(validate_updates=False)
     accepted, rejected = UpdateValidator(LAYOUT, settings).split({1: Plan((0,))}, [update], state)
     assert accepted == [update] and not rejected
+
+
+def _run_with(config, run_dir, tamper):  # noqa: ANN001, ANN202
+    """The local engine's round loop with a man-in-the-middle on the first client of every round."""
+    from fedhello.server import Coordinator, build_federation, client_seed
+    from fedhello.server.loop import run_rounds
+    from fedhello.training import LocalTrainer
+
+    federation = build_federation(config)
+    coordinator = Coordinator(federation)
+    trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
+
+    def dispatch(round_num, plans, state):  # noqa: ANN001, ANN202
+        updates = [
+            trainer.train(cid, plan, state, federation.client_data(cid), client_seed(config.seed, round_num, cid))
+            for cid, plan in plans.items()
+        ]
+        return tamper(updates)
+
+    run_rounds(federation, coordinator, dispatch, run_dir, show_progress=False)
+    return coordinator.global_state
+
+
+def test_a_rejected_update_is_logged_and_the_run_equals_one_where_that_client_never_replied(fast_config, tmp_path):
+    import json
+
+    config = fast_config.model_copy(deep=True)
+    config.federation.rounds = 2
+    config.output.save_adapter = False
+
+    def poison(updates):  # noqa: ANN001, ANN202
+        first = updates[0]
+        first.tensors = {n: torch.full_like(t, float("nan")) for n, t in first.tensors.items()}
+        return updates
+
+    poisoned = _run_with(config, tmp_path / "poisoned", poison)
+    silent = _run_with(config, tmp_path / "silent", lambda updates: updates[1:])
+    assert all(torch.equal(poisoned[k], silent[k]) for k in poisoned)
+    assert all(torch.isfinite(t).all() for t in poisoned.values())
+    records = [json.loads(line) for line in (tmp_path / "poisoned" / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        assert len(record["rejected"]) == 1 and "NaN or Inf" in record["rejected"][0]["reason"]
+        assert record["rejected"][0]["id"] not in {c["id"] for c in record["clients"]}
+    assert json.loads((tmp_path / "poisoned" / "summary.json").read_text())["rejected_updates"] == 2
