@@ -180,6 +180,35 @@ def compare(
     typer.echo(paths["md"].read_text())
 
 
+@app.command()
+def profile(
+    config: Annotated[Optional[Path], typer.Argument(help="YAML experiment config")] = None,  # noqa: UP045
+    overrides: SetOpt = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="measure again even if a cached profile exists")] = False,
+    steps: Annotated[int, typer.Option(help="timed steps per layer set (median)")] = 3,
+    warmup: Annotated[int, typer.Option(help="untimed warm-up steps per layer set")] = 1,
+    check: Annotated[Optional[Path], typer.Option(help="RUN_DIR: budget vs measured per tier of a run")] = None,  # noqa: UP045
+) -> None:
+    """Peak memory and step time of local training per tier and layer set; budgets -> constraints."""
+    from fedhello.config import load_config
+    from fedhello.resources.budgets import budget_report, profile_command
+    from fedhello.resources.report import format_budget_report
+
+    try:
+        if check is not None:
+            if not (check / "metrics.jsonl").is_file():
+                raise FedHelloError(f"option '--check': '{check}' has no metrics.jsonl (fix: give a run folder)")
+            typer.echo(format_budget_report(budget_report(check)))
+            return
+        if config is None:
+            raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --check RUN_DIR)")
+        resolved = load_config(config, overrides)
+        quiet_libraries()
+        typer.echo(profile_command(resolved, refresh, steps, warmup, echo=lambda line: console.print(line)))
+    except FedHelloError as err:
+        fail(err)
+
+
 def main() -> None:
     try:
         app()

@@ -77,7 +77,26 @@ class FederationConfig(Section):
 
 class TierConfig(Section):
     share: float = Field(description="fraction of clients in this tier, e.g. 1/3")
-    layers: int = Field(gt=0, description="number of transformer layers a client of this tier can train")
+    layers: int | None = Field(
+        None,
+        gt=0,
+        description="number of transformer layers a client of this tier can train; may be left out when the "
+        "tier declares memory_mb or seconds_per_step (then the budget profile decides)",
+    )
+    memory_mb: float | None = Field(
+        None, gt=0.0, description="training memory budget of a client: MiB above the loaded model (docs/benchmarks.md)"
+    )
+    seconds_per_step: float | None = Field(None, gt=0.0, description="time budget of one local optimizer step")
+
+    @model_validator(mode="after")
+    def _capacity(self) -> TierConfig:
+        if self.layers is None and self.memory_mb is None and self.seconds_per_step is None:
+            raise ValueError("a tier needs layers, memory_mb or seconds_per_step")
+        return self
+
+    @property
+    def has_budget(self) -> bool:
+        return self.memory_mb is not None or self.seconds_per_step is not None
 
     @field_validator("share", mode="before")
     @classmethod
@@ -109,6 +128,11 @@ class StrategyConfig(Section):
         "(FIM only in refresh rounds, the pattern otherwise)",
     )
     fim_levels: int = Field(3, gt=0, description="importance levels (official: 3, probabilities 1:2:3)")
+    depth_aware: bool = Field(
+        False,
+        description="keep every plan within its tier's memory_mb/seconds_per_step budget by construction: "
+        "layers below the tier's lowest affordable layer are moved up (needs budget tiers)",
+    )
 
 
 class TrainConfig(Section):
@@ -172,21 +196,6 @@ class ReliabilityConfig(Section):
         None,
         gt=0.0,
         description="reject an update whose RMS change exceeds norm_bound x the round's median (None = off)",
-    )
-
-
-class FlowerConfig(Section):
-    supernodes: int = Field(
-        2, gt=0, description="flower-deploy: SuperNodes started on 127.0.0.1; node i serves clients c with c % n == i"
-    )
-    client_cpus: float = Field(
-        1.0, gt=0.0, description="flower-sim: CPU cores reserved per virtual client (one Ray actor each)"
-    )
-    round_timeout_s: float | None = Field(
-        None,
-        gt=0.0,
-        description="seconds to wait for a round's replies; clients still missing are lost for the round "
-        "(None: wait until Flower reports their node down)",
     )
 
 

@@ -15,6 +15,7 @@ import torch
 
 from fedhello.aggregation import AGGREGATORS, Aggregator
 from fedhello.allocation import ALLOCATORS, Allocator
+from fedhello.allocation.constraints import DepthAwareAllocator
 from fedhello.allocation.importance import empirical_fisher, layer_scores
 from fedhello.errors import ConfigError
 from fedhello.models.layers import HEAD
@@ -29,7 +30,13 @@ def build_allocator(federation: Federation) -> Allocator:
     strategy = federation.config.strategy
     if strategy.name not in ALLOCATORS:
         raise ConfigError("strategy.name", f"unknown strategy '{strategy.name}'", f"use one of {ALLOCATORS.names()}")
-    return ALLOCATORS.get(strategy.name)(strategy, federation.num_layers, federation.tier_budgets)
+    cls = ALLOCATORS.get(strategy.name)
+    # rank-heterogeneous allocators (HetLoRA, FlexLoRA, LEGEND) hand out ranks up to the adapter's rank
+    extra = {"lora_rank": federation.config.lora.r} if getattr(cls, "needs_lora_rank", False) else {}
+    allocator = cls(strategy, federation.num_layers, federation.tier_budgets, **extra)
+    if strategy.depth_aware:  # budget tiers: keep every plan at or above its tier's lowest affordable layer
+        allocator = DepthAwareAllocator(allocator, federation.client_constraints())
+    return allocator
 
 
 def build_aggregator(federation: Federation) -> Aggregator:

@@ -5,7 +5,7 @@ Engines share this set-up; only how client training is dispatched differs betwee
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,6 +16,8 @@ from fedhello.config import RunConfig, TierConfig
 from fedhello.data import build_partitioner, load_source
 from fedhello.errors import ConfigError
 from fedhello.models.layers import num_blocks, trainable_layout
+from fedhello.resources.budgets import resolve_budgets
+from fedhello.resources.cost import LayerConstraint
 from fedhello.tasks import TASKS, Task
 
 
@@ -50,6 +52,12 @@ class Federation:
     partitioner: Partitioner
     client_tiers: list[int]
     label_names: list[str]
+    # per tier: what a memory_mb / seconds_per_step budget allows (None for count-only tiers)
+    tier_constraints: list[LayerConstraint | None] = field(default_factory=list)
+
+    def client_constraints(self) -> list[LayerConstraint | None]:
+        """Each client's constraint, indexed by client id (for `DepthAwareAllocator`)."""
+        return [self.tier_constraints[t] if self.tier_constraints else None for t in self.client_tiers]
 
     def client_data(self, client_id: int) -> Dataset:
         return self.partitioner.load_partition(client_id)
@@ -77,7 +85,7 @@ def build_federation(config: RunConfig) -> Federation:
     model = task.build_model()
     num_layers = num_blocks(model.config if hasattr(model, "config") else model.base_model.config)
     for i, tier in enumerate(config.tiers):
-        if tier.layers > num_layers:
+        if tier.layers is not None and tier.layers > num_layers:
             raise ConfigError(
                 f"tiers.{i}.layers",
                 f"{tier.layers} is more than the model's {num_layers} layers",
@@ -90,6 +98,9 @@ def build_federation(config: RunConfig) -> Federation:
     train = _take(train, config.data.max_train_samples)
     test = _take(raw["test"], config.data.max_test_samples)
     train, proxy, test = (task.preprocess(split) for split in (train, proxy, test))
+    layout = trainable_layout(model.named_parameters())
+    # budget tiers -> layer constraints (measures and caches the profile the first time; fills tiers[i].layers)
+    constraints = resolve_budgets(config, task, model, layout, num_layers, train)
 
     partitioner = build_partitioner(config.partition, config.federation.num_clients, "labels", config.seed)
     partitioner.dataset = train
@@ -97,7 +108,7 @@ def build_federation(config: RunConfig) -> Federation:
         config=config,
         task=task,
         model=model,
-        layout=trainable_layout(model.named_parameters()),
+        layout=layout,
         num_layers=num_layers,
         train=train,
         proxy=proxy,
@@ -105,4 +116,5 @@ def build_federation(config: RunConfig) -> Federation:
         partitioner=partitioner,
         client_tiers=assign_tiers(config.federation.num_clients, config.tiers, config.seed),
         label_names=label_names,
+        tier_constraints=constraints,
     )

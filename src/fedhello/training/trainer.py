@@ -7,6 +7,7 @@ backward below the lowest trained layer, the optimizer holds no state for it, an
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 
 import torch
@@ -17,6 +18,7 @@ from fedhello.config import TrainConfig
 from fedhello.errors import ConfigError
 from fedhello.models.layers import keys_for_layers
 from fedhello.plan import ClientUpdate, Plan
+from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
 
 
@@ -69,6 +71,26 @@ class LocalTrainer:
         if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             # non-reentrant checkpointing lets gradients reach LoRA inputs without grads on the embeddings
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self._warmed_up = False
+
+    def _start_meter(self, data: Dataset) -> MemoryMeter:
+        """`train.record_resources`: start a peak-memory window for this client. The first call of a process
+        runs one throw-away backward first, because the first backward allocates one-time buffers that
+        would otherwise be charged to the first client (parameters and RNG state are left unchanged)."""
+        device = next(self.model.parameters()).device
+        if not self._warmed_up:
+            self._warmed_up = True
+            rows = [data[i] for i in range(min(len(data), self.config.batch_size))]
+            batch = {k: v.to(device) for k, v in self.task.collate(rows).items()}
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(name in self.layout)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                self.task.loss(self.model, batch).backward()
+            for param in self.model.parameters():
+                param.grad = None
+        meter = meter_for(device)
+        meter.start()
+        return meter
 
     def train(
         self, client_id: int, plan: Plan, global_state: dict[str, torch.Tensor], data: Dataset, seed: int
@@ -76,6 +98,7 @@ class LocalTrainer:
         """Start from `global_state`, train the plan's parameters on `data`, return their new values."""
         started = time.perf_counter()
         load_state(self.model, global_state)
+        meter = self._start_meter(data) if self.config.record_resources else None
         names = freeze_for_plan(self.model, self.layout, plan)
         params = dict(self.model.named_parameters())
         optimizer = torch.optim.AdamW(
@@ -92,6 +115,8 @@ class LocalTrainer:
         self.model.train()
         steps, micro, loss_sum = 0, 0, 0.0
         optimizer.zero_grad(set_to_none=True)
+        step_times: list[float] = []
+        step_clock = time.perf_counter()
         for _ in range(self.config.local_epochs):
             for i, batch in enumerate(loader):
                 batch = {k: v.to(device) for k, v in batch.items()}
@@ -112,6 +137,9 @@ class LocalTrainer:
                     optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
+                if meter is not None:
+                    step_times.append(time.perf_counter() - step_clock)
+                    step_clock = time.perf_counter()
                 if self.config.max_steps and steps >= self.config.max_steps:
                     break
             if self.config.max_steps and steps >= self.config.max_steps:
@@ -125,4 +153,9 @@ class LocalTrainer:
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
         }
+        if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
+            peak = meter.peak_mb()
+            update.metrics["step_seconds"] = statistics.median(step_times[1:] or step_times or [0.0])
+            if peak is not None:
+                update.metrics["peak_mem_mb"] = peak
         return update

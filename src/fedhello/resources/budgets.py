@@ -1,0 +1,136 @@
+"""Budgets in a run: turn tiers' `memory_mb` / `seconds_per_step` into layer constraints (using the cached
+profile), and check afterwards how well the run's clients stayed within them."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedhello.config import RunConfig, load_config
+from fedhello.errors import ConfigError
+from fedhello.resources.cost import BudgetError, LayerConstraint, budget_constraint
+from fedhello.resources.profile import Profile, load_or_measure, measure_profile, profile_batches, tier_counts
+
+
+def profile_for(
+    config: RunConfig, task: Any, model: torch.nn.Module, layout: dict[str, int], num_layers: int, train: Any,
+    refresh: bool = False, steps: int = 3, warmup: int = 1, on_measure: Any = None,
+) -> tuple[Profile, Path, bool]:
+    """The cached profile of this config, measured on the first batches of `train` when missing."""
+    device = str(next(model.parameters()).device)
+
+    def measure() -> Profile:
+        batches = profile_batches(task, train, config.train.batch_size)
+        counts = tier_counts(config, num_layers)
+        return measure_profile(model, task.loss, layout, batches, num_layers, counts, steps, warmup, on_measure)
+
+    return load_or_measure(config, device, measure, refresh=refresh)
+
+
+def tier_constraints(config: RunConfig, profile: Profile | None, num_layers: int) -> list[LayerConstraint | None]:
+    """One constraint per budget tier (None for count-only tiers). A tier without `layers` gets the largest
+    count its budget allows written into the config, so every consumer of `tiers[i].layers` sees a number."""
+    constraints: list[LayerConstraint | None] = []
+    for i, tier in enumerate(config.tiers):
+        if not tier.has_budget or profile is None:
+            constraints.append(None)
+            continue
+        try:
+            constraint = budget_constraint(
+                num_layers, profile.memory, profile.time, tier.memory_mb, tier.seconds_per_step, tier.layers
+            )
+        except BudgetError as err:
+            fix = "raise the budget or lower batch_size/max_length"
+            raise ConfigError(f"tiers.{i}", f"budget {err}", fix) from None
+        if tier.layers is None:
+            tier.layers = constraint.max_layers
+        constraints.append(constraint)
+    return constraints
+
+
+def resolve_budgets(
+    config: RunConfig, task: Any, model: torch.nn.Module, layout: dict[str, int], num_layers: int, train: Any
+) -> list[LayerConstraint | None]:
+    """What `build_federation` calls: constraints for budget tiers, measuring the profile only when a tier
+    declares a budget and no cached profile exists."""
+    if not any(t.has_budget for t in config.tiers):
+        if config.strategy.depth_aware:
+            raise ConfigError(
+                "strategy.depth_aware", "needs at least one tier with memory_mb or seconds_per_step",
+                "declare a budget in tiers or set depth_aware: false",
+            )
+        return [None] * len(config.tiers)
+    profile, _, _ = profile_for(config, task, model, layout, num_layers, train)
+    return tier_constraints(config, profile, num_layers)
+
+
+def budget_report(run_dir: Path) -> list[dict[str, Any]]:
+    """Per tier of a finished run: the budget, the resolved constraint (from config.yaml), and the
+    measured peak memory / step time of its clients (needs `train.record_resources: true`)."""
+    config = load_config(run_dir / "config.yaml")
+    clients: list[dict[str, Any]] = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        if line.strip():
+            clients.extend(json.loads(line).get("clients", []))
+    rows = []
+    for i, tier in enumerate(config.tiers):
+        mine = [c for c in clients if c.get("tier") == i]
+        mems = [c["peak_mem_mb"] for c in mine if "peak_mem_mb" in c]
+        secs = [c["step_seconds"] for c in mine if "step_seconds" in c]
+        row: dict[str, Any] = {
+            "tier": i,
+            "layers": tier.layers,
+            "memory_mb": tier.memory_mb,
+            "seconds_per_step": tier.seconds_per_step,
+            "plans": len(mine),
+            "lowest_layer": min((min(c["layers"]) for c in mine if c["layers"]), default=None),
+            "peak_mb_median": statistics.median(mems) if mems else None,
+            "peak_mb_max": max(mems) if mems else None,
+            "step_s_median": statistics.median(secs) if secs else None,
+            "step_s_max": max(secs) if secs else None,
+            "memory_violations": sum(m > tier.memory_mb for m in mems) if tier.memory_mb else 0,
+            "time_violations": sum(s > tier.seconds_per_step for s in secs) if tier.seconds_per_step else 0,
+        }
+        rows.append(row)
+    return rows
+
+
+
+def profile_command(
+    config: RunConfig, refresh: bool = False, steps: int = 3, warmup: int = 1, echo: Any = None
+) -> str:
+    """`fedhello profile`: measure (or load) the profile of `config` and format the per-tier table."""
+    from fedhello.data import load_source
+    from fedhello.models.layers import num_blocks, trainable_layout
+    from fedhello.resources.report import format_profile
+    from fedhello.tasks import TASKS
+
+    if config.task not in TASKS:
+        raise ConfigError("task", f"unknown task '{config.task}'", f"use one of {TASKS.names()}")
+    torch.manual_seed(config.seed)
+    raw = load_source(config.data, config.seed)
+    label_feature = raw["train"].features[config.data.label_column]
+    task = TASKS.get(config.task)(config, num_labels=len(list(getattr(label_feature, "names", []))))
+    model = task.build_model()
+    num_layers = num_blocks(model.config if hasattr(model, "config") else model.base_model.config)
+    # the same samples build_federation profiles on: the shuffled training split after the proxy set
+    train = raw["train"].shuffle(seed=config.seed)
+    start = min(config.data.proxy_size, len(train) // 10)
+    train = task.preprocess(train.select(range(start, min(len(train), start + 2 * config.train.batch_size))))
+    layout = trainable_layout(model.named_parameters())
+
+    def progress(m: Any) -> None:
+        if echo:
+            echo(f"  measured {m.label:<16} peak {m.peak_mb or 0:8.1f} MiB  step {m.step_seconds:.3f} s")
+
+    profile, path, cached = profile_for(
+        config, task, model, layout, num_layers, train, refresh=refresh, steps=steps, warmup=warmup,
+        on_measure=progress,
+    )
+    constraints = tier_constraints(config, profile, num_layers)
+    source = f"cached in {path}" if cached else f"measured now, cached in {path}"
+    return format_profile(profile, config, constraints, source)

@@ -1,0 +1,120 @@
+"""Measure one layer set: peak memory and median step time of local training on fixed batches.
+
+`freeze` is what fedhello does (only the set's LoRA tensors and the head require grad; AdamW holds state
+for them only). `lr0` is the official Fed-HeLLo code's approach, kept for the benchmark: every LoRA tensor
+requires grad and gets AdamW state, the untrained layers sit in a parameter group with learning rate 0.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+from fedhello.models.layers import HEAD, keys_for_layers
+from fedhello.plan import Plan
+from fedhello.resources.memory import meter_for
+from fedhello.training.trainer import freeze_for_plan
+
+Mode = Literal["freeze", "lr0"]
+
+
+@dataclass
+class Measurement:
+    """Cost of training one layer set: `peak_mb` added over the loaded model, median `step_seconds`."""
+
+    layers: tuple[int, ...]
+    peak_mb: float | None
+    step_seconds: float
+    mode: str = "freeze"
+    label: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["layers"] = list(self.layers)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Measurement:
+        return cls(**{**data, "layers": tuple(data["layers"])})
+
+
+def _optimizer(
+    model: torch.nn.Module, layout: dict[str, int], layers: Sequence[int], mode: Mode, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    plan = Plan(tuple(layers))
+    params = dict(model.named_parameters())
+    if mode == "freeze":
+        names = freeze_for_plan(model, layout, plan)
+        return torch.optim.AdamW([params[n] for n in names], lr=lr, weight_decay=weight_decay)
+    trained = set(keys_for_layers(layout, plan.layers, head=True))
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in layout)
+    groups = [
+        {"params": [params[n] for n in layout if n in trained], "lr": lr},
+        {"params": [params[n] for n in layout if n not in trained and layout[n] != HEAD], "lr": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=weight_decay)
+
+
+def measure_layers(
+    model: torch.nn.Module,
+    loss_fn: Any,
+    layout: dict[str, int],
+    batches: Sequence[dict[str, torch.Tensor]],
+    layers: Sequence[int],
+    *,
+    mode: Mode = "freeze",
+    steps: int = 5,
+    warmup: int = 2,
+    lr: float = 1e-4,
+    weight_decay: float = 0.01,
+    label: str = "",
+) -> Measurement:
+    """Train `layers` for `warmup + steps` steps on `batches` (cycled); return the peak memory over the
+    whole window (optimizer state included) and the median time of the steps after warm-up.
+
+    The model's trainable parameters are restored afterwards, so measurements do not depend on order.
+    """
+    device = next(model.parameters()).device
+    snapshot = {n: p.detach().clone() for n, p in model.named_parameters() if n in layout}
+    grads_before = {n: p.requires_grad for n, p in model.named_parameters()}
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+    model.train()
+    gc.collect()
+    meter = meter_for(device)
+    meter.start()
+    optimizer = _optimizer(model, layout, layers, mode, lr, weight_decay)
+    times: list[float] = []
+    for step in range(warmup + steps):
+        batch = batches[step % len(batches)]
+        started = time.perf_counter()
+        loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - started)
+        del loss
+    peak = meter.peak_mb()
+    optimizer.zero_grad(set_to_none=True)
+    del optimizer
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in snapshot:
+                param.copy_(snapshot[name])
+            param.requires_grad_(grads_before[name])
+    gc.collect()
+    return Measurement(
+        layers=tuple(sorted(layers)),
+        peak_mb=peak,
+        step_seconds=statistics.median(times[warmup:] or times),
+        mode=mode,
+        label=label,
+    )

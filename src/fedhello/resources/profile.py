@@ -1,0 +1,184 @@
+"""The budget profiler: measure representative layer sets once per model/config, fit the cost model,
+cache the result.
+
+A profile depends on the model, LoRA settings, batch size, sequence length, device and machine, so the
+cache key hashes exactly those (`profile_key`). Profiles live in `$FEDHELLO_CACHE` or
+`~/.cache/fedhello/profiles/<key>.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedhello.allocation.patterns import PATTERNS
+from fedhello.config import RunConfig
+from fedhello.resources.cost import CostModel
+from fedhello.resources.measure import Measurement, measure_layers
+from fedhello.resources.memory import fix_malloc_mmap, meter_for
+
+# Representative sets per budget k: the GD patterns plus the plain names users think in.
+SET_KINDS: dict[str, str] = {
+    "top": "inverted_triangle",
+    "bottom": "triangle",
+    "alternate": "uniform",
+    "bottleneck": "bottleneck",
+}
+
+
+def representative_sets(num_layers: int, counts: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """(label, layers) for head-only, all layers, and for each k the top-k, bottom-k, alternate
+    (evenly spread) and bottleneck sets; duplicates keep their first label."""
+    sets: list[tuple[str, tuple[int, ...]]] = [("all", tuple(range(num_layers))), ("head only", ())]
+    seen = {s for _, s in sets}
+    for k in sorted(set(counts)):
+        for kind, pattern in SET_KINDS.items():
+            layers = PATTERNS[pattern](num_layers, k)
+            if layers not in seen:
+                seen.add(layers)
+                sets.append((f"{kind}-{k}", layers))
+    return sets
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FEDHELLO_CACHE") or Path.home() / ".cache" / "fedhello") / "profiles"
+
+
+def profile_key(config: RunConfig, device: str) -> str:
+    """Hash of everything that changes a measurement."""
+    parts = {
+        "model": config.model.model_dump(mode="json"),
+        "lora": config.lora.model_dump(mode="json"),
+        "data": [config.data.source, config.data.path, config.data.subset, config.data.text_column],
+        "batch_size": config.train.batch_size,
+        "device": device,
+        "machine": [platform.node(), platform.machine(), os.cpu_count(), torch.__version__],
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Profile:
+    """Measured costs of layer sets for one model/config, and the fitted cost models."""
+
+    num_layers: int
+    device: str
+    memory_method: str
+    batch_shape: list[int]
+    measurements: list[Measurement]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory(self) -> CostModel | None:
+        samples = [(m.layers, m.peak_mb) for m in self.measurements if m.peak_mb is not None and m.mode == "freeze"]
+        return CostModel.fit(samples, self.num_layers) if samples else None
+
+    @property
+    def time(self) -> CostModel:
+        samples = [(m.layers, m.step_seconds) for m in self.measurements if m.mode == "freeze"]
+        return CostModel.fit(samples, self.num_layers)
+
+    def find(self, layers: Sequence[int]) -> Measurement | None:
+        wanted = tuple(sorted(layers))
+        return next((m for m in self.measurements if m.layers == wanted and m.mode == "freeze"), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "num_layers": self.num_layers,
+            "device": self.device,
+            "memory_method": self.memory_method,
+            "batch_shape": self.batch_shape,
+            "measurements": [m.to_json() for m in self.measurements],
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Profile:
+        return cls(
+            num_layers=data["num_layers"],
+            device=data["device"],
+            memory_method=data["memory_method"],
+            batch_shape=list(data["batch_shape"]),
+            measurements=[Measurement.from_json(m) for m in data["measurements"]],
+            meta=data.get("meta", {}),
+        )
+
+
+def measure_profile(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    layout: dict[str, int],
+    batches: Sequence[dict[str, torch.Tensor]],
+    num_layers: int,
+    counts: Sequence[int],
+    steps: int = 3,
+    warmup: int = 1,
+    on_measure: Callable[[Measurement], None] | None = None,
+) -> Profile:
+    """Measure every representative set on `batches`. The model's parameters and the global RNG state
+    are left as they were, so profiling inside a run does not change the run."""
+    fix_malloc_mmap()
+    device = next(model.parameters()).device
+    measurements = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # One unrecorded pass: the first backward of a process allocates one-time buffers.
+        measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=1, warmup=0)
+        for label, layers in representative_sets(num_layers, counts):
+            m = measure_layers(model, loss_fn, layout, batches, layers, steps=steps, warmup=warmup, label=label)
+            measurements.append(m)
+            if on_measure:
+                on_measure(m)
+    return Profile(
+        num_layers=num_layers,
+        device=str(device),
+        memory_method=meter_for(device).method,
+        batch_shape=list(batches[0]["input_ids"].shape) if "input_ids" in batches[0] else [],
+        measurements=measurements,
+        meta={"created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "steps": steps, "warmup": warmup},
+    )
+
+
+def profile_batches(task: Any, dataset: Any, batch_size: int, count: int = 2) -> list[dict[str, torch.Tensor]]:
+    """The first `count` full batches of a preprocessed split (fixed, so every set sees the same data)."""
+    n = min(len(dataset), batch_size * count)
+    rows = [dataset[i] for i in range(n)]
+    return [task.collate(rows[i : i + batch_size]) for i in range(0, n, batch_size) if rows[i : i + batch_size]]
+
+
+def tier_counts(config: RunConfig, num_layers: int) -> list[int]:
+    """Layer counts to profile: the tiers' declared counts, or a spread when tiers only declare budgets."""
+    counts = [t.layers for t in config.tiers if t.layers]
+    if any(t.layers is None for t in config.tiers):
+        counts += [max(1, num_layers // 3), max(1, num_layers // 2), max(1, 2 * num_layers // 3)]
+    return sorted({min(k, num_layers) for k in counts})
+
+
+def load_or_measure(
+    config: RunConfig,
+    device: str,
+    measure: Callable[[], Profile],
+    refresh: bool = False,
+) -> tuple[Profile, Path, bool]:
+    """The cached profile for this config, or a fresh one (then cached). Returns (profile, path, cached)."""
+    path = cache_dir() / f"{profile_key(config, device)}.json"
+    if path.is_file() and not refresh:
+        try:
+            return Profile.from_json(json.loads(path.read_text())), path, True
+        except (ValueError, KeyError, TypeError):
+            pass  # a corrupt or outdated cache entry is simply measured again
+    profile = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(profile.to_json(), indent=1))
+    os.replace(tmp, path)
+    return profile, path, False

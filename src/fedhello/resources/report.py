@@ -1,0 +1,109 @@
+"""Plain-text tables for `fedhello profile`: the per-tier cost table and the budget check of a run."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from fedhello.allocation.patterns import PATTERNS
+from fedhello.config import RunConfig
+from fedhello.resources.cost import LayerConstraint
+from fedhello.resources.measure import Measurement
+from fedhello.resources.profile import SET_KINDS, Profile
+
+
+def machine_line() -> str:
+    """Cores, CPU model and current load, to print next to any timing."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{os.cpu_count()} cores, {model}, load average {load:.2f}"
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(value: float | None, ref: float | None) -> str:
+    return "n/a" if value is None or not ref else f"{value / ref:.2f}"
+
+
+def _row(m: Measurement, ref: Measurement | None, num_layers: int, label: str) -> str:
+    layers = " ".join(map(str, m.layers)) or "-"
+    lowest = str(min(m.layers)) if m.layers else "-"
+    return (
+        f"  {label:<18} {layers:<14} {lowest:>6} {_fmt(m.peak_mb):>9} {_ratio(m.peak_mb, ref and ref.peak_mb):>6}"
+        f" {_fmt(m.step_seconds, 3):>8} {_ratio(m.step_seconds, ref and ref.step_seconds):>6}"
+    )
+
+
+def format_profile(
+    profile: Profile, config: RunConfig, constraints: list[LayerConstraint | None], source: str
+) -> str:
+    """Per tier: every representative set of the tier's size with its peak memory and step time, both
+    also as a ratio of training all layers; then the fitted cost models and the budget conversions."""
+    num_layers = profile.num_layers
+    full = profile.find(range(num_layers))
+    head = profile.find(())
+    steps, warmup = profile.meta.get("steps", "?"), profile.meta.get("warmup", "?")
+    lines = [
+        f"model {config.model.name_or_path}: {num_layers} layers, LoRA r={config.lora.r} on "
+        f"{','.join(config.lora.target_modules)}, batch {'x'.join(map(str, profile.batch_shape))} (samples x tokens),"
+        f" device {profile.device}",
+        f"peak memory: {profile.memory_method}",
+        f"step time: median of {steps} steps after {warmup} warm-up step(s); profile {source},"
+        f" measured {profile.meta.get('created', '?')}",
+        f"machine now: {machine_line()}",
+        "",
+        f"  {'set':<18} {'layers':<14} {'lowest':>6} {'peak MiB':>9} {'x all':>6} {'step s':>8} {'x all':>6}",
+    ]
+    for m, label in ((full, "all"), (head, "head only")):
+        if m is not None:
+            lines.append(_row(m, full, num_layers, label))
+    for i, tier in enumerate(config.tiers):
+        k = tier.layers
+        budget = ", ".join(
+            f"{name} {value:g}" for name, value in (("memory_mb", tier.memory_mb), ("s/step", tier.seconds_per_step))
+            if value
+        )
+        lines.append(f"tier {i} (share {tier.share:.2f}, {k} of {num_layers} layers{'; ' + budget if budget else ''}):")
+        for kind, pattern in SET_KINDS.items():
+            m = profile.find(PATTERNS[pattern](num_layers, k)) if k else None
+            if m is not None:
+                lines.append(_row(m, full, num_layers, f"{kind}-{k}" + (f" ({pattern})" if kind != pattern else "")))
+        constraint = constraints[i] if i < len(constraints) else None
+        if constraint is not None:
+            lines.append(
+                f"  budget -> at most {constraint.max_layers} layers, lowest trained layer >= {constraint.min_layer}"
+                f" (depth-aware plans stay within budget; others may not)"
+            )
+    mem, tim = profile.memory, profile.time
+    lines += ["", "cost model (depth = layers from the lowest trained one to the output):"]
+    if mem is not None:
+        lines.append(f"  peak memory = {mem.describe('MiB')}")
+    lines.append(f"  step time   = {tim.describe('s')}")
+    return "\n".join(lines)
+
+
+def format_budget_report(rows: list[dict[str, Any]]) -> str:
+    """Budget vs measured per tier of a finished run."""
+    lines = [
+        f"  {'tier':<5}{'layers':>7}{'budget MiB':>11}{'peak med':>10}{'peak max':>10}{'over':>6}"
+        f"{'budget s':>9}{'step med':>10}{'step max':>10}{'over':>6}{'plans':>7}{'lowest':>8}"
+    ]
+    for r in rows:
+        lines.append(
+            f"  {r['tier']:<5}{r['layers'] or '-':>7}{_fmt(r['memory_mb']):>11}{_fmt(r['peak_mb_median']):>10}"
+            f"{_fmt(r['peak_mb_max']):>10}{r['memory_violations']:>6}{_fmt(r['seconds_per_step'], 3):>9}"
+            f"{_fmt(r['step_s_median'], 3):>10}{_fmt(r['step_s_max'], 3):>10}{r['time_violations']:>6}"
+            f"{r['plans']:>7}{'-' if r['lowest_layer'] is None else r['lowest_layer']:>8}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""The cost model and the conversion of budgets into layer constraints."""
+
+import pytest
+
+from fedhello.resources.cost import BudgetError, CostModel, LayerConstraint, budget_constraint, depth
+
+L = 6
+
+
+def synthetic(base, per_depth, per_layer, sets):
+    return [(s, base + per_depth * depth(s, L) + per_layer * len(s)) for s in sets]
+
+
+SETS = [(), (5,), (0,), (3, 4, 5), (0, 1, 2), (0, 2, 4), (0, 1, 5), (2, 3, 4, 5), tuple(range(6))]
+
+
+def test_depth_is_distance_from_lowest_layer_to_output():
+    assert depth((), L) == 0
+    assert depth((5,), L) == 1
+    assert depth((0, 5), L) == depth((0,), L) == 6
+
+
+def test_fit_recovers_linear_costs():
+    model = CostModel.fit(synthetic(20.0, 30.0, 2.0, SETS), L)
+    assert model.base == pytest.approx(20.0)
+    assert model.per_depth == pytest.approx(30.0)
+    assert model.per_layer == pytest.approx(2.0)
+    assert model.margin == pytest.approx(0.0, abs=1e-9)
+    assert model.predict((1, 3), L) == pytest.approx(20 + 30 * 5 + 2 * 2)
+
+
+def test_fit_drops_negative_slopes_and_margin_covers_every_measurement():
+    # cost falls with the count in this noisy data: the fit must not predict cheaper sets for more layers
+    samples = [(s, 10.0 + 5 * depth(s, L) - 0.5 * len(s) + (0.7 if len(s) == 3 else 0.0)) for s in SETS]
+    model = CostModel.fit(samples, L)
+    assert model.per_layer >= 0 and model.per_depth > 0
+    for layers, cost in samples:
+        assert model.predict(layers, L) + model.margin >= cost - 1e-9
+
+
+def test_budget_picks_the_most_layers_that_fit_at_the_top_then_the_lowest_floor():
+    memory = CostModel(base=10.0, per_depth=10.0, per_layer=1.0)
+    # 3 layers at the top: 10 + 30 + 3 = 43; 4 at the top: 10 + 40 + 4 = 54
+    constraint = budget_constraint(L, memory, None, memory_mb=50.0)
+    assert constraint == LayerConstraint(max_layers=3, min_layer=3)
+    # a larger budget leaves room to go deeper than the top-k
+    constraint = budget_constraint(L, memory, None, memory_mb=60.0, layers=3)
+    assert constraint.max_layers == 3
+    assert constraint.min_layer == 2  # 10 + 40 + 3 = 53 fits, depth 5 (63) does not
+    assert memory.upper(3, constraint.min_layer, L) <= 60.0 < memory.upper(3, constraint.min_layer - 1, L)
+
+
+def test_memory_and_time_budgets_both_apply():
+    memory = CostModel(base=0.0, per_depth=10.0, per_layer=0.0)
+    time = CostModel(base=0.1, per_depth=0.1, per_layer=0.0)
+    loose_memory = budget_constraint(L, memory, time, memory_mb=1000.0, seconds_per_step=0.35)
+    assert loose_memory.max_layers == 2 and loose_memory.min_layer == 4  # time allows depth 2 only
+
+
+def test_impossible_budgets_are_errors_that_name_the_need():
+    memory = CostModel(base=100.0, per_depth=10.0, per_layer=1.0)
+    with pytest.raises(BudgetError, match="needs about 111"):
+        budget_constraint(L, memory, None, memory_mb=50.0)
+    with pytest.raises(BudgetError, match="for 4 layers"):
+        budget_constraint(L, memory, None, memory_mb=120.0, layers=4)
+    with pytest.raises(BudgetError, match="no cost model"):
+        budget_constraint(L, None, None, memory_mb=120.0)
+
+
+def test_constraint_repair_moves_shallow_layers_up_and_keeps_the_count():
+    constraint = LayerConstraint(max_layers=3, min_layer=3)
+    assert constraint.allows((3, 5)) and not constraint.allows((0, 4)) and not constraint.allows((3, 4, 5, 2))
+    assert constraint.repair((0, 1, 5), L) == (3, 4, 5)
+    assert constraint.repair((0, 4), L) == (3, 4)
+    assert constraint.repair((4, 5), L) == (4, 5)
+    # the allowed range is never exceeded even if the inner plan is larger than the budget
+    assert constraint.repair((0, 1, 2, 3, 4, 5), L) == (3, 4, 5)
