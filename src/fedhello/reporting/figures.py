@@ -1,0 +1,286 @@
+"""The report's figures, drawn from `RunData` with matplotlib (no pyplot state, so nothing to close).
+
+Each function returns a `Figure`, or None when the run holds no data for it (no FIM refresh, no
+profiled memory, no partition stats), so the report can say so instead of drawing an empty plot.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fedhello.reporting.run_data import RunData, as_number
+
+MB = 1e6
+_TIER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def tier_color(tier: int) -> str:
+    return _TIER_COLORS[tier % len(_TIER_COLORS)]
+
+
+def _figure(width: float, height: float, cols: int = 1, rows: int = 1) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, axes.ravel()
+
+
+def curves(runs: Sequence[RunData]) -> Figure:
+    """Test accuracy and loss per round (test loss solid, mean client train loss dashed); runs overlaid."""
+    fig, (acc_ax, loss_ax) = _figure(11, 3.8, cols=2)
+    for i, run in enumerate(runs):
+        color = f"C{i}"
+        rounds, acc = run.series("accuracy")
+        acc_ax.plot(rounds, acc, marker="o", markersize=4, color=color, label=run.label)
+        rounds, loss = run.series("loss")
+        loss_ax.plot(rounds, loss, marker="o", markersize=4, color=color, label=f"{run.label} test")
+        rounds, train = run.series("train_loss")
+        loss_ax.plot(rounds, train, linestyle="--", color=color, alpha=0.7, label=f"{run.label} train")
+    acc_ax.set(xlabel="round", ylabel="test accuracy", title="accuracy", ylim=(0, 1))
+    loss_ax.set(xlabel="round", ylabel="loss", title="loss (solid: test, dashed: mean client train)")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    acc_ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def accuracy_vs_upload(runs: Sequence[RunData]) -> Figure:
+    """Test accuracy against cumulative client upload: what each run paid for its accuracy."""
+    fig, (ax,) = _figure(6.5, 3.8)
+    for i, run in enumerate(runs):
+        cumulative, points = 0.0, []
+        for record in run.metrics:
+            cumulative += as_number(record.get("bytes_up")) or 0.0
+            accuracy = as_number(record.get("accuracy"))
+            if accuracy is not None:
+                points.append((cumulative / MB, accuracy))
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", markersize=4, color=f"C{i}", label=run.label)
+    ax.set(xlabel="cumulative upload (MB)", ylabel="test accuracy", title="accuracy vs. upload", ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def layer_counts(run: RunData, tier: int | None = None) -> np.ndarray:
+    """(layers, rounds) matrix: how many sampled clients (of one tier, or all) trained each layer."""
+    rounds = run.rounds
+    column = {r: j for j, r in enumerate(rounds)}
+    counts = np.zeros((run.num_layers, len(rounds)), dtype=int)
+    for client in run.clients:
+        if tier is not None and client.get("tier") != tier:
+            continue
+        for layer in client.get("layers", []):
+            if 0 <= int(layer) < run.num_layers:
+                counts[int(layer), column[client["round"]]] += 1
+    return counts
+
+
+def _heatmap(ax, matrix: np.ndarray, rounds: list[int], vmax: float, cmap: str, fmt: str):  # noqa: ANN001
+    image = ax.imshow(matrix, aspect="auto", origin="lower", cmap=cmap, vmin=0, vmax=max(vmax, 1e-9))
+    ax.set_yticks(range(matrix.shape[0]))
+    step = max(1, len(rounds) // 20)
+    ax.set_xticks(range(0, len(rounds), step), [str(r) for r in rounds[::step]])
+    if matrix.size <= 400:  # numbers stay readable up to ~20 rounds x 20 layers
+        for (y, x), value in np.ndenumerate(matrix):
+            if value:
+                light = value > 0.6 * vmax
+                ax.text(x, y, format(value, fmt), ha="center", va="center", fontsize=7,
+                        color="white" if light else "black")
+    return image
+
+
+def layer_heatmap(run: RunData) -> Figure | None:
+    """Layer x round heatmap of how many clients trained each layer; FIM refresh rounds marked."""
+    counts = layer_counts(run)
+    if counts.size == 0:
+        return None
+    rounds = run.rounds
+    fig, (ax,) = _figure(max(6.0, 0.35 * len(rounds) + 2.5), max(2.8, 0.32 * run.num_layers + 1.4))
+    vmax = max(int(counts.max()), max((len(r.get("clients", [])) for r in run.metrics), default=1))
+    image = _heatmap(ax, counts, rounds, vmax, "viridis", "d")
+    refreshes = {int(r["round"]) for r in run.importance}
+    for j, round_num in enumerate(rounds):
+        if round_num in refreshes:
+            ax.axvline(j - 0.5, color="red", linewidth=1.5)
+    ax.set(xlabel="round" + (" (red line: FIM refresh before the round)" if refreshes else ""),
+           ylabel="layer (0 = nearest input)", title="clients training each layer")
+    fig.colorbar(image, ax=ax, label="clients")
+    return fig
+
+
+def tier_layer_heatmaps(run: RunData) -> Figure | None:
+    """One panel per tier: the share of that tier's sampled clients that trained each layer, per round."""
+    tiers = [t for t in run.tiers if any(c.get("tier") == t for c in run.clients)]
+    if not tiers:
+        return None
+    rounds = run.rounds
+    per_round = defaultdict(int)
+    for client in run.clients:
+        per_round[(client["tier"], client["round"])] += 1
+    fig, axes = _figure(max(6.0, 0.3 * len(rounds) + 2.5) , 0.3 * run.num_layers * len(tiers) + 1.2 * len(tiers) + 0.4,
+                        rows=len(tiers))
+    image = None
+    for ax, tier in zip(axes, tiers, strict=True):
+        counts = layer_counts(run, tier).astype(float)
+        sampled = np.array([per_round[(tier, r)] for r in rounds], dtype=float)
+        share = np.divide(counts, sampled, out=np.zeros_like(counts), where=sampled > 0)
+        image = _heatmap(ax, share, rounds, 1.0, "Blues", ".2g")
+        ax.set_ylabel("layer")
+        ax.set_title(run.tier_name(tier), fontsize=10, loc="left")
+    axes[-1].set_xlabel("round")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label="share of the tier's sampled clients", shrink=0.8)
+    return fig
+
+
+def importance(run: RunData) -> Figure | None:
+    """FIM layer scores and the allocation probabilities derived from them, at each refresh."""
+    refreshes = [r for r in run.importance if r.get("scores")]
+    if not refreshes:
+        return None
+    fig, (score_ax, prob_ax) = _figure(11, 3.8, cols=2)
+    colors = [f"C{i % 10}" for i in range(len(refreshes))]
+    layers = np.arange(len(refreshes[0]["scores"]))
+    width = 0.8 / len(refreshes)
+    for i, (record, color) in enumerate(zip(refreshes, colors, strict=True)):
+        label = f"round {record['round']}"
+        score_ax.plot(layers, record["scores"], marker="o", color=color, label=label)
+        probabilities = record.get("probabilities")
+        if probabilities:
+            offset = (i - (len(refreshes) - 1) / 2) * width
+            prob_ax.bar(layers + offset, probabilities, width=width, color=color, label=label)
+    score_ax.set(xlabel="layer (0 = nearest input)", ylabel="Fisher score", title="FIM layer scores", xticks=layers)
+    prob_ax.set(xlabel="layer (0 = nearest input)", ylabel="probability", title="layer sampling probabilities",
+                xticks=layers)
+    for ax in (score_ax, prob_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="refresh")
+    return fig
+
+
+def _per_tier(run: RunData, value_of) -> dict[int, dict[int, list[float]]]:  # noqa: ANN001
+    """tier -> round -> values of one per-client quantity (missing values skipped)."""
+    table: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for client in run.clients:
+        value = value_of(client)
+        if value is not None and client.get("tier") is not None:
+            table[int(client["tier"])][client["round"]].append(value)
+    return table
+
+
+def contacts(record: dict) -> int:
+    """Clients the server sent the global adapter to in a round, counting retries, failures and rejections."""
+    return len(record.get("clients", [])) + len(record.get("failed_clients", [])) + len(record.get("rejected", []))
+
+
+def download_bytes(run: RunData, client: dict) -> float | None:
+    """A client's download in its round: its own field if recorded, else the round's total split over contacts."""
+    own = as_number(client.get("bytes_down"))
+    if own is not None:
+        return own
+    record = next((r for r in run.metrics if int(r["round"]) == client["round"]), None)
+    total = as_number(record.get("bytes_down")) if record else None
+    return total / contacts(record) if total is not None and contacts(record) else None
+
+
+def communication(run: RunData) -> Figure | None:
+    """Bytes uploaded and downloaded per round, stacked by tier."""
+    up = _per_tier(run, lambda c: as_number(c.get("bytes_up")))
+    down = _per_tier(run, lambda c: download_bytes(run, c))
+    if not up and not down:
+        return None
+    rounds = run.rounds
+    fig, axes = _figure(11, 3.6, cols=2)
+    for ax, table, title in ((axes[0], up, "uploaded (clients to server)"),
+                             (axes[1], down, "downloaded (server to clients)")):
+        bottom = np.zeros(len(rounds))
+        for tier in sorted(table):
+            values = np.array([sum(table[tier].get(r, [])) / MB for r in rounds])
+            ax.bar(rounds, values, bottom=bottom, color=tier_color(tier), label=run.tier_name(tier))
+            bottom += values
+        if table is down:  # the adapter also went to clients whose update never counted
+            total = np.array([(as_number(r.get("bytes_down")) or 0.0) / MB for r in run.metrics])
+            lost = np.clip(total - bottom, 0.0, None)
+            if lost.max(initial=0.0) > 1e-6 * max(total.max(initial=0.0), 1.0):
+                ax.bar(rounds, lost, bottom=bottom, color="#bbbbbb", label="failed / rejected clients")
+        ax.set(xlabel="round", ylabel="MB", title=title)
+        ax.grid(alpha=0.3, axis="y")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if table:
+            ax.legend(fontsize=8)
+    return fig
+
+
+def train_seconds(run: RunData) -> Figure | None:
+    """Mean local training seconds per client, per round and tier."""
+    table = _per_tier(run, lambda c: as_number(c.get("seconds")))
+    if not table:
+        return None
+    fig, (ax,) = _figure(6.5, 3.6)
+    for tier in sorted(table):
+        rounds = sorted(table[tier])
+        ax.plot(rounds, [np.mean(table[tier][r]) for r in rounds], marker="o", markersize=4,
+                color=tier_color(tier), label=run.tier_name(tier))
+    ax.set(xlabel="round", ylabel="seconds per client", title="local training time", ylim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def peak_memory(run: RunData) -> Figure | None:
+    """Peak memory per tier (mean and max over client-rounds), when the run profiled it."""
+    table = _per_tier(run, lambda c: as_number(c.get("peak_mem_mb")))
+    if not table:
+        return None
+    tiers = sorted(table)
+    values = [[v for vs in table[t].values() for v in vs] for t in tiers]
+    fig, (ax,) = _figure(6.5, 3.4)
+    x = np.arange(len(tiers))
+    ax.bar(x - 0.2, [np.mean(v) for v in values], width=0.4, color=[tier_color(t) for t in tiers], label="mean")
+    ax.bar(x + 0.2, [np.max(v) for v in values], width=0.4, color=[tier_color(t) for t in tiers], alpha=0.5,
+           hatch="//", label="max")
+    ax.set_xticks(x, [run.tier_name(t) for t in tiers])
+    ax.set(ylabel="peak memory (MB)", title="peak training memory per tier")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def partition(run: RunData) -> Figure | None:
+    """Label distribution per client (stacked counts, flwr-datasets style), with each client's tier."""
+    stats = run.partition
+    if not stats or not stats.get("clients"):
+        return None
+    clients = sorted(stats["clients"], key=lambda c: c["id"])
+    names = stats.get("label_names") or [str(i) for i in range(len(clients[0]["label_counts"]))]
+    counts = np.array([c["label_counts"] for c in clients], dtype=float)
+    fig, (ax,) = _figure(max(6.5, 0.38 * len(clients) + 2.5), 4.0)
+    x = np.arange(len(clients))
+    bottom = np.zeros(len(clients))
+    colors = _label_colors(len(names))
+    for j, name in enumerate(names):
+        ax.bar(x, counts[:, j], bottom=bottom, color=colors[j], label=name, width=0.8)
+        bottom += counts[:, j]
+    step = max(1, len(clients) // 40)
+    ax.set_xticks(x[::step], [f"{c['id']}\nT{c['tier']}" for c in clients[::step]], fontsize=7)
+    for tick, client in zip(ax.get_xticklabels(), clients[::step], strict=True):
+        tick.set_color(tier_color(int(client["tier"])))
+    kind = (stats.get("partition") or {}).get("kind", "")
+    title = f"label distribution per client ({kind})" if kind else "label distribution per client"
+    ax.set(xlabel="client id / tier", ylabel="samples", title=title)
+    ax.legend(fontsize=8, title="label", bbox_to_anchor=(1.01, 1), loc="upper left")
+    return fig
+
+
+def _label_colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]

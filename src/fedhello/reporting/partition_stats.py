@@ -1,0 +1,69 @@
+"""`partition.json`: what data and which tier every client holds, written once at the start of a run.
+
+The report draws the label distribution per client from it; without it (older runs) that section is
+skipped. Counts come from flwr-datasets' `compute_counts` over the run's own partitioner, so they are
+exactly the samples each client trains on.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flwr_datasets.metrics import compute_counts
+
+from fedhello.reporting.run_dir import write_atomic
+
+if TYPE_CHECKING:  # the server package imports reporting, so only type checkers import it back
+    from fedhello.server.federation import Federation
+
+PARTITION_FILE = "partition.json"
+
+
+def partition_stats(federation: Federation) -> dict[str, Any]:
+    """Label counts, sample count, tier and layer budget of every client of a `Federation`."""
+    config = federation.config
+    label_names = list(federation.label_names)
+    counts = compute_counts(federation.partitioner, column_name="labels")
+    # `compute_counts` lists only labels present in the training split; keep every class, in index order.
+    num_labels = max(len(label_names), int(max(counts.columns, default=-1)) + 1)
+    counts = counts.reindex(columns=range(num_labels), fill_value=0)
+    if len(label_names) < num_labels:
+        label_names += [str(i) for i in range(len(label_names), num_labels)]
+    clients = []
+    for client_id, row in counts.iterrows():
+        tier = int(federation.client_tiers[int(client_id)])
+        label_counts = [int(v) for v in row.tolist()]
+        clients.append(
+            {
+                "id": int(client_id),
+                "tier": tier,
+                "budget": int(config.tiers[tier].layers),
+                "num_samples": sum(label_counts),
+                "label_counts": label_counts,
+            }
+        )
+    return {
+        "partition": config.partition.model_dump(mode="json"),
+        "label_names": label_names,
+        "tiers": [t.model_dump(mode="json") for t in config.tiers],
+        "num_layers": int(federation.num_layers),
+        "proxy_size": len(federation.proxy),
+        "test_size": len(federation.test),
+        "clients": clients,
+    }
+
+
+def write_partition_stats(federation: Federation, run_dir: Path) -> Path | None:
+    """Write `RUN_DIR/partition.json` for a `Federation` and return its path (None if it could not be computed)."""
+    try:
+        stats = partition_stats(federation)
+    except Exception as err:  # noqa: BLE001 - a report input must never stop a training run
+        warnings.warn(f"partition.json not written: {err}", stacklevel=2)
+        return None
+    path = Path(run_dir) / PARTITION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(stats, indent=1))
+    return path

@@ -1,0 +1,163 @@
+"""Read a run folder back for the report, tolerating what older or partial runs lack.
+
+Only `metrics.jsonl` is required. Everything else (importance log, partition stats, summary, config,
+per-client fields such as `peak_mem_mb`) is optional: the report leaves out what is not there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedhello.errors import FedHelloError
+from fedhello.reporting.partition_stats import PARTITION_FILE
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a run killed mid-write leaves a torn last line; skip it
+            continue
+    return records
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def as_number(value: Any) -> float | None:
+    """A finite float, or None for missing / null / NaN values."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass
+class RunData:
+    """One run folder's records, as plain Python data."""
+
+    path: Path
+    name: str
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    importance: list[dict[str, Any]] = field(default_factory=list)
+    partition: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        """Legend label: the run folder name, plus the strategy when the config names one."""
+        strategy = self.config.get("strategy", {}).get("name")
+        return f"{self.name} ({strategy})" if strategy else self.name
+
+    @property
+    def rounds(self) -> list[int]:
+        return [int(r["round"]) for r in self.metrics]
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """(rounds, values) of a per-round metric, skipping rounds where it is missing (e.g. not evaluated)."""
+        points = [(int(r["round"]), as_number(r.get(key))) for r in self.metrics]
+        points = [(x, y) for x, y in points if y is not None]
+        return [x for x, _ in points], [y for _, y in points]
+
+    @property
+    def clients(self) -> list[dict[str, Any]]:
+        """Every (round, client) entry, with the round number added."""
+        return [{**c, "round": int(r["round"])} for r in self.metrics for c in r.get("clients", [])]
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer layers of the model: from partition stats, importance, or the highest layer trained."""
+        if self.partition and self.partition.get("num_layers"):
+            return int(self.partition["num_layers"])
+        if self.importance and self.importance[0].get("scores"):
+            return len(self.importance[0]["scores"])
+        trained = [int(layer) for c in self.clients for layer in c.get("layers", [])]
+        tier_layers = [int(t.get("layers", 0)) for t in self.config.get("tiers", [])]
+        return max([*(x + 1 for x in trained), *tier_layers, 0])
+
+    @property
+    def tiers(self) -> list[int]:
+        """Tier indices seen in the run, sorted."""
+        seen = {int(c["tier"]) for c in self.clients if c.get("tier") is not None}
+        seen |= set(range(len(self.config.get("tiers", []))))
+        return sorted(seen)
+
+    def tier_name(self, tier: int) -> str:
+        tiers = self.config.get("tiers", [])
+        if 0 <= tier < len(tiers) and "layers" in tiers[tier]:
+            layers = tiers[tier]["layers"]
+            return f"tier {tier} ({layers} layer{'' if layers == 1 else 's'})"
+        return f"tier {tier}"
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read a run folder; a folder without `metrics.jsonl` rounds is a user error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FedHelloError(f"run folder '{path}' does not exist (fix: pass a folder written by `fedhello run`)")
+    metrics = _read_jsonl(path / "metrics.jsonl")
+    if not metrics:
+        raise FedHelloError(
+            f"run folder '{path}' has no rounds in metrics.jsonl (fix: pass a folder written by `fedhello run`)"
+        )
+    for record in metrics:
+        record.setdefault("clients", [])
+    if not any(r.get("clients") for r in metrics):
+        metrics = _clients_from_csv(path / "allocations.csv", metrics)
+    config: dict[str, Any] = {}
+    if (path / "config.yaml").exists():
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    return RunData(
+        path=path,
+        name=path.resolve().name,
+        config=config,
+        metrics=sorted(metrics, key=lambda r: int(r["round"])),
+        importance=[r for r in _read_jsonl(path / "importance.jsonl") if "round" in r],
+        partition=_read_json(path / PARTITION_FILE),
+        summary=_read_json(path / "summary.json"),
+    )
+
+
+def _clients_from_csv(path: Path, metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill per-client tier and layers from allocations.csv when metrics.jsonl lacks them."""
+    if not path.exists():
+        return metrics
+    by_round: dict[int, list[dict[str, Any]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                by_round.setdefault(int(row["round"]), []).append(
+                    {
+                        "id": int(row["client"]),
+                        "tier": int(row["tier"]),
+                        "layers": [int(x) for x in row.get("layers", "").split()],
+                    }
+                )
+            except (KeyError, ValueError):
+                continue
+    for record in metrics:
+        record["clients"] = by_round.get(int(record["round"]), [])
+    return metrics

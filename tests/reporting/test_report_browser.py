@@ -1,0 +1,57 @@
+"""The report opens in a real browser: headless Chromium loads it offline, decodes every image, logs no errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+from matplotlib.image import imread
+
+from fedhello.reporting import write_report
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=5000",  # lets the page's load handler run before the DOM is dumped
+]
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180
+        )
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_report_opens_in_headless_chromium(make_run_dir, tmp_path):
+    report = write_report([make_run_dir("fim", peak_mem=True)])
+    pngs = len(list(report.parent.glob("*.png")))
+    # opened from a folder of its own: the page must not need the PNGs beside it
+    alone = tmp_path / "alone" / "report.html"
+    alone.parent.mkdir()
+    shutil.copy(report, alone)
+
+    dom = chromium("--dump-dom", alone.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    assert f'data-images="{pngs}"' in body and 'data-broken-images="0"' in body, body
+    assert ":CONSOLE" not in dom.stderr, [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+
+    shot = tmp_path / "shot.png"
+    result = chromium(f"--screenshot={shot}", "--window-size=1280,2000", alone.as_uri())
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (2000, 1280) and float(pixels[..., :3].std()) > 0.05
