@@ -5,9 +5,12 @@ gradients, optimizer state, temporaries), in MiB. That is the quantity a client'
 
 CPU method: the process's peak resident set (`VmHWM`) is reset through `/proc/self/clear_refs` (Linux)
 before training and read after it; the meter reports the peak minus the resident set at the start.
-glibc normally keeps freed blocks resident and reuses them, which would hide new allocations, so
-`fix_malloc_mmap()` makes every allocation of 64 KiB or more a fresh `mmap` that is returned on free:
-the resident set then rises and falls with the live tensors.
+glibc normally keeps freed blocks resident and reuses them, which would hide new allocations, so during a
+window every allocation of 64 KiB or more is a fresh `mmap` that is returned on free (the resident set then
+rises and falls with the live tensors), and free heap memory is trimmed before the window starts. Fresh
+mappings cost page faults, so the window is kept short (the first optimizer steps, which allocate the
+AdamW state and hit the peak) and `peak_mb()` ends it: later steps, which are timed, run with a 32 MiB
+threshold, close to glibc's usual behaviour.
 """
 
 from __future__ import annotations
@@ -20,23 +23,35 @@ from pathlib import Path
 import torch
 
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 64 * 1024
-_malloc_fixed = False
+_PRECISE_THRESHOLD = 64 * 1024
+_NORMAL_THRESHOLD = 32 * 1024 * 1024  # glibc's own upper bound for its dynamic threshold
 
 
-def fix_malloc_mmap() -> bool:
-    """Pin glibc's mmap threshold so large tensors are unmapped on free (see module docstring).
-
-    Returns whether it worked (False on non-glibc systems, where CPU peaks are less exact)."""
-    global _malloc_fixed
-    if _malloc_fixed:
-        return True
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        _malloc_fixed = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
-    except (OSError, AttributeError):
-        _malloc_fixed = False
-    return _malloc_fixed
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def precise_malloc(precise: bool) -> bool:
+    """Large allocations as fresh mmaps (True, for measuring) or mostly reused heap (False, for speed).
+    Returns whether glibc accepted it (False elsewhere, where CPU peaks are less exact)."""
+    try:
+        threshold = _PRECISE_THRESHOLD if precise else _NORMAL_THRESHOLD
+        return bool(_LIBC and _LIBC.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except AttributeError:
+        return False
+
+
+def trim_heap() -> None:
+    """Return free heap memory to the OS, so it cannot hide the next window's allocations."""
+    with contextlib.suppress(AttributeError):
+        if _LIBC is not None:
+            _LIBC.malloc_trim(0)
 
 
 def _status_kib(field: str) -> int | None:
@@ -58,7 +73,7 @@ class MemoryMeter:
         """Begin a measurement window."""
 
     def peak_mb(self) -> float | None:
-        """Peak MiB added since `start()`, or None when this platform cannot measure it."""
+        """Peak MiB added since `start()`, or None when this platform cannot measure it. Ends the window."""
         return None
 
 
@@ -84,10 +99,9 @@ class CudaMeter(MemoryMeter):
 class RssMeter(MemoryMeter):
     """Peak resident set (VmHWM, reset via /proc/self/clear_refs) minus the resident set at the start."""
 
-    method = "cpu peak RSS (VmHWM reset per window, glibc mmap threshold 64 KiB) - RSS at start"
+    method = "cpu peak RSS (VmHWM reset per window, glibc mmap threshold 64 KiB in the window) - RSS at start"
 
     def __init__(self) -> None:
-        fix_malloc_mmap()
         self.base_kib = 0
 
     @staticmethod
@@ -95,12 +109,15 @@ class RssMeter(MemoryMeter):
         return _status_kib("VmHWM") is not None and Path("/proc/self/clear_refs").exists()
 
     def start(self) -> None:
+        precise_malloc(True)
+        trim_heap()
         with contextlib.suppress(OSError):
             Path("/proc/self/clear_refs").write_text("5")  # 5 = reset the peak RSS to the current RSS
         self.base_kib = _status_kib("VmRSS") or 0
 
     def peak_mb(self) -> float | None:
         peak = _status_kib("VmHWM")
+        precise_malloc(False)
         return None if peak is None else max(peak - self.base_kib, 0) / 1024
 
 

@@ -24,7 +24,7 @@ from fedhello.allocation.patterns import PATTERNS
 from fedhello.config import RunConfig
 from fedhello.resources.cost import CostModel
 from fedhello.resources.measure import Measurement, measure_layers
-from fedhello.resources.memory import fix_malloc_mmap, meter_for
+from fedhello.resources.memory import meter_for
 
 # Representative sets per budget k: the GD patterns plus the plain names users think in.
 SET_KINDS: dict[str, str] = {
@@ -127,12 +127,11 @@ def measure_profile(
 ) -> Profile:
     """Measure every representative set on `batches`. The model's parameters and the global RNG state
     are left as they were, so profiling inside a run does not change the run."""
-    fix_malloc_mmap()
     device = next(model.parameters()).device
     measurements = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         # One unrecorded pass: the first backward of a process allocates one-time buffers.
-        measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=1, warmup=0)
+        measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1)
         for label, layers in representative_sets(num_layers, counts):
             m = measure_layers(model, loss_fn, layout, batches, layers, steps=steps, warmup=warmup, label=label)
             measurements.append(m)
