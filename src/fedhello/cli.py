@@ -151,6 +151,7 @@ def compare(
     out: Annotated[Optional[Path], typer.Option(help="grid folder (default: compare.out)")] = None,  # noqa: UP045
     list_methods: Annotated[bool, typer.Option("--list", help="list the registered methods and exit")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar over cells")] = True,
+    report_only: Annotated[bool, typer.Option("--report-only", help="only tabulate the finished cells")] = False,
 ) -> None:
     """Run methods x partitions x seeds on one shared set-up (finished cells are kept) and write
     results.md, results.csv and accuracy plots."""
@@ -170,7 +171,8 @@ def compare(
         quiet_libraries()
         root = cells[0].run_dir.parents[2]
         console.print(f"grid folder: {root} ({len(cells)} cells, {sum(c.done for c in cells)} already finished)")
-        counts = run_grid(cells, show_progress=progress)
+        finished = sum(c.done for c in cells)
+        counts = {"ran": 0, "skipped": finished} if report_only else run_grid(cells, show_progress=progress)
         command = "fedhello compare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         paths = write_results(cells, root, command)
     except FedHelloError as err:

@@ -15,11 +15,14 @@ class Plan:
     `layers` are transformer block indices whose LoRA tensors are trained and uploaded; every other LoRA
     tensor is frozen. `ranks` optionally gives a per-layer rank (rank-heterogeneous methods); None means
     the adapter's full rank. `train_head` says whether the task head is trained and uploaded.
+    `train_lora_a` / `train_lora_b` = False freeze (and do not upload) that LoRA factor (FFA-LoRA freezes A).
     """
 
     layers: tuple[int, ...]
     ranks: dict[int, int] | None = None
     train_head: bool = True
+    train_lora_a: bool = True
+    train_lora_b: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
@@ -28,6 +31,9 @@ class Plan:
         out: dict[str, Any] = {"layers": list(self.layers), "train_head": self.train_head}
         if self.ranks is not None:
             out["ranks"] = {str(k): v for k, v in self.ranks.items()}
+        for flag in ("train_lora_a", "train_lora_b"):
+            if not getattr(self, flag):
+                out[flag] = False
         return out
 
     @classmethod
@@ -37,6 +43,8 @@ class Plan:
             layers=tuple(data["layers"]),
             ranks={int(k): int(v) for k, v in ranks.items()} if ranks else None,
             train_head=bool(data.get("train_head", True)),
+            train_lora_a=bool(data.get("train_lora_a", True)),
+            train_lora_b=bool(data.get("train_lora_b", True)),
         )
 
 

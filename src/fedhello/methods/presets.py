@@ -1,0 +1,95 @@
+"""A method is a named preset: which allocator decides the plans, which aggregator merges the updates,
+and any option they need, written as config overrides. Everything else (task, partition, tiers, seeds,
+budgets) comes from the experiment config, so all methods of a comparison share it.
+
+Adding a method: write its allocator / aggregator (registered by name) and add one `Method` here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedhello.config import RunConfig, config_from_dict
+from fedhello.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted config paths -> values
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    if method.name in METHODS:
+        raise ValueError(f"method '{method.name}' is registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+def _strategy(name: str, **options: Any) -> dict[str, Any]:
+    return {"strategy.name": name, **{f"strategy.{k}": v for k, v in options.items()}}
+
+
+for _method in [
+    Method("fedit", "FedIT: every client trains every layer (homogeneous upper bound)", _strategy("full")),
+    Method("straggler", "every client held to the weakest tier's layers (alternate layers)", _strategy("straggler")),
+    Method("exclusive", "only the strongest tier trains (all layers); the others sit out", _strategy("exclusive")),
+    Method("fedra", "FedRA: each client draws its k layers uniformly at random every round", _strategy("random")),
+    Method(
+        "hetlora",
+        "HetLoRA: all layers at a tier rank, zero-padded, Frobenius-norm-weighted average",
+        {**_strategy("tier_rank"), "aggregation.name": "hetlora"},
+    ),
+    Method(
+        "flexlora",
+        "FlexLoRA: all layers at a tier rank, SVD of the sample-weighted sum of B A products",
+        {**_strategy("tier_rank"), "aggregation.name": "flexlora", "aggregation.weighting": "samples"},
+    ),
+    Method("ffa-lora", "FFA-LoRA: A frozen at the shared init, only B trained and sent", _strategy("ffa")),
+    Method(
+        "legend",
+        "LEGEND: the k layers nearest the output, ranks rising with depth",
+        {**_strategy("legend"), "aggregation.name": "rank_fedavg"},
+    ),
+    *[
+        Method(f"gd-{p}", f"GD-HLA, {p} pattern (fixed layers per tier)", _strategy("gd", pattern=p))
+        for p in ("bottleneck", "triangle", "inverted_triangle", "uniform")
+    ],
+    Method("rgd", "RGD-HLA: layers drawn with the bottleneck counts as odds", _strategy("rgd", pattern="bottleneck")),
+    Method("fim", "FIM-HLA: layers drawn by Fisher importance (random during warm-up)", _strategy("fim")),
+    Method(
+        "fed-hello",
+        "Fed-HeLLo: RGD bottleneck during warm-up, Fisher importance afterwards",
+        _strategy("fim+gd", pattern="bottleneck", randomized=True),
+    ),
+]:
+    register_method(_method)
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def apply_method(tree: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy of a raw config tree with the method's overrides applied (the method wins)."""
+    if name not in METHODS:
+        raise ConfigError("compare.methods", f"unknown method '{name}'", f"use any of {', '.join(METHODS)}")
+    out = copy.deepcopy(tree)
+    for dotted, value in METHODS[name].overrides.items():
+        _set(out, dotted, value)
+    return out
+
+
+def method_config(tree: dict[str, Any], name: str) -> RunConfig:
+    """The validated run config of method `name` on top of a raw config tree."""
+    return config_from_dict(apply_method(tree, name))
