@@ -76,9 +76,8 @@ def measure_layers(
     weight_decay: float = 0.01,
     label: str = "",
 ) -> Measurement:
-    """Train `layers` for `warmup + steps` steps on `batches` (cycled); return the peak memory of the
-    warm-up steps (at least one; the first allocates the optimizer state) and the median time of the
-    steps after them.
+    """Train `layers` for `warmup + steps` steps on `batches` (cycled); return the peak memory over all
+    of them (the first allocates the optimizer state) and the median time of the steps after warm-up.
 
     The model's trainable parameters are restored afterwards, so measurements do not depend on order.
     """
@@ -93,10 +92,7 @@ def measure_layers(
     optimizer = _optimizer(model, layout, layers, mode, lr, weight_decay)
     times: list[float] = []
     warmup = max(warmup, 1)
-    peak = None
     for step in range(warmup + steps):
-        if step == warmup:
-            peak = meter.peak_mb()
         batch = batches[step % len(batches)]
         started = time.perf_counter()
         loss = loss_fn(model, batch)
@@ -107,8 +103,7 @@ def measure_layers(
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - started)
         del loss
-    if peak is None:
-        peak = meter.peak_mb()
+    peak = meter.peak_mb()
     optimizer.zero_grad(set_to_none=True)
     del optimizer
     with torch.no_grad():

@@ -116,7 +116,7 @@ class LocalTrainer:
         steps, micro, loss_sum = 0, 0, 0.0
         optimizer.zero_grad(set_to_none=True)
         step_times: list[float] = []
-        step_clock, peak = time.perf_counter(), None
+        step_clock = time.perf_counter()
         for _ in range(self.config.local_epochs):
             for i, batch in enumerate(loader):
                 batch = {k: v.to(device) for k, v in batch.items()}
@@ -138,8 +138,6 @@ class LocalTrainer:
                 optimizer.zero_grad(set_to_none=True)
                 steps += 1
                 if meter is not None:
-                    if steps == 1:  # the memory window: the first step allocates the AdamW state
-                        peak = meter.peak_mb()
                     step_times.append(time.perf_counter() - step_clock)
                     step_clock = time.perf_counter()
                 if self.config.max_steps and steps >= self.config.max_steps:
@@ -156,7 +154,7 @@ class LocalTrainer:
             "bytes_up": float(update.num_bytes),
         }
         if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
-            peak = meter.peak_mb() if steps == 0 else peak
+            peak = meter.peak_mb()
             update.metrics["step_seconds"] = statistics.median(step_times[1:] or step_times or [0.0])
             if peak is not None:
                 update.metrics["peak_mem_mb"] = peak
