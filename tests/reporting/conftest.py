@@ -49,13 +49,14 @@ def write_run_dir(
                       "train_loss": float(1.5 - 0.1 * round_num), "seconds": 0.5 * k, "bytes_up": 1000.0 * k + 500}
             if peak_mem:
                 client["peak_mem_mb"] = 100.0 + 20 * k
+                client["step_seconds"] = 0.1 * k
             clients.append(client)
             rows.append([round_num, cid, tiers[cid], " ".join(map(str, layers))])
         evaluated = round_num % eval_every == 0 or round_num == rounds
         lines.append(
             {
                 "round": round_num,
-                "accuracy": 0.3 + 0.1 * round_num if evaluated else None,
+                "accuracy": 0.3 + 0.05 * round_num if evaluated else None,
                 "loss": 1.4 - 0.1 * round_num if evaluated else None,
                 "train_loss": float(1.5 - 0.1 * round_num),
                 "wall_seconds": 2.0,

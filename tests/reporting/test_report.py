@@ -136,7 +136,7 @@ def test_several_runs_are_overlaid_and_profiled_memory_shown(make_run_dir, tmp_p
          *(f"run2-{n}" for n in per_run)],
         absent=["run2-importance", "run2-partition", "run2-peak_memory"],
     )
-    assert "peak memory MB (max)" in report.read_text()
+    assert "peak memory MB (max)" in report.read_text() and "median step s" in report.read_text()
     accuracy_axis = curves([load_run(first), load_run(second)]).axes[0]
     assert [line.get_label() for line in accuracy_axis.lines] == ["fim (fim+gd)", "gd (gd)"]
 

@@ -90,7 +90,7 @@ def _heatmap(ax, matrix: np.ndarray, rounds: list[int], vmax: float, cmap: str, 
         for (y, x), value in np.ndenumerate(matrix):
             if value:
                 light = value > 0.6 * vmax
-                ax.text(x, y, format(value, fmt), ha="center", va="center", fontsize=7,
+                ax.text(x, y, format(value, fmt), ha="center", va="center", fontsize=7 if len(rounds) <= 12 else 6,
                         color="white" if light else "black")
     return image
 
@@ -123,19 +123,22 @@ def tier_layer_heatmaps(run: RunData) -> Figure | None:
     per_round = defaultdict(int)
     for client in run.clients:
         per_round[(client["tier"], client["round"])] += 1
-    fig, axes = _figure(max(6.0, 0.3 * len(rounds) + 2.5) , 0.3 * run.num_layers * len(tiers) + 1.2 * len(tiers) + 0.4,
-                        rows=len(tiers))
+    cols = min(len(tiers), 3)
+    rows = -(-len(tiers) // cols)
+    width = cols * max(3.2, 0.2 * len(rounds) + 1.0) + 1.0
+    fig, axes = _figure(width, rows * max(2.4, 0.32 * run.num_layers + 1.2), cols=cols, rows=rows)
     image = None
-    for ax, tier in zip(axes, tiers, strict=True):
+    for ax, tier in zip(axes, tiers, strict=False):
         counts = layer_counts(run, tier).astype(float)
         sampled = np.array([per_round[(tier, r)] for r in rounds], dtype=float)
         share = np.divide(counts, sampled, out=np.zeros_like(counts), where=sampled > 0)
         image = _heatmap(ax, share, rounds, 1.0, "Blues", ".2g")
-        ax.set_ylabel("layer")
+        ax.set(xlabel="round", ylabel="layer")
         ax.set_title(run.tier_name(tier), fontsize=10, loc="left")
-    axes[-1].set_xlabel("round")
+    for ax in axes[len(tiers):]:
+        ax.set_visible(False)
     if image is not None:
-        fig.colorbar(image, ax=list(axes), label="share of the tier's sampled clients", shrink=0.8)
+        fig.colorbar(image, ax=list(axes), label="share of the tier's clients", shrink=0.9)
     return fig
 
 
@@ -243,9 +246,11 @@ def peak_memory(run: RunData) -> Figure | None:
     values = [[v for vs in table[t].values() for v in vs] for t in tiers]
     fig, (ax,) = _figure(6.5, 3.4)
     x = np.arange(len(tiers))
-    ax.bar(x - 0.2, [np.mean(v) for v in values], width=0.4, color=[tier_color(t) for t in tiers], label="mean")
-    ax.bar(x + 0.2, [np.max(v) for v in values], width=0.4, color=[tier_color(t) for t in tiers], alpha=0.5,
-           hatch="//", label="max")
+    colors = [tier_color(t) for t in tiers]
+    ax.bar(x - 0.2, [np.mean(v) for v in values], width=0.4, color=colors)
+    ax.bar(x + 0.2, [np.max(v) for v in values], width=0.4, color=colors, alpha=0.5, hatch="//")
+    ax.bar([0], [0], color="#888888", label="mean")  # neutral legend entries: colours mean tiers
+    ax.bar([0], [0], color="#888888", alpha=0.5, hatch="//", label="max")
     ax.set_xticks(x, [run.tier_name(t) for t in tiers])
     ax.set(ylabel="peak memory (MB)", title="peak training memory per tier")
     ax.grid(alpha=0.3, axis="y")

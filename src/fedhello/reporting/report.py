@@ -205,6 +205,7 @@ def importance_section(page: Page, run: RunData) -> None:
 def tier_cost_table(run: RunData) -> str:
     rows = []
     has_memory = any(as_number(c.get("peak_mem_mb")) is not None for c in run.clients)
+    has_steps = any(as_number(c.get("step_seconds")) is not None for c in run.clients)
     for tier in run.tiers:
         clients = [c for c in run.clients if c.get("tier") == tier]
         if not clients:
@@ -220,11 +221,16 @@ def tier_cost_table(run: RunData) -> str:
             _fmt(_mean(down) / figures.MB if down else None, ".3f"),
             _fmt(_mean(seconds), ".2f"),
         ]
+        if has_steps:
+            steps = [v for c in clients if (v := as_number(c.get("step_seconds"))) is not None]
+            row.append(_fmt(_mean(steps), ".3f"))
         if has_memory:
             memory = [v for c in clients if (v := as_number(c.get("peak_mem_mb"))) is not None]
             row.append(_fmt(max(memory) if memory else None, ".1f"))
         rows.append(row)
     header = ["tier", "client-rounds", "layers trained", "MB up / client", "MB down / client", "train s / client"]
+    if has_steps:
+        header.append("median step s (mean)")
     if has_memory:
         header.append("peak memory MB (max)")
     return table(header, rows)
@@ -251,7 +257,8 @@ def cost_section(page: Page, run: RunData) -> None:
         figures.peak_memory(run),
         "Peak memory per tier",
         "Peak training memory per client (mean and max over the client-rounds of each tier).",
-        "Peak memory was not profiled in this run (no peak_mem_mb in metrics.jsonl).",
+        "Peak memory was not profiled in this run (no peak_mem_mb in metrics.jsonl; record it with "
+        "--set train.record_resources=true).",
     )
     page.raw(tier_cost_table(run))
 
