@@ -112,6 +112,7 @@ class LocalDeployment:
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.nodes: list[subprocess.Popen] = []
+        self.stopped: set[int] = set()  # every pid stop() killed (tests check none survives)
 
     @property
     def address(self) -> str:
@@ -199,9 +200,16 @@ class LocalDeployment:
         return [p.pid for p in [self.superlink, *self.nodes] if p is not None]
 
     def stop(self) -> None:
+        """Stop every process started here and everything they spawned (Flower starts some helpers, e.g.
+        the SuperLink's `flower-superexec`, in sessions of their own, so process groups are not enough)."""
+        family = descendants(self.pids())
+        self.stopped.update(self.pids(), family)
         for proc in [*reversed(self.nodes), self.superlink]:
             if proc is not None:
                 kill_group(proc)
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def __enter__(self) -> LocalDeployment:
         try:
@@ -227,6 +235,31 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float =
     # children that outlived their leader (the group still exists): kill them too
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def descendants(pids: list[int]) -> set[int]:
+    """Pids of all live descendants of `pids` (from /proc; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return set()
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    stack = list(pids)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
 
 
 @ENGINES.register("flower-deploy")

@@ -1,0 +1,79 @@
+"""Helpers shared by the Flower engine tests: run-folder comparison and leftover-process checks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+def adapter_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    (path,) = (run_dir / "adapter").glob("*.safetensors")
+    return load_file(str(path))
+
+
+def max_adapter_difference(a: Path, b: Path) -> float:
+    left, right = adapter_tensors(a), adapter_tensors(b)
+    assert set(left) == set(right) and left
+    return max((left[k] - right[k]).abs().max().item() for k in left)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def files(run_dir: Path) -> set[str]:
+    return {p.name for p in run_dir.iterdir()}
+
+
+def assert_same_run(local: Path, flower: Path) -> None:
+    """Same files (plus the engine's flower.log), same allocations, same accuracies, adapters within 1e-5."""
+    assert files(flower) - {"flower.log"} == files(local)
+    assert (flower / "allocations.csv").read_text() == (local / "allocations.csv").read_text()
+    ours, theirs = metrics(local), metrics(flower)
+    assert [r["round"] for r in ours] == [r["round"] for r in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        assert [c["layers"] for c in a["clients"]] == [c["layers"] for c in b["clients"]]
+        assert abs(a["accuracy"] - b["accuracy"]) < 1e-6
+        assert a["bytes_up"] == b["bytes_up"]
+    assert max_adapter_difference(local, flower) < 1e-5
+
+
+def processes_in_groups(pgids: list[int]) -> list[int]:
+    """Pids of live (non-zombie) processes whose process group is one of `pgids`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, pgid = fields[0], int(fields[2])
+        if pgid in pgids and state != "Z" and int(entry.name) != os.getpid():
+            found.append(int(entry.name))
+    return found
+
+
+def running(pids: set[int]) -> list[int]:
+    """The pids of `pids` that are still running (not gone, not zombies)."""
+    alive = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] != "Z":
+            alive.append(pid)
+    return alive
+
+
+def assert_nothing_left(deployment) -> None:
+    """No process of the deployment's groups, nor any process it stopped, is still running."""
+    assert deployment.pids(), "the deployment had started processes"
+    assert processes_in_groups(deployment.pids()) == []
+    assert deployment.stopped and running(deployment.stopped) == []

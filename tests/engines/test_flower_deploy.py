@@ -1,0 +1,99 @@
+"""A real Flower deployment on loopback: a SuperLink and 2 SuperNodes as separate processes.
+
+Each test checks that nothing it started outlives it (process groups of the SuperLink and SuperNodes),
+also when the run fails. One ClientApp process is spawned per message in Flower 1.42 deployments, so
+the configs keep one client per node and round.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from flower_helpers import assert_nothing_left, assert_same_run, metrics, processes_in_groups
+
+from fedhello.config import dump_config
+from fedhello.engines import ENGINES
+from fedhello.engines.flower.deploy import LocalDeployment
+
+
+def two_node_config(tiny_config):
+    config = tiny_config.model_copy(deep=True)
+    config.federation.num_clients = 2
+    config.federation.clients_per_round = 2
+    config.federation.rounds = 2
+    config.flower.supernodes = 2
+    return config
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """Every LocalDeployment the test starts, to check afterwards that its processes are gone."""
+    deployments: list[LocalDeployment] = []
+    original = LocalDeployment.start
+
+    def spy(self):
+        deployments.append(self)
+        return original(self)
+
+    monkeypatch.setattr(LocalDeployment, "start", spy)
+    yield deployments
+    for deployment in deployments:  # never leave processes behind, whatever the test did
+        deployment.stop()
+
+
+def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started):
+    config = two_node_config(tiny_config)
+    ENGINES.get("local")().run(config, tmp_path / "local", show_progress=False)
+    summary = ENGINES.get("flower-deploy")().run(config, tmp_path / "deploy", show_progress=False)
+
+    assert summary["rounds"] == 2
+    assert_same_run(tmp_path / "local", tmp_path / "deploy")
+    log = (tmp_path / "deploy" / "flower.log").read_text()
+    assert "2 SuperNodes serve all 2 partitions" in log and "lost client" not in log
+    (deployment,) = started
+    assert_nothing_left(deployment)
+    assert not deployment.workdir.exists(), "the private FLWR_HOME is removed"
+
+
+def test_processes_are_stopped_when_the_run_fails(tiny_config, tmp_path, started, monkeypatch):
+    def crash(self, run_config, timeout=None):
+        assert processes_in_groups(self.pids()), "the deployment is up when the app is submitted"
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(LocalDeployment, "run_app", crash)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        ENGINES.get("flower-deploy")().run(two_node_config(tiny_config), tmp_path / "run", show_progress=False)
+    (deployment,) = started
+    assert_nothing_left(deployment)
+
+
+def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp_path, started):
+    config = two_node_config(tiny_config)
+    config.reliability.min_clients = 1
+    run_dir = tmp_path / "run"
+    with LocalDeployment(2) as deployment:
+        dump_config(config, deployment.workdir / "config.yaml")
+        run_config = {"config": str(deployment.workdir / "config.yaml"), "run-dir": str(run_dir), "resume": False}
+        runner = threading.Thread(target=deployment.run_app, args=(run_config,), kwargs={"timeout": 400})
+        runner.start()
+        log = run_dir / "flower.log"
+        deadline = time.monotonic() + 300
+        while not (log.exists() and "round 1: sent" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert log.exists(), "the ServerApp started round 1"
+        deployment.kill_node(1)  # SIGKILL to SuperNode 1 (partition 1 = client 1) and its ClientApp
+        runner.join(timeout=420)
+        assert not runner.is_alive()
+    assert_nothing_left(deployment)
+
+    records = metrics(run_dir)
+    assert [r["round"] for r in records] == [1, 2], "the run finished"
+    for record in records:
+        assert [c["id"] for c in record["clients"]] == [0], "each round completed with the remaining client"
+        assert record["accuracy"] is not None
+    text = log.read_text()
+    assert "round 1: lost client 1 (node" in text and "partition 1)" in text
+    assert "round 2: lost client 1" in text
+    assert (run_dir / "summary.json").exists()

@@ -1,0 +1,189 @@
+"""The Flower dispatch without a Flower runtime: message encoding, client->node mapping, lost clients.
+
+A fake Grid answers train messages like a ClientApp would (or stays silent, or errs), so the
+server-side logic is tested in milliseconds; the real runtimes are covered by test_flower_sim.py
+and test_flower_deploy.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+
+from fedhello.config import config_from_dict
+from fedhello.engines.flower.clientapp import node_partition
+from fedhello.engines.flower.messages import (
+    NUM_PARTITIONS,
+    PARTITION_ID,
+    QUERY,
+    TrainTask,
+    read_train_content,
+    read_update_content,
+    train_content,
+    update_content,
+)
+from fedhello.engines.flower.serverapp import EngineLog, FlowerDispatch
+from fedhello.errors import FedHelloError
+from fedhello.plan import ClientUpdate, Plan
+
+try:  # Flower stamps every new Message with the identity of the running task
+    from flwr.supercore.task_identity import TaskIdentity
+except ImportError:  # pragma: no cover - other 1.4x layouts
+    TaskIdentity = None
+
+STATE = {
+    "layer.0.lora_A": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+    "layer.1.lora_A": torch.ones(2, 3),
+    "classifier.weight": torch.full((4, 2), 0.5),
+}
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch):
+    """What a ServerApp process has set when its main runs (restored afterwards)."""
+    if TaskIdentity is not None:
+        for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+            monkeypatch.setattr(TaskIdentity, name, value)
+
+
+class FakeGrid:
+    """Nodes with (partition, num-partitions); `silent` nodes never reply, `failing` ones reply with an error."""
+
+    def __init__(self, partitions: dict[int, tuple[int, int]]) -> None:
+        self.partitions = partitions
+        self.connected = set(partitions)
+        self.silent: set[int] = set()
+        self.failing: set[int] = set()
+        self.sent: list[Message] = []
+        self.replies: dict[str, Message] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return sorted(self.connected)
+
+    def _answer(self, msg: Message) -> Message | None:
+        node = msg.metadata.dst_node_id
+        if node in self.silent:
+            return None
+        if node in self.failing:
+            return Message(Error(code=0, reason="boom"), reply_to=msg)
+        if msg.metadata.message_type == QUERY:
+            partition, total = self.partitions[node]
+            content = RecordDict({"node": ConfigRecord({PARTITION_ID: partition, NUM_PARTITIONS: total})})
+            return Message(content, reply_to=msg)
+        task = read_train_content(msg.content)
+        tensors = {"layer.0.lora_A": task.state["layer.0.lora_A"] + task.client_id}
+        update = ClientUpdate(task.client_id, task.plan, tensors, num_samples=10 + task.client_id, metrics={"s": 1.0})
+        return Message(update_content(update), reply_to=msg)
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+            self.sent.append(msg)
+            reply = self._answer(msg)
+            if reply is not None:
+                self.replies[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids: list[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in ids if i in self.replies]
+
+    def send_and_receive(self, messages: list[Message], timeout: float | None = None) -> list[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+
+def make_dispatch(grid: FakeGrid, tmp_path, **flower) -> FlowerDispatch:
+    config = config_from_dict({"federation": {"num_clients": 4, "clients_per_round": 4}, "flower": flower})
+    return FlowerDispatch(grid, config, EngineLog(tmp_path / "flower.log"))
+
+
+def test_messages_carry_only_arrays_and_plain_values():
+    plan = Plan(layers=(2, 0), train_head=False)
+    task = TrainTask(client_id=3, round_num=2, seed=11, plan=plan, config_json='{"seed": 1}', state=STATE)
+    content = train_content(task)
+    assert set(content.array_records) == {"global"} and set(content.config_records) == {"task"}
+    for value in content.config_records["task"].values():
+        assert isinstance(value, int | str)
+    back = read_train_content(content)
+    assert (back.client_id, back.round_num, back.seed, back.plan, back.config_json) == (3, 2, 11, plan, '{"seed": 1}')
+    for name, tensor in STATE.items():
+        assert torch.equal(back.state[name], tensor)
+        assert isinstance(content.array_records["global"][name].numpy(), np.ndarray)
+
+    update = ClientUpdate(3, plan, {"layer.0.lora_A": STATE["layer.0.lora_A"] * 2}, 17, {"train_loss": 0.5})
+    reply = update_content(update)
+    assert isinstance(reply.array_records["update"], ArrayRecord)
+    assert isinstance(reply.metric_records["metrics"], MetricRecord)
+    got = read_update_content(reply, plan)
+    assert got.client_id == 3 and got.num_samples == 17 and got.metrics == {"train_loss": 0.5}
+    assert set(got.tensors) == {"layer.0.lora_A"} and torch.equal(
+        got.tensors["layer.0.lora_A"], update.tensors["layer.0.lora_A"]
+    )
+
+
+def test_clients_go_to_the_node_of_their_partition(tmp_path):
+    grid = FakeGrid({101: (0, 2), 202: (1, 2)})
+    dispatch = make_dispatch(grid, tmp_path)
+    plans = {c: Plan(layers=(0,)) for c in (3, 0, 1, 2)}
+    updates = dispatch(1, plans, STATE)
+    assert [u.client_id for u in updates] == [3, 0, 1, 2], "plan order, not arrival order"
+    train = [m for m in grid.sent if m.metadata.message_type == "train"]
+    routed = {read_train_content(m.content).client_id: m.metadata.dst_node_id for m in train}
+    assert routed == {0: 101, 2: 101, 1: 202, 3: 202}
+    assert all(m.metadata.group_id == "1" for m in train)
+    for update in updates:
+        assert torch.equal(update.tensors["layer.0.lora_A"], STATE["layer.0.lora_A"] + update.client_id)
+        assert update.num_samples == 10 + update.client_id
+
+
+def test_a_disconnected_node_loses_its_clients_and_the_round_goes_on(tmp_path):
+    grid = FakeGrid({101: (0, 2), 202: (1, 2)})
+    dispatch = make_dispatch(grid, tmp_path)
+    dispatch(1, {0: Plan(layers=(0,))}, STATE)  # both nodes known
+    grid.silent.add(202)
+    grid.connected.discard(202)  # the SuperLink no longer lists it
+    updates = dispatch(2, {0: Plan(layers=(0,)), 1: Plan(layers=(1,))}, STATE)
+    assert [u.client_id for u in updates] == [0]
+    log = (tmp_path / "flower.log").read_text()
+    assert "round 2: lost client 1" in log and "no live SuperNode serves its partition" in log
+
+
+def test_a_silent_node_times_out_and_is_not_asked_again(tmp_path):
+    grid = FakeGrid({101: (0, 2), 202: (1, 2)})
+    dispatch = make_dispatch(grid, tmp_path, round_timeout_s=0.3)
+    dispatch(1, {0: Plan(layers=(0,))}, STATE)
+    grid.silent.add(202)  # crashed but still listed (heartbeat not yet expired)
+    updates = dispatch(2, {0: Plan(layers=(0,)), 1: Plan(layers=(1,))}, STATE)
+    assert [u.client_id for u in updates] == [0]
+    assert (
+        "round 2: lost client 1 (node 202, partition 1): no reply within 0.3s" in (tmp_path / "flower.log").read_text()
+    )
+    sent_before = len(grid.sent)
+    updates = dispatch(3, {1: Plan(layers=(1,)), 2: Plan(layers=(0,))}, STATE)
+    assert [u.client_id for u in updates] == [2]
+    assert all(m.metadata.dst_node_id != 202 for m in grid.sent[sent_before:])
+
+
+def test_an_error_reply_loses_the_client(tmp_path):
+    grid = FakeGrid({101: (0, 2), 202: (1, 2)})
+    dispatch = make_dispatch(grid, tmp_path)
+    dispatch(1, {0: Plan(layers=(0,))}, STATE)
+    grid.failing.add(202)
+    updates = dispatch(2, {0: Plan(layers=(0,)), 1: Plan(layers=(1,))}, STATE)
+    assert [u.client_id for u in updates] == [0]
+    assert "lost client 1 (node 202, partition 1): error reply: boom" in (tmp_path / "flower.log").read_text()
+
+
+def test_missing_partitions_and_node_config_are_one_line_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr("fedhello.engines.flower.serverapp.STARTUP_TIMEOUT_S", 0.0)
+    dispatch = make_dispatch(FakeGrid({101: (0, 3), 202: (2, 3)}), tmp_path)
+    with pytest.raises(FedHelloError, match=r"no SuperNode serves partitions \['1'\]"):
+        dispatch(1, {0: Plan(layers=(0,))}, STATE)
+    context = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
+    with pytest.raises(FedHelloError, match="partition-id=I num-partitions=K"):
+        node_partition(context)
