@@ -156,7 +156,7 @@ def describe_plan(config: RunConfig) -> str:
     """A human-readable plan: model and LoRA sizes, clients, tiers, rounds, upload per round per tier."""
     shape = model_shape(config)
     for i, tier in enumerate(config.tiers):
-        if tier.layers > shape.num_layers:
+        if tier.layers is not None and tier.layers > shape.num_layers:
             raise ConfigError(
                 f"tiers.{i}.layers",
                 f"{tier.layers} is more than the model's {shape.num_layers} layers",
@@ -188,11 +188,12 @@ def describe_plan(config: RunConfig) -> str:
     for i, tier in enumerate(config.tiers):
         members = tiers.count(i)
         expected = fed.clients_per_round * members / fed.num_clients
-        upload = (tier.layers * per_layer + shape.head_params) * bytes_per
+        k = tier.layers or shape.num_layers  # a budget-only tier: the profile decides at run time, at most all
+        upload = (k * per_layer + shape.head_params) * bytes_per
         total += expected * upload
         share = str(Fraction(tier.share).limit_denominator(100))
         lines.append(
-            f"  {i:<4}  {share:<5}  {tier.layers:>2}/{shape.num_layers:<3}  {members:>7}  {expected:>14.1f}  "
+            f"  {i:<4}  {share:<5}  {k:>2}/{shape.num_layers:<3}  {members:>7}  {expected:>14.1f}  "
             f"{_mb(upload):>13}  {_mb(expected * upload):>12}"
         )
     lines.append(
