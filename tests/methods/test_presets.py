@@ -1,0 +1,65 @@
+"""Method presets resolve to valid configs with registered parts, and the trainer honours their plans."""
+
+import pytest
+import torch
+
+from fedhello.aggregation import AGGREGATORS
+from fedhello.allocation import ALLOCATORS
+from fedhello.errors import ConfigError
+from fedhello.methods import METHODS, apply_method, method_config
+from fedhello.plan import Plan
+from fedhello.server import build_federation
+from fedhello.training import LocalTrainer
+from fedhello.training.ranks import lora_factor
+
+REQUIRED = {"fedit", "straggler", "exclusive", "fedra", "hetlora", "flexlora", "ffa-lora", "legend", "rgd", "fim",
+            "fed-hello", "gd-bottleneck", "gd-triangle", "gd-inverted_triangle", "gd-uniform"}
+
+
+def test_every_method_resolves_to_registered_allocator_and_aggregator(tiny_config):
+    assert set(METHODS) >= REQUIRED
+    tree = tiny_config.model_dump(mode="json")
+    for name in METHODS:
+        config = method_config(tree, name)
+        assert config.strategy.name in ALLOCATORS and config.aggregation.name in AGGREGATORS
+        assert config.partition == tiny_config.partition and config.tiers == tiny_config.tiers  # shared set-up
+    assert tree == tiny_config.model_dump(mode="json"), "apply_method must not modify its input"
+    assert apply_method(tree, "hetlora")["aggregation"]["name"] == "hetlora"
+    with pytest.raises(ConfigError, match="unknown method"):
+        apply_method(tree, "nope")
+
+
+@pytest.fixture
+def tiny_trainer(tiny_config):
+    federation = build_federation(tiny_config)
+    trainer = LocalTrainer(federation.model, federation.task, federation.layout, tiny_config.train)
+    state = {n: p.detach().clone() for n, p in federation.model.named_parameters() if n in federation.layout}
+    # a non-zero B everywhere, so truncation visibly changes the forward pass
+    state = {n: (torch.randn_like(t) * 0.1 if lora_factor(n) == "B" else t) for n, t in state.items()}
+    return federation, trainer, state
+
+
+def test_rank_plan_trains_a_rank_r_adapter_and_uploads_truncated_factors(tiny_trainer):
+    federation, trainer, state = tiny_trainer
+    plan = Plan((0, 1, 2, 3), ranks=dict.fromkeys(range(4), 2))
+    update = trainer.train(0, plan, state, federation.client_data(0), seed=1)
+    lora = {n: t for n, t in update.tensors.items() if lora_factor(n)}
+    assert lora and all((t.shape[0] if lora_factor(n) == "A" else t.shape[1]) == 2 for n, t in lora.items())
+    params = dict(federation.model.named_parameters())
+    for name in lora:  # the components beyond rank 2 were zeroed and stayed zero through training
+        beyond = params[name][2:] if lora_factor(name) == "A" else params[name][:, 2:]
+        assert torch.all(beyond == 0)
+        kept = params[name][:2] if lora_factor(name) == "A" else params[name][:, :2]
+        assert torch.equal(kept.detach(), lora[name])
+    full = trainer.train(0, Plan((0, 1, 2, 3)), state, federation.client_data(0), seed=1)
+    assert update.num_bytes < full.num_bytes
+
+
+def test_ffa_plan_leaves_a_at_its_init_and_does_not_send_it(tiny_trainer):
+    federation, trainer, state = tiny_trainer
+    update = trainer.train(0, Plan((0, 1, 2, 3), train_lora_a=False), state, federation.client_data(0), seed=1)
+    assert not any(lora_factor(n) == "A" for n in update.tensors)
+    assert any(lora_factor(n) == "B" for n in update.tensors)
+    params = dict(federation.model.named_parameters())
+    assert all(torch.equal(params[n].detach(), state[n]) for n in state if lora_factor(n) == "A")
+    assert not any(params[n].requires_grad for n in state if lora_factor(n) == "A")
