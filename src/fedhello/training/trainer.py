@@ -20,6 +20,7 @@ from fedhello.models.layers import keys_for_layers
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
+from fedhello.training.ranks import lora_factor, truncate, zero_beyond_rank
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -38,6 +39,9 @@ def extract_state(model: torch.nn.Module, names: list[str]) -> dict[str, torch.T
 def freeze_for_plan(model: torch.nn.Module, layout: dict[str, int], plan: Plan) -> list[str]:
     """Make exactly the plan's parameters trainable; return their names."""
     trained = set(keys_for_layers(layout, plan.layers, plan.train_head))
+    frozen_factors = {f for f, train in (("A", plan.train_lora_a), ("B", plan.train_lora_b)) if not train}
+    if frozen_factors:  # e.g. FFA-LoRA: A stays at its shared init and is never sent
+        trained = {name for name in trained if lora_factor(name) not in frozen_factors}
     for name, param in model.named_parameters():
         param.requires_grad_(name in trained)
     return [name for name in layout if name in trained]
@@ -98,6 +102,8 @@ class LocalTrainer:
         """Start from `global_state`, train the plan's parameters on `data`, return their new values."""
         started = time.perf_counter()
         load_state(self.model, global_state)
+        if plan.ranks:  # rank-heterogeneous methods: this client is a rank-r adapter on those layers
+            zero_beyond_rank(self.model, self.layout, plan.ranks)
         meter = self._start_meter(data) if self.config.record_resources else None
         names = freeze_for_plan(self.model, self.layout, plan)
         params = dict(self.model.named_parameters())
@@ -146,6 +152,8 @@ class LocalTrainer:
                 break
         optimizer.zero_grad(set_to_none=True)
         tensors = extract_state(self.model, names)
+        if plan.ranks:  # upload only the client's rank-r factors
+            tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
         update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
         update.metrics = {
             "train_loss": loss_sum / max(micro, 1),
