@@ -203,3 +203,35 @@ def test_a_rejected_update_is_logged_and_the_run_equals_one_where_that_client_ne
         assert len(record["rejected"]) == 1 and "NaN or Inf" in record["rejected"][0]["reason"]
         assert record["rejected"][0]["id"] not in {c["id"] for c in record["clients"]}
     assert json.loads((tmp_path / "poisoned" / "summary.json").read_text())["rejected_updates"] == 2
+
+
+CORE_STRATEGIES = {"full", "gd", "rgd", "fim", "fim+gd"}  # full-rank uploads, covered by every other run
+
+
+def _special_methods() -> list[str]:
+    from fedhello.methods.presets import METHODS
+
+    return [
+        name
+        for name, method in METHODS.items()
+        if "aggregation.name" in method.overrides or method.overrides.get("strategy.name") not in CORE_STRATEGIES
+    ]
+
+
+@pytest.mark.parametrize("method", _special_methods())
+def test_honest_updates_of_every_method_are_accepted(method, fast_config, tmp_path):
+    """No false rejections: rank-truncated (HetLoRA, FlexLoRA, LEGEND) and factor-frozen (FFA-LoRA) uploads
+    match the shapes and keys their plans imply."""
+    import json
+
+    from fedhello.engines import ENGINES
+    from fedhello.methods.presets import method_config
+
+    tree = fast_config.model_dump(mode="json")
+    tree["federation"]["rounds"] = 1
+    tree["output"]["save_adapter"] = False
+    config = method_config(tree, method)
+    ENGINES.get("local")().run(config, tmp_path / "run", show_progress=False)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    # (some methods, e.g. `exclusive`, plan only part of the sampled clients: no client may be refused)
+    assert record["rejected"] == [] and record["failed_clients"] == [] and record["clients"]
