@@ -61,6 +61,10 @@ def run(
         Optional[Path],  # noqa: UP045
         typer.Option("--resume", help="continue this run folder from its last checkpoint"),
     ] = None,
+    method: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="apply a method preset (fedhello compare --list), e.g. hetlora; --set still wins"),
+    ] = None,
 ) -> None:
     """Run a federated fine-tuning experiment and write its run folder."""
     from fedhello.config import load_config
@@ -68,6 +72,10 @@ def run(
     from fedhello.reporting import new_run_dir
 
     try:
+        if method is not None:
+            from fedhello.methods import method_overrides
+
+            overrides = [*method_overrides(method), *(overrides or [])]
         if resume is not None:
             from fedhello.server.checkpoint import resume_config
 

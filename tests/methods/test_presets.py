@@ -63,3 +63,18 @@ def test_ffa_plan_leaves_a_at_its_init_and_does_not_send_it(tiny_trainer):
     params = dict(federation.model.named_parameters())
     assert all(torch.equal(params[n].detach(), state[n]) for n in state if lora_factor(n) == "A")
     assert not any(params[n].requires_grad for n in state if lora_factor(n) == "A")
+
+
+def test_run_method_option_applies_the_preset_and_set_still_wins():
+    from typer.testing import CliRunner
+
+    from fedhello.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", "configs/default.yaml", "--dry-run", "--method", "flexlora",
+                                 "--set", "aggregation.weighting=uniform"])
+    assert result.exit_code == 0, result.output
+    assert "name: tier_rank" in result.output and "name: flexlora" in result.output
+    assert "weighting: uniform" in result.output
+    bad = runner.invoke(app, ["run", "configs/default.yaml", "--dry-run", "--method", "nope"])
+    assert bad.exit_code == 2 and "unknown method 'nope'" in bad.output

@@ -8,6 +8,7 @@ Adding a method: write its allocator / aggregator (registered by name) and add o
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,13 @@ def apply_method(tree: dict[str, Any], name: str) -> dict[str, Any]:
     for dotted, value in METHODS[name].overrides.items():
         _set(out, dotted, value)
     return out
+
+
+def method_overrides(name: str) -> list[str]:
+    """The method's preset as `key=value` overrides (for `fedhello run --method NAME`)."""
+    if name not in METHODS:
+        raise ConfigError("--method", f"unknown method '{name}'", f"use any of {', '.join(METHODS)}")
+    return [f"{key}={json.dumps(value)}" for key, value in METHODS[name].overrides.items()]
 
 
 def method_config(tree: dict[str, Any], name: str) -> RunConfig:
