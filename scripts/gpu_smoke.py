@@ -10,6 +10,7 @@ memory only, never quality.
   LM_MODEL       local folder of a causal LM (GPT-2, LLaMA, ...); LM_TARGETS: LoRA modules (default by family)
   DOLLY_DATA     local databricks-dolly-15k (the .jsonl file or a save_to_disk folder)
   SMOKE_ROUNDS   rounds per job (default 3); SMOKE_OUT: output folder (default runs/gpu-smoke)
+  SMOKE_JOBS     which jobs to run: vit,lm (default both); SMOKE_PRECISION: fp32, bf16 or fp16 (default: config's)
   SMOKE_TINY=1   tiny models and data (CPU, seconds): checks the script itself
 """
 
@@ -26,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = os.environ.get("SMOKE_TINY") == "1"
 ROUNDS = int(os.environ.get("SMOKE_ROUNDS", "2" if TINY else "3"))
 OUT = Path(os.environ.get("SMOKE_OUT", str(ROOT / "runs" / "gpu-smoke")))
+JOBS = set(os.environ.get("SMOKE_JOBS", "vit,lm").split(","))
+PRECISION = os.environ.get("SMOKE_PRECISION")
+STAMP = time.strftime("%Y%m%d-%H%M%S")
 
 
 def warn(message: str) -> None:
@@ -63,6 +67,9 @@ def vit_inputs(work: Path) -> tuple[str, str, list[str]]:
 
 
 def lm_inputs(work: Path) -> tuple[str, str, list[str]]:
+    import re
+
+    from datasets import Dataset, load_from_disk
     from transformers import AutoConfig
 
     from fedhello.data.synthetic import dolly_like
@@ -77,22 +84,14 @@ def lm_inputs(work: Path) -> tuple[str, str, list[str]]:
     model = local_path("LM_MODEL")
     if model is None:
         warn("LM_MODEL not set: using a RANDOMLY INITIALISED GPT-2-style model" + (" (tiny)" if TINY else " (124M)"))
-        if TINY:
-            import re
-
-            text = " ".join(" ".join(r.values()) for r in dolly_like(240)) + render_prompt("x", "y")
-            model = str(
-                gpt2_checkpoint(
-                    work / "gpt2-random",
-                    hidden_size=32,
-                    layers=4,
-                    heads=2,
-                    positions=256,
-                    words=re.findall(r"\w+|[^\w\s]", text),
-                )
-            )
-        else:
-            model = str(gpt2_checkpoint(work / "gpt2-random", hidden_size=768, layers=12, heads=12, positions=1024))
+        # a word-level tokenizer over the data and the prompt template (no tokenizer download needed);
+        # full size keeps GPT-2's 50,257-token embedding so memory and speed are realistic
+        rows = load_from_disk(data) if Path(data).is_dir() else Dataset.from_json(data)
+        text = " ".join(" ".join(str(v) for v in r.values()) for r in rows.select(range(min(len(rows), 3000))))
+        words = re.findall(r"\w+|[^\w\s]", text + render_prompt("x", "y"))
+        size = {"hidden_size": 32, "layers": 4, "heads": 2, "positions": 256} if TINY else {}
+        size = size or {"hidden_size": 768, "layers": 12, "heads": 12, "positions": 1024, "vocab_size": 50257}
+        model = str(gpt2_checkpoint(work / "gpt2-random", words=words, **size))
     arch = AutoConfig.from_pretrained(model, local_files_only=True)
     layers = getattr(arch, "num_hidden_layers", None) or arch.n_layer
     default_targets = "c_attn" if arch.model_type == "gpt2" else "q_proj,v_proj"
@@ -119,6 +118,8 @@ def job_overrides(model: str, data: str, run_dir: Path) -> list[str]:
     ]
     if "record_resources" in TrainConfig.model_fields:
         out.append("train.record_resources=true")
+    if PRECISION:
+        out.append(f"train.precision={PRECISION}")
     return out
 
 
@@ -186,29 +187,38 @@ def main() -> None:
         warn("no CUDA device: this full-size smoke run will be very slow on CPU (use SMOKE_TINY=1)")
 
     started = time.perf_counter()
+    if "vit" in JOBS:
+        run_vit(work)
+    if "lm" in JOBS:
+        run_lm(work)
+    print(f"smoke run finished in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def run_vit(work: Path) -> None:
     model, data, extra = vit_inputs(work)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     vit = job_overrides(model, data, OUT) + extra
-    # 5 % of CIFAR-100: 2,500 training and 500 test images
+    # 5 % of CIFAR-100 (2,500 training and 500 test images) over 20 IID clients, so that every client
+    # trains one full batch of ~125 images and peak memory is comparable between tiers
     vit += ["data.max_train_samples=2500", "data.max_test_samples=500"]
+    vit += ["federation.num_clients=20", "federation.clients_per_round=10"]
     if TINY:
         vit += [
             "tiers=[{share: 1/3, layers: 1}, {share: 1/3, layers: 2}, {share: 1/3, layers: 4}]",
             "federation.num_clients=6",
             "federation.clients_per_round=3",
-            "partition.classes_per_client=5",
-            "partition.min_size=1",
             "train.batch_size=16",
             "data.proxy_size=8",
             "lora.r=4",
         ]
     run_job(
-        "ViT CIFAR-100 (configs/paper/cifar100-noniid-20cls.yaml, 5 % subset)",
-        "configs/paper/cifar100-noniid-20cls.yaml",
+        "ViT CIFAR-100 (configs/paper/cifar100-iid.yaml, 5 % subset)",
+        "configs/paper/cifar100-iid.yaml",
         vit,
-        OUT / f"vit-cifar100-{stamp}",
+        OUT / f"vit-cifar100-{STAMP}",
     )
 
+
+def run_lm(work: Path) -> None:
     model, data, extra = lm_inputs(work)
     lm = job_overrides(model, data, OUT) + extra
     lm += [
@@ -232,8 +242,7 @@ def main() -> None:
             "data.proxy_size=8",
             "train.gradient_checkpointing=false",
         ]
-    run_job("causal LM on Dolly (configs/paper/dolly.yaml)", "configs/paper/dolly.yaml", lm, OUT / f"lm-dolly-{stamp}")
-    print(f"smoke run finished in {time.perf_counter() - started:.1f} s", flush=True)
+    run_job("causal LM on Dolly (configs/paper/dolly.yaml)", "configs/paper/dolly.yaml", lm, OUT / f"lm-dolly-{STAMP}")
 
 
 if __name__ == "__main__":

