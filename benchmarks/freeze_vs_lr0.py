@@ -4,6 +4,7 @@ lr=0 (the official Fed-HeLLo code): every LoRA tensor requires grad and has Adam
 client does not train sit in a parameter group with learning rate 0. Real freezing (fedhello): those
 tensors have requires_grad=False. Both train the same layers on the same batches, measured alternately in
 one process. Peak memory = training memory above the loaded model (see docs/benchmarks.md for the method).
+Step time = median CPU time of the process per step (robust on a shared machine; wall time is printed too).
 
     OMP_NUM_THREADS=1 python benchmarks/freeze_vs_lr0.py                # ~1-2 min on 2 idle cores
     python benchmarks/freeze_vs_lr0.py --patterns bottleneck triangle inverted_triangle uniform --steps 5
@@ -33,7 +34,7 @@ def main() -> None:
           f" memory: {meter_for(next(s.model.parameters()).device).method}")
     measure_layers(s.model, s.task.loss, s.layout, data, range(s.num_layers), steps=0, warmup=1)  # process warm-up
     print(f"{'tier':<5}{'pattern':<18}{'layers':<14}{'MiB freeze':>11}{'MiB lr0':>9}{'ratio':>7}"
-          f"{'s freeze':>10}{'s lr0':>8}{'ratio':>7}")
+          f"{'cpu s freeze':>13}{'cpu s lr0':>10}{'ratio':>7}{'wall ratio':>11}")
     for tier, k in enumerate(tier_counts(s)):
         for pattern in args.patterns:
             layers = PATTERNS[pattern](s.num_layers, k)
@@ -43,10 +44,11 @@ def main() -> None:
                     runs[mode].append(measure_layers(s.model, s.task.loss, s.layout, data, layers, mode=mode,
                                                      steps=args.steps, warmup=1))
             mem = {m: statistics.median(x.peak_mb or 0.0 for x in v) for m, v in runs.items()}
-            sec = {m: statistics.median(x.step_seconds for x in v) for m, v in runs.items()}
+            sec = {m: statistics.median(x.cpu_seconds for x in v) for m, v in runs.items()}
+            wall = {m: statistics.median(x.step_seconds for x in v) for m, v in runs.items()}
             print(f"{tier:<5}{pattern:<18}{' '.join(map(str, layers)):<14}{mem['freeze']:>11.1f}{mem['lr0']:>9.1f}"
-                  f"{mem['freeze'] / mem['lr0']:>7.2f}{sec['freeze']:>10.3f}{sec['lr0']:>8.3f}"
-                  f"{sec['freeze'] / sec['lr0']:>7.2f}", flush=True)
+                  f"{mem['freeze'] / mem['lr0']:>7.2f}{sec['freeze']:>13.3f}{sec['lr0']:>10.3f}"
+                  f"{sec['freeze'] / sec['lr0']:>7.2f}{wall['freeze'] / wall['lr0']:>11.2f}", flush=True)
     print("ratio = freeze / lr0 (below 1: real freezing is cheaper)")
     footer()
 

@@ -13,6 +13,7 @@ import torch
 from fedhello.config import RunConfig, load_config
 from fedhello.errors import ConfigError
 from fedhello.resources.cost import BudgetError, LayerConstraint, budget_constraint
+from fedhello.resources.memory import precise_malloc
 from fedhello.resources.profile import Profile, load_or_measure, measure_profile, profile_batches, tier_counts
 
 
@@ -57,6 +58,10 @@ def resolve_budgets(
 ) -> list[LayerConstraint | None]:
     """What `build_federation` calls: constraints for budget tiers, measuring the profile only when a tier
     declares a budget and no cached profile exists."""
+    if config.train.record_resources:
+        # from here on large tensors are unmapped on free, so no earlier allocation can hide (by reuse of
+        # freed heap) the memory a client's training adds; see fedhello.resources.memory
+        precise_malloc(True)
     if not any(t.has_budget for t in config.tiers):
         if config.strategy.depth_aware:
             raise ConfigError(

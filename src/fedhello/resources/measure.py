@@ -33,6 +33,9 @@ class Measurement:
     step_seconds: float
     mode: str = "freeze"
     label: str = ""
+    # median CPU time of this process per step: robust to other processes on a shared machine, so the
+    # benchmarks compare it (with one thread it equals the wall time of an idle machine)
+    cpu_seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -91,10 +94,11 @@ def measure_layers(
     meter.start()
     optimizer = _optimizer(model, layout, layers, mode, lr, weight_decay)
     times: list[float] = []
+    cpu_times: list[float] = []
     warmup = max(warmup, 1)
     for step in range(warmup + steps):
         batch = batches[step % len(batches)]
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -102,6 +106,7 @@ def measure_layers(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
         del loss
     peak = meter.peak_mb()
     optimizer.zero_grad(set_to_none=True)
@@ -116,6 +121,7 @@ def measure_layers(
         layers=tuple(sorted(layers)),
         peak_mb=peak,
         step_seconds=statistics.median(times[warmup:] or times),
+        cpu_seconds=statistics.median(cpu_times[warmup:] or cpu_times),
         mode=mode,
         label=label,
     )

@@ -62,7 +62,7 @@ def profile_key(config: RunConfig, device: str) -> str:
         "batch_size": config.train.batch_size,
         "device": device,
         "machine": [platform.node(), platform.machine(), os.cpu_count(), torch.__version__],
-        "version": 1,
+        "version": 2,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

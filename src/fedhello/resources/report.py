@@ -42,6 +42,7 @@ def _row(m: Measurement, ref: Measurement | None, num_layers: int, label: str) -
     return (
         f"  {label:<18} {layers:<14} {lowest:>6} {_fmt(m.peak_mb):>9} {_ratio(m.peak_mb, ref and ref.peak_mb):>6}"
         f" {_fmt(m.step_seconds, 3):>8} {_ratio(m.step_seconds, ref and ref.step_seconds):>6}"
+        f" {_fmt(m.cpu_seconds, 3):>8} {_ratio(m.cpu_seconds, ref and ref.cpu_seconds):>6}"
     )
 
 
@@ -59,11 +60,13 @@ def format_profile(
         f"{','.join(config.lora.target_modules)}, batch {'x'.join(map(str, profile.batch_shape))} (samples x tokens),"
         f" device {profile.device}",
         f"peak memory: {profile.memory_method}",
-        f"step time: median of {steps} steps after {warmup} warm-up step(s); profile {source},"
+        f"step time: median of {steps} steps after {warmup} warm-up step(s), wall clock (step s) and CPU time of"
+        f" this process (cpu s, robust when the machine is shared); profile {source},"
         f" measured {profile.meta.get('created', '?')}",
         f"machine now: {machine_line()}",
         "",
-        f"  {'set':<18} {'layers':<14} {'lowest':>6} {'peak MiB':>9} {'x all':>6} {'step s':>8} {'x all':>6}",
+        f"  {'set':<18} {'layers':<14} {'lowest':>6} {'peak MiB':>9} {'x all':>6} {'step s':>8} {'x all':>6}"
+        f" {'cpu s':>8} {'x all':>6}",
     ]
     for m, label in ((full, "all"), (head, "head only")):
         if m is not None:
