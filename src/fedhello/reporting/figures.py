@@ -216,7 +216,8 @@ def communication(run: RunData) -> Figure | None:
         ax.grid(alpha=0.3, axis="y")
         ax.xaxis.get_major_locator().set_params(integer=True)
         if table:
-            ax.legend(fontsize=8)
+            ax.set_ylim(0, max(ax.get_ylim()[1], 1e-9) * 1.25)  # headroom so the legend covers no bar
+            ax.legend(fontsize=8, loc="upper left", ncol=min(len(table) + 1, 3))
     return fig
 
 

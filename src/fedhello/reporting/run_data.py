@@ -118,7 +118,7 @@ def load_run(path: str | Path) -> RunData:
     path = Path(path)
     if not path.is_dir():
         raise FedHelloError(f"run folder '{path}' does not exist (fix: pass a folder written by `fedhello run`)")
-    metrics = _read_jsonl(path / "metrics.jsonl")
+    metrics = [r for r in _read_jsonl(path / "metrics.jsonl") if isinstance(r.get("round"), int)]
     if not metrics:
         raise FedHelloError(
             f"run folder '{path}' has no rounds in metrics.jsonl (fix: pass a folder written by `fedhello run`)"
