@@ -40,7 +40,7 @@ def _row(m: Measurement, ref: Measurement | None, num_layers: int, label: str) -
     layers = " ".join(map(str, m.layers)) or "-"
     lowest = str(min(m.layers)) if m.layers else "-"
     return (
-        f"  {label:<18} {layers:<14} {lowest:>6} {_fmt(m.peak_mb):>9} {_ratio(m.peak_mb, ref and ref.peak_mb):>6}"
+        f"  {label:<26} {layers:<14} {lowest:>6} {_fmt(m.peak_mb):>9} {_ratio(m.peak_mb, ref and ref.peak_mb):>6}"
         f" {_fmt(m.step_seconds, 3):>8} {_ratio(m.step_seconds, ref and ref.step_seconds):>6}"
         f" {_fmt(m.cpu_seconds, 3):>8} {_ratio(m.cpu_seconds, ref and ref.cpu_seconds):>6}"
     )
@@ -65,7 +65,7 @@ def format_profile(
         f" measured {profile.meta.get('created', '?')}",
         f"machine now: {machine_line()}",
         "",
-        f"  {'set':<18} {'layers':<14} {'lowest':>6} {'peak MiB':>9} {'x all':>6} {'step s':>8} {'x all':>6}"
+        f"  {'set':<26} {'layers':<14} {'lowest':>6} {'peak MiB':>9} {'x all':>6} {'step s':>8} {'x all':>6}"
         f" {'cpu s':>8} {'x all':>6}",
     ]
     for m, label in ((full, "all"), (head, "head only")):
