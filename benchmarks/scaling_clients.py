@@ -1,9 +1,9 @@
 """Benchmark 5: 10 -> 1,000 registered clients, peak memory of the local engine (target: flat).
 
 Each size runs in a fresh subprocess (one round, `clients_per_round` sampled clients, one local step each,
-iid partitions, strategy `full` so that every size trains the same layer sets); the child reports its peak
-RSS (`ru_maxrss`). Registered clients are only a tier label and a partition index, so memory should not grow
-with their number.
+iid partitions, batch size 1 and strategy `full`, so that every size trains the same layers on the same
+batch shape even when 1,000 clients hold 1-2 samples each); the child reports its peak RSS (`ru_maxrss`).
+Registered clients are only a tier label and a partition index, so memory should not grow with their number.
 
     OMP_NUM_THREADS=1 python benchmarks/scaling_clients.py                # 10, 100, 1000: ~1-2 min
     python benchmarks/scaling_clients.py --sizes 10 1000 10000
@@ -29,7 +29,8 @@ def child(config_path: str, overrides: list[str], size: int) -> None:
 
     quiet_libraries()
     config = load_config(config_path, [
-        *overrides, f"federation.num_clients={size}", "federation.rounds=1", "train.max_steps=1", "strategy.name=full",
+        *overrides, f"federation.num_clients={size}", "federation.rounds=1", "train.max_steps=1", "train.batch_size=1",
+        "strategy.name=full",
         "partition.kind=iid", "data.max_test_samples=64", "output.plot=false", "output.save_adapter=false",
     ])
     started = time.perf_counter()
