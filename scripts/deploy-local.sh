@@ -25,10 +25,15 @@ export PATH="$BIN:$PATH" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$
 mkdir -p "$FLWR_HOME"
 
 PIDS=()
+descendants() { local child; for child in $(pgrep -P "$1" 2>/dev/null); do echo "$child"; descendants "$child"; done; }
 cleanup() {
+    # Flower starts some helpers (the SuperLink's flower-superexec) in sessions of their own: kill them by pid
+    local family
+    family=$(for pid in "${PIDS[@]}"; do descendants "$pid"; done)
     for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
     sleep 1
     for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+    for pid in $family; do kill -KILL "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     echo "logs were in $WORK (removed); stopped: ${PIDS[*]:-nothing}" >&2
     rm -rf "$WORK"
@@ -70,6 +75,7 @@ flwr run "$ROOT" fedhello-local --stream \
     --run-config "config='$CONFIG' run-dir='$RUN_DIR' overrides='$OVERRIDES'"
 if [[ -f "$RUN_DIR/summary.json" ]]; then
     cat "$RUN_DIR/summary.json"
+    echo
     echo "results: $RUN_DIR" >&2
 else
     echo "the run ended without $RUN_DIR/summary.json; SuperLink log:" >&2

@@ -74,6 +74,7 @@ def running(pids: set[int]) -> list[int]:
 
 def assert_nothing_left(deployment) -> None:
     """No process of the deployment's groups, nor any process it stopped, is still running."""
-    assert deployment.pids(), "the deployment had started processes"
-    assert processes_in_groups(deployment.pids()) == []
+    assert deployment.started_pids, "the deployment had started processes"
+    assert deployment.pids() == [], "every started process is stopped and reaped"
+    assert processes_in_groups(deployment.started_pids) == []
     assert deployment.stopped and running(deployment.stopped) == []

@@ -15,6 +15,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedhello.cli import quiet_libraries
 from fedhello.config import config_from_dict
 from fedhello.engines.flower.messages import NUM_PARTITIONS, PARTITION_ID, read_train_content, update_content
 from fedhello.errors import FedHelloError
@@ -30,6 +31,7 @@ def worker(config_json: str) -> tuple[Federation, LocalTrainer]:
     """The federation and trainer of this process for a run config (built on first use)."""
     if config_json not in _WORKER:
         _WORKER.clear()  # a new run: drop the previous model
+        quiet_libraries()  # no per-split progress bars from every worker
         config = config_from_dict(json.loads(config_json))
         federation = build_federation(config)
         trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)

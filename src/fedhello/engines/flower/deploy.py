@@ -197,6 +197,12 @@ class LocalDeployment:
         kill_group(self.nodes[index], signal.SIGKILL)
 
     def pids(self) -> list[int]:
+        """Pids of the started processes not yet reaped (a reaped pid may already belong to someone else)."""
+        return [p.pid for p in [self.superlink, *self.nodes] if p is not None and p.poll() is None]
+
+    @property
+    def started_pids(self) -> list[int]:
+        """Pids (= process group ids) of every process this deployment started, running or not."""
         return [p.pid for p in [self.superlink, *self.nodes] if p is not None]
 
     def stop(self) -> None:
@@ -210,6 +216,9 @@ class LocalDeployment:
         for pid in family:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0  # SIGKILL is asynchronous: let the kernel finish them
+        while any(is_running(pid) for pid in family) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def __enter__(self) -> LocalDeployment:
         try:
@@ -235,6 +244,15 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float =
     # children that outlived their leader (the group still exists): kill them too
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def is_running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def descendants(pids: list[int]) -> set[int]:
@@ -267,6 +285,7 @@ class FlowerDeployEngine(Engine):
     def run(self, config: RunConfig, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         deployment = LocalDeployment(config.flower.supernodes)
+        failed = False
         try:
             deployment.start()
             resolved = deployment.workdir / "config.yaml"
@@ -274,10 +293,28 @@ class FlowerDeployEngine(Engine):
             run_config = {"config": str(resolved), "overrides": "", "run-dir": str(run_dir.resolve()), "resume": resume}
             result = deployment.run_app(run_config)
             if not (run_dir / "summary.json").exists():
-                log = deployment.logs / "flwr-run.log"
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
-                raise FedHelloError(f"flwr run exited with {result.returncode}: {' | '.join(tail)}")
+                failed = True
+                reason = last_failure(run_dir / "flower.log") or last_lines(deployment.logs / "flwr-run.log")
+                raise FedHelloError(
+                    f"flwr run exited with {result.returncode}: {reason} (Flower logs: {run_dir / 'flower-logs'})"
+                )
             return read_summary(run_dir)
+        except BaseException:
+            failed = True
+            raise
         finally:
             deployment.stop()
+            if failed and deployment.logs.exists():  # keep the SuperLink/SuperNode logs of a failed run
+                shutil.copytree(deployment.logs, run_dir / "flower-logs", dirs_exist_ok=True)
             shutil.rmtree(deployment.workdir, ignore_errors=True)
+
+
+def last_failure(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    failures = [line.split(" ", 1)[-1] for line in lines if "run failed" in line]
+    return failures[-1] if failures else ""
+
+
+def last_lines(log: Path, count: int = 3) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return " | ".join(lines[-count:]) or "no output"

@@ -20,6 +20,7 @@ import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fedhello.cli import quiet_libraries
 from fedhello.config import RunConfig, load_config
 from fedhello.engines.flower.messages import (
     NUM_PARTITIONS,
@@ -227,6 +228,7 @@ def serve(
 ) -> dict[str, Any]:
     """Run every round of `config` over `grid`; write the run folder like the local engine does
     (`resume`: continue the folder from its last checkpoint)."""
+    quiet_libraries()
     federation = build_federation(config)
     coordinator = Coordinator(federation)
     dispatch = FlowerDispatch(grid, config, EngineLog(run_dir / "flower.log"))

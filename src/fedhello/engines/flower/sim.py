@@ -24,6 +24,14 @@ def quiet_flower() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+class _HideRunSimulationDeprecation(logging.Filter):
+    """`run_simulation` is the in-process simulation API fedhello chose on purpose; its deprecation notice
+    (Flower prefers `flwr run`, which fedhello's flower-deploy engine uses) is noise for users."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`run_simulation` function is deprecated" not in record.getMessage()
+
+
 def backend_config(config: RunConfig) -> dict[str, Any]:
     cores = os.cpu_count() or 1
     return {
@@ -43,6 +51,8 @@ class FlowerSimEngine(Engine):
         from fedhello.engines.flower.serverapp import build_server_app
 
         started_ray = not ray.is_initialized()
+        hide = _HideRunSimulationDeprecation()
+        logging.getLogger("flwr").addFilter(hide)
         try:
             run_simulation(
                 server_app=build_server_app(config, run_dir, show_progress, resume),
@@ -56,6 +66,7 @@ class FlowerSimEngine(Engine):
                 raise cause from None
             raise
         finally:
+            logging.getLogger("flwr").removeFilter(hide)
             if started_ray and ray.is_initialized():
                 ray.shutdown()  # stops the raylet and workers this run started
         return read_summary(run_dir)
