@@ -181,7 +181,8 @@ def compare(
         console.print(f"grid folder: {root} ({len(cells)} cells, {sum(c.done for c in cells)} already finished)")
         finished = sum(c.done for c in cells)
         counts = {"ran": 0, "skipped": finished} if report_only else run_grid(cells, show_progress=progress)
-        command = "fedhello compare " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        run_args = [a for a in sys.argv[2:] if a != "--report-only"]  # the command that ran the cells
+        command = "fedhello compare " + " ".join(shlex.quote(a) for a in run_args)
         paths = write_results(cells, root, command)
     except FedHelloError as err:
         fail(err)
