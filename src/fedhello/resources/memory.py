@@ -93,7 +93,7 @@ class CudaMeter(MemoryMeter):
 class RssMeter(MemoryMeter):
     """Peak resident set (VmHWM, reset via /proc/self/clear_refs) minus the resident set at the start."""
 
-    method = "cpu peak RSS (VmHWM reset per window, glibc mmap threshold 64 KiB in the window) - RSS at start"
+    method = "cpu peak RSS (VmHWM reset per window, glibc mmap threshold pinned at 64 KiB) - RSS at start"
 
     def __init__(self) -> None:
         self.base_kib = 0
