@@ -2,14 +2,11 @@
 
 import json
 
-import pytest
 import torch
 
-from fedhello.models.layers import num_blocks, trainable_layout
-from fedhello.resources.measure import Measurement, measure_layers
+from fedhello.resources.measure import Measurement
 from fedhello.resources.memory import RssMeter, meter_for
-from fedhello.resources.profile import Profile, load_or_measure, profile_batches, representative_sets
-from fedhello.tasks import TASKS
+from fedhello.resources.profile import Profile, load_or_measure, representative_sets
 
 
 def test_representative_sets_cover_patterns_once():
@@ -23,34 +20,60 @@ def test_representative_sets_cover_patterns_once():
     assert labels[(0, 1, 4, 5)] == "bottleneck-4"
 
 
-@pytest.fixture
-def tiny_parts(tiny_config):
-    from datasets import load_from_disk
+# Peak RSS is a per-process high-water mark, so the comparison runs in a fresh process (as the profiler does):
+# inside a long pytest process freed memory is reused and the peaks of small layer sets read as 0.
+MEASURE_SCRIPT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from datasets import load_from_disk
+from fedhello.config import load_config
+from fedhello.models.layers import num_blocks, trainable_layout
+from fedhello.resources.measure import measure_layers
+from fedhello.resources.profile import profile_batches
+from fedhello.tasks import TASKS
+config = load_config(sys.argv[1])
+task = TASKS.get(config.task)(config, num_labels=4)
+torch.manual_seed(0)
+model = task.build_model()
+data = task.preprocess(load_from_disk(config.data.path).select(range(128)))
+batches = profile_batches(task, data, 128, count=1)  # a wide batch: one block's activations dwarf noise
+layout, top_layer = trainable_layout(model.named_parameters()), num_blocks(model.config) - 1
+before = {n: p.detach().clone() for n, p in model.named_parameters()}
+grads = {n: p.requires_grad for n, p in model.named_parameters()}
+measure_layers(model, task.loss, layout, batches, range(top_layer + 1), steps=1, warmup=0)  # process warm-up
+out = {}
+cases = (("top", (top_layer,), "freeze"), ("bottom", (0,), "freeze"), ("top_lr0", (top_layer,), "lr0"))
+for key, layers, mode in cases:
+    m = measure_layers(model, task.loss, layout, batches, layers, mode=mode, steps=1, warmup=1)
+    out[key] = {"peak_mb": m.peak_mb, "step_seconds": m.step_seconds, "mode": m.mode}
+out["unchanged"] = all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+out["requires_grad_kept"] = grads == {n: p.requires_grad for n, p in model.named_parameters()}
+print(json.dumps(out))
+"""
 
-    config = tiny_config.model_copy(deep=True)
-    task = TASKS.get(config.task)(config, num_labels=4)
-    torch.manual_seed(0)
-    model = task.build_model()
-    data = task.preprocess(load_from_disk(config.data.path).select(range(128)))
-    # a wide batch so that activations of one block (~0.5 MiB) dwarf allocator noise
-    batches = profile_batches(task, data, 128, count=1)
-    return model, task, trainable_layout(model.named_parameters()), batches, num_blocks(model.config)
 
+def test_frozen_low_layers_cost_less_and_lr0_costs_more(tiny_config, tmp_path):
+    import os
+    import subprocess
+    import sys
 
-def test_frozen_low_layers_cost_less_and_lr0_costs_more(tiny_parts):
-    model, task, layout, batches, num_layers = tiny_parts
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    measure_layers(model, task.loss, layout, batches, range(num_layers), steps=1, warmup=0)  # process warm-up
-    top = measure_layers(model, task.loss, layout, batches, (num_layers - 1,), steps=1, warmup=1)
-    bottom = measure_layers(model, task.loss, layout, batches, (0,), steps=1, warmup=1)
-    top_lr0 = measure_layers(model, task.loss, layout, batches, (num_layers - 1,), mode="lr0", steps=1, warmup=1)
-    assert top.step_seconds > 0 and top.mode == "freeze" and top_lr0.mode == "lr0"
+    import yaml
+
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", MEASURE_SCRIPT, str(config_path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    top, bottom, top_lr0 = out["top"], out["bottom"], out["top_lr0"]
+    assert top["step_seconds"] > 0 and top["mode"] == "freeze" and top_lr0["mode"] == "lr0"
     if RssMeter.available():
-        assert top.peak_mb < bottom.peak_mb, "backward must stop at the lowest trained layer"
-        assert top.peak_mb < top_lr0.peak_mb, "lr=0 keeps activations and AdamW state for every layer"
+        assert top["peak_mb"] < bottom["peak_mb"], "backward must stop at the lowest trained layer"
+        assert top["peak_mb"] < top_lr0["peak_mb"], "lr=0 keeps activations and AdamW state for every layer"
     # measuring leaves the model as it was: parameters and requires_grad
-    for name, param in model.named_parameters():
-        assert torch.equal(param, before[name]), name
+    assert out["unchanged"] and out["requires_grad_kept"]
     assert meter_for(torch.device("cpu")).method != "none" or not RssMeter.available()
 
 
