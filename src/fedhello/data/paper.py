@@ -10,13 +10,12 @@ natural group (Dolly category, NI task), which is what the partitioners split by
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Image
 
 from fedhello.config import DataConfig
-from fedhello.data.sources import SOURCES
+from fedhello.data.sources import SOURCES, is_saved, load_any
 from fedhello.errors import ConfigError
 
 # Hub names used when `data.path` is not set. Local copies in the same schema work the same way.
@@ -31,30 +30,6 @@ HUB = {
 NUM_LABELS = {"cifar100": 100, "domainnet": None, "ledgar": 100, "dolly": None, "natural_instructions": None}
 DOMAIN_COLUMN = "domain"
 DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
-
-
-def _is_saved(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists())
-
-
-def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> DatasetDict:
-    """`data.path` (local `save_to_disk` folder or data file, or a hub name), else `default_hub`."""
-    name = cfg.path or default_hub
-    path = Path(name)
-    if _is_saved(path):
-        loaded = load_from_disk(str(path))
-    elif path.is_file():
-        builder = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(path.suffix)
-        if builder is None:
-            raise ConfigError("data.path", f"unsupported file type '{path.suffix}'", "use csv, json(l) or parquet")
-        loaded = load_dataset(builder, data_files=str(path))
-    elif path.exists() or name.startswith((".", "/")):
-        raise ConfigError("data.path", f"'{name}' is not a saved data set or data file", "check the path")
-    elif os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ConfigError("data.path", f"'{name}' is a hub name and the hub is offline", "give a local copy")
-    else:
-        loaded = load_dataset(name, subset if cfg.path is None else cfg.subset or subset)
-    return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
 
 
 def _rename(dataset: Dataset, mapping: dict[str, str]) -> Dataset:
@@ -151,7 +126,7 @@ def domainnet(cfg: DataConfig, seed: int) -> DatasetDict:
     (the column `partition.kind: domain` splits by, `partition.domain_column`'s default)."""
     domain_column = DOMAIN_COLUMN
     root = Path(cfg.path) if cfg.path else None
-    if root is not None and root.is_dir() and not _is_saved(root):
+    if root is not None and root.is_dir() and not is_saved(root):
         splits = read_domainnet_folder(root, domain_column, cfg)
     else:
         splits = load_any(cfg, HUB["domainnet"])

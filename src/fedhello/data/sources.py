@@ -60,25 +60,39 @@ def folders(cfg: DataConfig, seed: int) -> DatasetDict:
     return _split(read_class_folders(Path(cfg.path)), cfg, seed)
 
 
-@SOURCES.register("hf")
-def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
-    """A hub data set by name, or a local copy: a `save_to_disk` folder or a csv/json/parquet file."""
-    if not cfg.path:
-        raise ConfigError("data.path", "missing for source=hf", "set it to a hub name or a local path")
-    path = Path(cfg.path)
-    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
+def is_saved(path: Path) -> bool:
+    """Whether `path` is a folder written by `Dataset(Dict).save_to_disk`."""
+    return path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists())
+
+
+def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> DatasetDict:
+    """`data.path` (local `save_to_disk` folder or data file, or a hub name), else `default_hub`."""
+    name = cfg.path or default_hub
+    path = Path(name)
+    if is_saved(path):
         loaded = load_from_disk(str(path))
     elif path.is_file():
         builder = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(path.suffix)
         if builder is None:
             raise ConfigError("data.path", f"unsupported file type '{path.suffix}'", "use csv, json(l) or parquet")
         loaded = load_dataset(builder, data_files=str(path))
-    elif os.environ.get("HF_DATASETS_OFFLINE") == "1" and not path.exists():
-        raise ConfigError("data.path", f"'{cfg.path}' is not a local path and the hub is offline")
+    elif path.exists():
+        raise ConfigError("data.path", f"'{name}' is not a saved data set or data file", "check the path")
+    elif name.startswith((".", "/")):
+        raise ConfigError("data.path", f"'{name}' is not a local path that exists", "check the path")
+    elif os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError("data.path", f"'{name}' is a hub name and the hub is offline", "give a local copy")
     else:
-        loaded = load_dataset(cfg.path, cfg.subset)
-    if isinstance(loaded, Dataset):
-        loaded = DatasetDict({"train": loaded})
+        loaded = load_dataset(name, subset if cfg.path is None else cfg.subset or subset)
+    return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
+
+
+@SOURCES.register("hf")
+def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
+    """A hub data set by name, or a local copy: a `save_to_disk` folder or a csv/json/parquet file."""
+    if not cfg.path:
+        raise ConfigError("data.path", "missing for source=hf", "set it to a hub name or a local path")
+    loaded = load_any(cfg, cfg.path, cfg.subset)
     for column in (cfg.text_column, cfg.label_column):
         if column not in loaded["train"].column_names:
             field = "data.text_column" if column == cfg.text_column else "data.label_column"

@@ -29,7 +29,7 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def wrap_with_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
+def apply_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
     """LoRA on the configured modules of every block; the head is trained in full (`modules_to_save`)."""
     lora = config.lora
     peft_config = LoraConfig(
@@ -40,10 +40,14 @@ def wrap_with_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
         modules_to_save=list(lora.head_modules) or None,
     )
     try:
-        model = get_peft_model(base, peft_config)
+        return get_peft_model(base, peft_config)
     except ValueError as err:
         raise ConfigError("lora.target_modules", str(err).splitlines()[0], "name modules of the model") from None
-    return model.to(select_device(config.train.device))
+
+
+def wrap_with_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
+    """`apply_lora`, then move the model to the configured device."""
+    return apply_lora(base, config).to(select_device(config.train.device))
 
 
 def select_device(name: str) -> torch.device:

@@ -111,7 +111,7 @@ def num_labels(config: RunConfig) -> int | None:
 
 def model_shape(config: RunConfig) -> ModelShape:
     """Per-layer and head LoRA parameter counts of the configured model, built on the meta device."""
-    from peft import LoraConfig, get_peft_model
+    from fedhello.models.build import apply_lora
 
     arch, origin = model_config(config.model.name_or_path)
     task_class = TASKS.get(config.task) if config.task in TASKS else None
@@ -123,18 +123,7 @@ def model_shape(config: RunConfig) -> ModelShape:
         arch.num_labels = labels
     with torch.device("meta"):
         base = auto.from_config(arch)
-    lora = config.lora
-    peft_config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        modules_to_save=list(lora.head_modules) or None,
-    )
-    try:
-        model = get_peft_model(base, peft_config)
-    except ValueError as err:
-        raise ConfigError("lora.target_modules", str(err).splitlines()[0], "name modules of the model") from None
+    model = apply_lora(base, config)
     params = dict(model.named_parameters())
     layout = trainable_layout(params.items())
     layers = num_blocks(arch)
