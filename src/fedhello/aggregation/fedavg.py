@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from fedhello.aggregation.base import AGGREGATORS, Aggregator
+from fedhello.aggregation.base import AGGREGATORS, Aggregator, client_weights, weighted_mean
 from fedhello.plan import ClientUpdate
 
 
@@ -25,15 +25,8 @@ def masked_fedavg(
         if not contributors:
             new_state[name] = current.clone()
             continue
-        weights = torch.tensor(
-            [float(u.num_samples) if weighting == "samples" else 1.0 for u in contributors], dtype=torch.float64
-        )
-        if weights.sum() <= 0:
-            weights = torch.ones_like(weights)
-        weights = weights / weights.sum()
-        stacked = torch.stack([u.tensors[name].to(torch.float64) for u in contributors])
-        mean = (stacked * weights.view(-1, *([1] * current.dim()))).sum(0)
-        new_state[name] = mean.to(current.dtype)
+        weights = client_weights(contributors, weighting)
+        new_state[name] = weighted_mean([u.tensors[name] for u in contributors], weights, current)
     return new_state
 
 

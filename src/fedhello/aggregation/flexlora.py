@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from fedhello.aggregation.base import AGGREGATORS, Aggregator
+from fedhello.aggregation.base import AGGREGATORS, Aggregator, client_weights, weighted_mean
 from fedhello.plan import ClientUpdate
 from fedhello.training.ranks import lora_factor, partner_name
 
@@ -49,15 +49,9 @@ def flexlora_aggregate(
         if not contributors:
             new_state[name] = current.clone()
             continue
-        weights = torch.tensor(
-            [float(u.num_samples) if weighting == "samples" else 1.0 for u in contributors], dtype=torch.float64
-        )
-        if weights.sum() <= 0:
-            weights = torch.ones_like(weights)
-        weights = weights / weights.sum()
+        weights = client_weights(contributors, weighting)
         if lora_factor(name) is None:
-            stacked = torch.stack([u.tensors[name].to(torch.float64) for u in contributors])
-            new_state[name] = (stacked * weights.view(-1, *([1] * current.dim()))).sum(0).to(current.dtype)
+            new_state[name] = weighted_mean([u.tensors[name] for u in contributors], weights, current)
             continue
         a_name = name if lora_factor(name) == "A" else partner_name(name)
         b_name = partner_name(a_name)
