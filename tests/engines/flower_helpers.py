@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from fedhello.engines.flower.deploy import process_table
+
 
 def adapter_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
     (path,) = (run_dir / "adapter").glob("*.safetensors")
@@ -44,19 +46,11 @@ def assert_same_run(local: Path, flower: Path) -> None:
 
 def processes_in_groups(pgids: list[int]) -> list[int]:
     """Pids of live (non-zombie) processes whose process group is one of `pgids`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        state, pgid = fields[0], int(fields[2])
-        if pgid in pgids and state != "Z" and int(entry.name) != os.getpid():
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, fields in process_table().items()
+        if int(fields[2]) in pgids and fields[0] != "Z" and pid != os.getpid()
+    ]
 
 
 def running(pids: set[int]) -> list[int]:

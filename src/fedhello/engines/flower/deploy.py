@@ -255,12 +255,12 @@ def is_running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-def descendants(pids: list[int]) -> set[int]:
-    """Pids of all live descendants of `pids` (from /proc; empty where there is none)."""
-    children: dict[int, list[int]] = {}
+def process_table() -> dict[int, list[str]]:
+    """Every live process's /proc stat fields after the command name (state, ppid, pgrp, ...), by pid."""
+    table: dict[int, list[str]] = {}
     proc_dir = Path("/proc")
     if not proc_dir.is_dir():
-        return set()
+        return table
     for entry in proc_dir.iterdir():
         if not entry.name.isdigit():
             continue
@@ -268,8 +268,15 @@ def descendants(pids: list[int]) -> set[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+        table[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()
+    return table
+
+
+def descendants(pids: list[int]) -> set[int]:
+    """Pids of all live descendants of `pids` (from /proc; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in process_table().items():
+        children.setdefault(int(fields[1]), []).append(pid)
     found: set[int] = set()
     stack = list(pids)
     while stack:
