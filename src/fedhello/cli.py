@@ -85,8 +85,7 @@ def run(
             raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --resume RUN_DIR)")
         else:
             resolved = load_config(config, overrides)
-        if engine not in ENGINES:
-            raise FedHelloError(f"option '--engine': unknown engine '{engine}' (fix: use one of {ENGINES.names()})")
+        engine_class = ENGINES.get(engine)
         if dry_run:
             from fedhello.tasks.dry_run import describe_plan
 
@@ -98,7 +97,7 @@ def run(
         run_dir = new_run_dir(resolved, out)
         console.print(f"run folder: {run_dir}")
         resuming = {"resume": True} if resume is not None else {}
-        summary = ENGINES.get(engine)().run(resolved, run_dir, show_progress=progress, **resuming)
+        summary = engine_class().run(resolved, run_dir, show_progress=progress, **resuming)
     except FedHelloError as err:
         fail(err)
     best, final = summary["best_accuracy"], summary["final_accuracy"]
@@ -169,8 +168,8 @@ def compare(
     from fedhello.methods import METHODS
 
     if list_methods:
-        for method in METHODS.values():
-            typer.echo(f"{method.name:22s}{method.summary}")
+        for name, method in METHODS.items():
+            typer.echo(f"{name:22s}{method.summary}")
         return
     if config is None:
         fail(FedHelloError("argument 'CONFIG': missing (fix: pass a comparison config, e.g. configs/compare/ci.yaml)"))

@@ -258,15 +258,26 @@ class RunConfig(Section):
         return self
 
 
-def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:  # noqa: ANN401 - any YAML value
+    """Set `a.b.c` in a raw config tree, creating sections on the way (`--set`, method presets, grid cells)."""
+    *parents, leaf = dotted.split(".")
     node = tree
-    for key in keys[:-1]:
+    for key in parents:
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
             raise ConfigError(dotted, f"'{key}' is not a section", "override a leaf field")
         node = child
-    node[keys[-1]] = value
+    node[leaf] = value
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:  # noqa: ANN401 - a config tree
+    """A nested config tree as `{dotted.key: leaf value}` (lists are leaves)."""
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): tree}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -331,7 +342,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     tree = read_yaml_tree(Path(path)) if path is not None else {}
     for override in overrides or []:
         key, value = parse_override(override)
-        _set_path(tree, key, value)
+        set_dotted(tree, key, value)
     return config_from_dict(tree)
 
 

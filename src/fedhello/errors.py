@@ -6,11 +6,12 @@ class FedHelloError(Exception):
 
 
 class ConfigError(FedHelloError):
-    """A config value is missing, malformed or inconsistent."""
+    """A config value (or a command-line option such as `--engine`) is missing, malformed or inconsistent."""
 
     def __init__(self, field: str, problem: str, fix: str = "") -> None:
         self.field, self.problem, self.fix = field, problem, fix
-        message = f"config field '{field}': {problem}"
+        where = f"option '{field}'" if field.startswith("--") else f"config field '{field}'"
+        message = f"{where}: {problem}"
         if fix:
             message += f" (fix: {fix})"
         super().__init__(message)

@@ -1,37 +1,62 @@
-"""A tiny name -> class registry, so adding a strategy or partitioner touches no central `if` chain."""
+"""A name -> item registry, so adding a strategy, partitioner, engine or method touches no central `if` chain.
+
+`Registry.get` is the one place a name is checked: an unknown name is a one-line `ConfigError` that names the
+config field (or command-line option) it came from and the registered names.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
+
+from fedhello.errors import ConfigError
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to classes. Use `@REGISTRY.register("name")` on the class."""
+    """Maps names to classes, functions or objects. `@REGISTRY.register("name")` on a class or function,
+    `REGISTRY.add("name", item)` for an object; `field` is where users choose a name (e.g. `strategy.name`)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, field: str) -> None:
         self.kind = kind
-        self._items: dict[str, type[T]] = {}
+        self.field = field
+        self._items: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        def decorator(cls: type[T]) -> type[T]:
-            if name in self._items:
-                raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._items[name] = cls
-            cls.registry_name = name  # type: ignore[attr-defined]
-            return cls
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(item: T) -> T:
+            return self.add(name, item)
 
         return decorator
 
-    def get(self, name: str) -> type[T]:
+    def add(self, name: str, item: T) -> T:
+        if name in self._items:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        self._items[name] = item
+        return item
+
+    def get(self, name: str, field: str | None = None) -> T:
+        """The item registered as `name`; an unknown name is a `ConfigError` on `field` (default: the
+        registry's own field)."""
         if name not in self._items:
-            raise KeyError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}")
+            raise ConfigError(
+                field or self.field, f"unknown {self.kind} '{name}'", f"use one of {', '.join(self.names())}"
+            )
         return self._items[name]
 
     def names(self) -> list[str]:
+        """Registered names, sorted."""
         return sorted(self._items)
+
+    def items(self) -> list[tuple[str, T]]:
+        """(name, item) pairs in registration order."""
+        return list(self._items.items())
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -11,7 +11,7 @@ import torch
 from fedhello.plan import ClientUpdate
 from fedhello.registry import Registry
 
-AGGREGATORS: Registry = Registry("aggregator")
+AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator", "aggregation.name")
 
 
 def client_weights(contributors: Sequence[ClientUpdate], weighting: Literal["uniform", "samples"]) -> torch.Tensor:

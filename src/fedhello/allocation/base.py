@@ -11,7 +11,7 @@ from fedhello.config import StrategyConfig
 from fedhello.plan import Plan
 from fedhello.registry import Registry
 
-ALLOCATORS: Registry = Registry("allocation strategy")
+ALLOCATORS: Registry[type[Allocator]] = Registry("strategy", "strategy.name")
 
 
 class Allocator(ABC):

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedhello.config import RunConfig, parse_override, read_yaml_tree
+from fedhello.config import RunConfig, parse_override, read_yaml_tree, set_dotted
 from fedhello.errors import ConfigError
 from fedhello.methods import METHODS, method_config
 
@@ -60,22 +60,11 @@ class Cell:
         return saved == self.config.model_dump(mode="json")
 
 
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for key in parents:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(dotted, f"'{key}' is not a section", "override a leaf field")
-        node = child
-    node[leaf] = value
-
-
 def load_grid(path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None) -> list[Cell]:
     """Read a comparison config and expand it into validated cells (validation happens before any run)."""
     tree = read_yaml_tree(Path(path))
     for text in overrides or []:
-        _set(tree, *parse_override(text))
+        set_dotted(tree, *parse_override(text))
     raw_spec = tree.pop("compare", None)
     if raw_spec is None:
         raise ConfigError("compare", "section missing", "add compare: {methods: [...], partitions: {...}}")
@@ -87,11 +76,9 @@ def load_grid(path: str | Path, overrides: list[str] | None = None, out: str | P
         raise ConfigError(field, first["msg"], "see docs/compare.md") from None
     from fedhello.engines import ENGINES
 
-    if spec.engine not in ENGINES:
-        raise ConfigError("compare.engine", f"unknown engine '{spec.engine}'", f"use one of {ENGINES.names()}")
+    ENGINES.get(spec.engine, "compare.engine")
     for name in spec.methods:
-        if name not in METHODS:
-            raise ConfigError("compare.methods", f"unknown method '{name}'", f"use any of {', '.join(METHODS)}")
+        METHODS.get(name, "compare.methods")
     root = Path(out) if out is not None else Path(spec.out)
     cells = []
     for label, partition in spec.partitions.items():

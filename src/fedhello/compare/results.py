@@ -113,7 +113,7 @@ def results_markdown(rows: list[Row], command: str = "") -> str:
             )
     out.write("\nMethods:\n\n")
     for name in dict.fromkeys(r.method for r in rows):
-        out.write(f"- `{name}`: {METHODS[name].summary}\n")
+        out.write(f"- `{name}`: {METHODS.get(name).summary}\n")
     return out.getvalue()
 
 

@@ -15,10 +15,9 @@ from flwr_datasets.partitioner import (
 )
 
 from fedhello.config import PartitionConfig
-from fedhello.errors import ConfigError
 from fedhello.registry import Registry
 
-PARTITIONERS: Registry = Registry("partitioner")
+PARTITIONERS: Registry = Registry("partitioner", "partition.kind")
 
 
 @PARTITIONERS.register("iid")
@@ -53,6 +52,5 @@ def pathological(cfg: PartitionConfig, num_clients: int, label_column: str, seed
 
 
 def build_partitioner(cfg: PartitionConfig, num_clients: int, label_column: str, seed: int) -> Partitioner:
-    if cfg.kind not in PARTITIONERS:
-        raise ConfigError("partition.kind", f"unknown partitioner '{cfg.kind}'", f"use one of {PARTITIONERS.names()}")
+    """The configured partitioner (`partition.kind`) of `num_clients` clients."""
     return PARTITIONERS.get(cfg.kind)(cfg, num_clients, label_column, seed)

@@ -9,7 +9,7 @@ from typing import Any
 from fedhello.config import RunConfig
 from fedhello.registry import Registry
 
-ENGINES: Registry = Registry("engine")
+ENGINES: Registry[type[Engine]] = Registry("engine", "--engine")
 
 
 class Engine(ABC):

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedhello.config import RunConfig, config_from_dict
-from fedhello.errors import ConfigError
+from fedhello.config import RunConfig, config_from_dict, set_dotted
+from fedhello.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,7 @@ class Method:
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted config paths -> values
 
 
-METHODS: dict[str, Method] = {}
-
-
-def register_method(method: Method) -> Method:
-    if method.name in METHODS:
-        raise ValueError(f"method '{method.name}' is registered twice")
-    METHODS[method.name] = method
-    return method
+METHODS: Registry[Method] = Registry("method", "--method")
 
 
 def _strategy(name: str, **options: Any) -> dict[str, Any]:
@@ -70,32 +63,21 @@ for _method in [
         _strategy("fim+gd", pattern="bottleneck", randomized=True),
     ),
 ]:
-    register_method(_method)
+    METHODS.add(_method.name, _method)
 
 
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = tree
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
-
-
-def apply_method(tree: dict[str, Any], name: str) -> dict[str, Any]:
+def apply_method(tree: dict[str, Any], name: str, field: str = "compare.methods") -> dict[str, Any]:
     """A copy of a raw config tree with the method's overrides applied (the method wins)."""
-    if name not in METHODS:
-        raise ConfigError("compare.methods", f"unknown method '{name}'", f"use any of {', '.join(METHODS)}")
+    method = METHODS.get(name, field)
     out = copy.deepcopy(tree)
-    for dotted, value in METHODS[name].overrides.items():
-        _set(out, dotted, value)
+    for dotted, value in method.overrides.items():
+        set_dotted(out, dotted, value)
     return out
 
 
 def method_overrides(name: str) -> list[str]:
     """The method's preset as `key=value` overrides (for `fedhello run --method NAME`)."""
-    if name not in METHODS:
-        raise ConfigError("--method", f"unknown method '{name}'", f"use any of {', '.join(METHODS)}")
-    return [f"{key}={json.dumps(value)}" for key, value in METHODS[name].overrides.items()]
+    return [f"{key}={json.dumps(value)}" for key, value in METHODS.get(name).overrides.items()]
 
 
 def method_config(tree: dict[str, Any], name: str) -> RunConfig:

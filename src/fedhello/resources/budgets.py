@@ -114,12 +114,11 @@ def profile_command(
     from fedhello.resources.report import format_profile
     from fedhello.tasks import TASKS
 
-    if config.task not in TASKS:
-        raise ConfigError("task", f"unknown task '{config.task}'", f"use one of {TASKS.names()}")
+    task_class = TASKS.get(config.task)
     torch.manual_seed(config.seed)
     raw = load_source(config.data, config.seed)
     label_feature = raw["train"].features[config.data.label_column]
-    task = TASKS.get(config.task)(config, num_labels=len(list(getattr(label_feature, "names", []))))
+    task = task_class(config, num_labels=len(list(getattr(label_feature, "names", []))))
     model = task.build_model()
     num_layers = num_blocks(model.config if hasattr(model, "config") else model.base_model.config)
     # the same samples build_federation profiles on: the shuffled training split after the proxy set

@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fedhello.config import RunConfig
+from fedhello.config import RunConfig, flatten
 from fedhello.errors import ConfigError, FedHelloError
 
 CHECKPOINT_DIR = "checkpoint"
@@ -194,18 +194,9 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     )
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): tree}
-
-
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """Fields (dotted) whose values differ, except the harmless ones, as (field, saved, current)."""
-    old, new = _flatten(saved), _flatten(current)
+    old, new = flatten(saved), flatten(current)
     out = []
     for field in sorted(set(old) | set(new)):
         if any(field == h or (h.endswith(".") and field.startswith(h)) for h in HARMLESS_FIELDS):

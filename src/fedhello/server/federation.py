@@ -75,13 +75,12 @@ def _take(dataset: Dataset, limit: int | None) -> Dataset:
 
 
 def build_federation(config: RunConfig) -> Federation:
-    if config.task not in TASKS:
-        raise ConfigError("task", f"unknown task '{config.task}'", f"use one of {TASKS.names()}")
+    task_class = TASKS.get(config.task)
     torch.manual_seed(config.seed)  # initialisation of LoRA and head
     raw = load_source(config.data, config.seed)
     label_feature = raw["train"].features[config.data.label_column]
     label_names = list(getattr(label_feature, "names", []))
-    task = TASKS.get(config.task)(config, num_labels=len(label_names))
+    task = task_class(config, num_labels=len(label_names))
     model = task.build_model()
     num_layers = num_blocks(model.config if hasattr(model, "config") else model.base_model.config)
     for i, tier in enumerate(config.tiers):

@@ -11,7 +11,7 @@ from datasets import Dataset
 from fedhello.config import RunConfig
 from fedhello.registry import Registry
 
-TASKS: Registry = Registry("task")
+TASKS: Registry[type[Task]] = Registry("task", "task")
 
 
 class Task(ABC):

@@ -114,9 +114,7 @@ def model_shape(config: RunConfig) -> ModelShape:
     from fedhello.models.build import apply_lora
 
     arch, origin = model_config(config.model.name_or_path)
-    task_class = TASKS.get(config.task) if config.task in TASKS else None
-    if task_class is None:
-        raise ConfigError("task", f"unknown task '{config.task}'", f"use one of {TASKS.names()}")
+    task_class = TASKS.get(config.task)
     auto = getattr(task_class, "auto_model_class", AutoModelForSequenceClassification)
     labels = num_labels(config)
     if labels:
