@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from fedhello.cli import quiet_libraries
 from fedhello.config import RunConfig, load_config
 from fedhello.data import load_source
 from fedhello.models.layers import num_blocks, trainable_layout
 from fedhello.resources.profile import profile_batches
 from fedhello.resources.report import machine_line
+from fedhello.runtime import quiet_libraries
 from fedhello.tasks import TASKS
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from _common import footer, header, parser
 
-from fedhello.cli import quiet_libraries
 from fedhello.config import load_config
-from fedhello.server import Coordinator, build_federation, client_seed
+from fedhello.runtime import quiet_libraries
+from fedhello.seeding import client_seed
+from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import run_rounds
 from fedhello.training import LocalTrainer
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from _common import footer, header, parser
 
-from fedhello.cli import quiet_libraries
 from fedhello.config import load_config
 from fedhello.engines import ENGINES
+from fedhello.runtime import quiet_libraries
 
 # small enough for a shared 2-core machine; every value can be overridden with --set
 SMALL = [

@@ -23,9 +23,9 @@ from _common import footer, header, parser
 
 
 def child(config_path: str, overrides: list[str], size: int) -> None:
-    from fedhello.cli import quiet_libraries
     from fedhello.config import load_config
     from fedhello.engines import ENGINES
+    from fedhello.runtime import quiet_libraries
 
     quiet_libraries()
     config = load_config(config_path, [

@@ -21,10 +21,10 @@ from _common import footer, header, parser, setup
 from torch.utils.data import DataLoader
 
 from fedhello.allocation.patterns import tier_layers
+from fedhello.models.adapter import extract_state
 from fedhello.models.layers import keys_for_layers
 from fedhello.plan import Plan
 from fedhello.training import LocalTrainer
-from fedhello.training.trainer import extract_state
 
 
 def bare_loop(model, task, names, data, batch_size, lr, weight_decay, seed) -> None:  # noqa: ANN001

@@ -13,10 +13,10 @@ from fractions import Fraction
 from _common import footer, header, parser, setup, tier_counts
 
 from fedhello.allocation.patterns import PATTERNS
+from fedhello.models.adapter import extract_state
 from fedhello.models.layers import HEAD
 from fedhello.plan import Plan, state_bytes
 from fedhello.training import LocalTrainer
-from fedhello.training.trainer import extract_state
 
 
 def main() -> None:

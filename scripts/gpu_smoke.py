@@ -176,7 +176,7 @@ def run_job(title: str, config_file: str, overrides: list[str], run_dir: Path) -
 def main() -> None:
     import torch
 
-    from fedhello.cli import quiet_libraries
+    from fedhello.runtime import quiet_libraries
 
     quiet_libraries()
     work = OUT / "inputs"

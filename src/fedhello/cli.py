@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,24 +11,13 @@ import yaml
 from rich.console import Console
 
 from fedhello.errors import FedHelloError
+from fedhello.runtime import quiet_libraries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated heterogeneous LoRA fine-tuning.")
 console = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML experiment config, e.g. configs/default.yaml")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: --set train.lr=0.001")]  # noqa: UP045
-
-
-def quiet_libraries() -> None:
-    """Our own progress bar is enough: silence per-split `datasets` bars and load reports."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    # deprecation notices from inside transformers/peft are not actionable for a user of fedhello
-    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def fail(err: Exception) -> None:

@@ -3,8 +3,8 @@
 import torch
 
 from fedhello.aggregation.flexlora import flexlora_aggregate, svd_factors
+from fedhello.models.ranks import truncate
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.training.ranks import truncate
 
 A, B, HEAD = "m.layer.0.q.lora_A.default.weight", "m.layer.0.q.lora_B.default.weight", "m.classifier.weight"
 R, IN, OUT = 6, 9, 7

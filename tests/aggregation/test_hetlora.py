@@ -4,8 +4,8 @@ import torch
 
 from fedhello.aggregation import AGGREGATORS, masked_fedavg
 from fedhello.aggregation.hetlora import hetlora_aggregate, rank_masked_fedavg
+from fedhello.models.ranks import coverage, pad, truncate
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.training.ranks import coverage, pad, truncate
 
 A, B, HEAD = "m.layer.0.q.lora_A.default.weight", "m.layer.0.q.lora_B.default.weight", "m.classifier.weight"
 R, IN, OUT = 4, 5, 3

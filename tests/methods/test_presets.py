@@ -7,10 +7,10 @@ from fedhello.aggregation import AGGREGATORS
 from fedhello.allocation import ALLOCATORS
 from fedhello.errors import ConfigError
 from fedhello.methods import METHODS, apply_method, method_config
+from fedhello.models.ranks import lora_factor
 from fedhello.plan import Plan
 from fedhello.server import build_federation
 from fedhello.training import LocalTrainer
-from fedhello.training.ranks import lora_factor
 
 REQUIRED = {"fedit", "straggler", "exclusive", "fedra", "hetlora", "flexlora", "ffa-lora", "legend", "rgd", "fim",
             "fed-hello", "gd-bottleneck", "gd-triangle", "gd-inverted_triangle", "gd-uniform"}

@@ -163,7 +163,8 @@ def test_validation_can_be_switched_off():
 
 def _run_with(config, run_dir, tamper):  # noqa: ANN001, ANN202
     """The local engine's round loop with a man-in-the-middle on the first client of every round."""
-    from fedhello.server import Coordinator, build_federation, client_seed
+    from fedhello.seeding import client_seed
+    from fedhello.server import Coordinator, build_federation
     from fedhello.server.loop import run_rounds
     from fedhello.training import LocalTrainer
 

@@ -5,10 +5,10 @@ import torch
 
 from fedhello.config import TrainConfig
 from fedhello.errors import ConfigError
+from fedhello.models.precision import autocast
 from fedhello.plan import Plan
 from fedhello.server import build_federation
 from fedhello.training import LocalTrainer
-from fedhello.training.trainer import autocast
 
 
 def _train(config, train_overrides):

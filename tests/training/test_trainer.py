@@ -1,9 +1,10 @@
 import torch
 
+from fedhello.models.adapter import freeze_for_plan
 from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.plan import Plan
 from fedhello.server import Coordinator, build_federation
-from fedhello.training import LocalTrainer, freeze_for_plan
+from fedhello.training import LocalTrainer
 
 
 def test_frozen_layers_get_no_grad_no_optimizer_state_and_are_not_uploaded(tiny_config, monkeypatch):

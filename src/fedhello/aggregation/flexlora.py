@@ -3,7 +3,7 @@
 Averaging A and B separately is not averaging the updates (mean(B) mean(A) != mean(B A)). FlexLoRA forms
 Delta W = sum_k w_k B_k A_k per LoRA pair (any mix of client ranks), takes its SVD and stores the top-r_max
 factors B = U S^1/2, A = S^1/2 V^T, components in decreasing singular value. A client of rank r keeps the
-first r components (see `fedhello.training.ranks`): the best rank-r approximation of Delta W.
+first r components (see `fedhello.models.ranks`): the best rank-r approximation of Delta W.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Literal
 import torch
 
 from fedhello.aggregation.base import AGGREGATORS, Aggregator, client_weights, weighted_mean
+from fedhello.models.ranks import lora_factor, partner_name
 from fedhello.plan import ClientUpdate
-from fedhello.training.ranks import lora_factor, partner_name
 
 
 def svd_factors(product: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Aggregation for rank-heterogeneous uploads: element-wise masked FedAvg and HetLoRA.
 
-Clients upload truncated LoRA factors (see `fedhello.training.ranks`); both rules zero-pad them back to the
+Clients upload truncated LoRA factors (see `fedhello.models.ranks`); both rules zero-pad them back to the
 global rank r_max and differ in how they weigh and normalise.
 """
 
@@ -12,8 +12,8 @@ from typing import Literal
 import torch
 
 from fedhello.aggregation.base import AGGREGATORS, Aggregator
+from fedhello.models.ranks import coverage, lora_factor, pad, partner_name
 from fedhello.plan import ClientUpdate
-from fedhello.training.ranks import coverage, lora_factor, pad, partner_name
 
 
 def _base_weights(updates: Sequence[ClientUpdate], weighting: str) -> list[float]:

@@ -14,7 +14,8 @@ import torch
 from fedhello.config import RunConfig
 from fedhello.engines.base import ENGINES, Engine
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.server import Coordinator, build_federation, client_seed
+from fedhello.seeding import client_seed
+from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import run_rounds
 from fedhello.training import LocalTrainer
 

@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import torch
 
+from fedhello.models.adapter import freeze_for_plan
 from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.plan import Plan
 from fedhello.resources.memory import meter_for
-from fedhello.training.trainer import freeze_for_plan
 
 Mode = Literal["freeze", "lr0"]
 

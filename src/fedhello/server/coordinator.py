@@ -17,12 +17,11 @@ from fedhello.aggregation import AGGREGATORS, Aggregator
 from fedhello.allocation import ALLOCATORS, Allocator
 from fedhello.allocation.constraints import DepthAwareAllocator
 from fedhello.allocation.importance import empirical_fisher, layer_scores
+from fedhello.models.adapter import extract_state, load_state
 from fedhello.models.layers import HEAD
 from fedhello.plan import ClientUpdate, Plan
+from fedhello.seeding import ALLOCATION, SAMPLING, round_rng
 from fedhello.server.federation import Federation
-from fedhello.training.trainer import extract_state, load_state
-
-_SAMPLING, _ALLOCATION = 0, 1  # independent random streams per round
 
 
 def build_allocator(federation: Federation) -> Allocator:
@@ -53,12 +52,10 @@ class Coordinator:
         self.aggregator = aggregator or build_aggregator(federation)
         self.global_state: dict[str, torch.Tensor] = extract_state(federation.model, list(federation.layout))
 
-    def _rng(self, round_num: int, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.config.seed, round_num, stream])
-
     def sample_clients(self, round_num: int) -> list[int]:
         fed = self.config.federation
-        chosen = self._rng(round_num, _SAMPLING).choice(fed.num_clients, fed.clients_per_round, replace=False)
+        rng = round_rng(self.config.seed, round_num, SAMPLING)
+        chosen = rng.choice(fed.num_clients, fed.clients_per_round, replace=False)
         return sorted(int(c) for c in chosen)
 
     def configure(self, round_num: int) -> tuple[dict[int, Plan], dict[str, Any] | None]:
@@ -67,7 +64,7 @@ class Coordinator:
         if self.allocator.wants_importance(round_num):
             importance = self.refresh_importance(round_num)
         budgets = {cid: self.federation.budget(cid) for cid in self.sample_clients(round_num)}
-        plans = self.allocator.allocate(round_num, budgets, self._rng(round_num, _ALLOCATION))
+        plans = self.allocator.allocate(round_num, budgets, round_rng(self.config.seed, round_num, ALLOCATION))
         return plans, importance
 
     def refresh_importance(self, round_num: int) -> dict[str, Any]:

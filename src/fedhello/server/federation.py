@@ -18,6 +18,7 @@ from fedhello.errors import ConfigError
 from fedhello.models.layers import num_blocks, trainable_layout
 from fedhello.resources.budgets import resolve_budgets
 from fedhello.resources.cost import LayerConstraint
+from fedhello.seeding import tier_rng
 from fedhello.tasks import TASKS, Task
 
 
@@ -30,13 +31,8 @@ def assign_tiers(num_clients: int, tiers: list[TierConfig], seed: int) -> list[i
     for i in np.argsort(-(exact - sizes), kind="stable")[:remainder]:
         sizes[i] += 1
     labels = np.repeat(np.arange(len(tiers)), sizes)
-    np.random.default_rng([seed, 7]).shuffle(labels)
+    tier_rng(seed).shuffle(labels)
     return labels.tolist()
-
-
-def client_seed(seed: int, round_num: int, client_id: int) -> int:
-    """A deterministic seed for one client's training in one round."""
-    return int(np.random.SeedSequence([seed, round_num, client_id]).generate_state(1)[0])
 
 
 @dataclass

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fedhello.config import RunConfig
 from fedhello.errors import FedHelloError
+from fedhello.models.adapter import load_state
 from fedhello.plan import ClientUpdate, Plan, state_bytes
 from fedhello.reporting import RunWriter, plot_accuracy, summarize, write_partition_stats
+from fedhello.seeding import DROPOUT, round_rng
 from fedhello.server.checkpoint import (
     check_resumable,
     has_checkpoint,
@@ -34,12 +35,8 @@ from fedhello.server.checkpoint import (
 from fedhello.server.coordinator import Coordinator, round_record
 from fedhello.server.federation import Federation
 from fedhello.server.validation import UpdateValidator
-from fedhello.training.trainer import load_state
 
 Dispatch = Callable[[int, dict[int, Plan], dict[str, torch.Tensor]], list[ClientUpdate]]
-
-_DROPOUT = 2  # random stream of simulated client failures (the coordinator uses 0 and 1)
-
 
 def simulated_dropouts(config: RunConfig, round_num: int, attempt: int, client_ids: list[int]) -> set[int]:
     """Clients that fail to reply in this attempt of this round (`reliability.dropout`), drawn per
@@ -48,7 +45,7 @@ def simulated_dropouts(config: RunConfig, round_num: int, attempt: int, client_i
     if p <= 0:
         return set()
     draws = {
-        cid: np.random.default_rng([config.seed, round_num, _DROPOUT, attempt, cid]).random() for cid in client_ids
+        cid: round_rng(config.seed, round_num, DROPOUT, attempt, cid).random() for cid in client_ids
     }
     return {cid for cid, draw in draws.items() if draw < p}
 

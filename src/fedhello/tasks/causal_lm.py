@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedhello.errors import ConfigError
 from fedhello.models.build import resolve_model_path, wrap_with_lora
+from fedhello.models.precision import autocast
 from fedhello.tasks.base import TASKS, Task
 
 PROMPT = (
@@ -166,8 +167,6 @@ class CausalLMTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
-        from fedhello.training.trainer import autocast  # the trainer imports tasks: import late
-
         model.eval()
         device = next(model.parameters()).device
         loss_sum, tokens = 0.0, 0

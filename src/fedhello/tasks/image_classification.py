@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from fedhello.models.build import resolve_model_path, wrap_with_lora
+from fedhello.models.precision import autocast
 from fedhello.tasks.base import TASKS, Task
 
 
@@ -144,8 +145,6 @@ class ImageClassificationTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
-        from fedhello.training.trainer import autocast  # the trainer imports tasks: import late
-
         model.eval()
         device = next(model.parameters()).device
         correct, total, loss_sum = 0, 0, 0.0

@@ -6,7 +6,6 @@ backward below the lowest trained layer, the optimizer holds no state for it, an
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
@@ -15,48 +14,12 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 
 from fedhello.config import TrainConfig
-from fedhello.errors import ConfigError
-from fedhello.models.layers import keys_for_layers
+from fedhello.models.adapter import extract_state, freeze_for_plan, load_state
+from fedhello.models.precision import autocast
+from fedhello.models.ranks import truncate, zero_beyond_rank
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
-from fedhello.training.ranks import lora_factor, truncate, zero_beyond_rank
-
-
-def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy `state` into the model's parameters in place (no re-allocation)."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
-
-
-def extract_state(model: torch.nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
-    params = dict(model.named_parameters())
-    return {name: params[name].detach().to("cpu", copy=True) for name in names}
-
-
-def freeze_for_plan(model: torch.nn.Module, layout: dict[str, int], plan: Plan) -> list[str]:
-    """Make exactly the plan's parameters trainable; return their names."""
-    trained = set(keys_for_layers(layout, plan.layers, plan.train_head))
-    frozen_factors = {f for f, train in (("A", plan.train_lora_a), ("B", plan.train_lora_b)) if not train}
-    if frozen_factors:  # e.g. FFA-LoRA: A stays at its shared init and is never sent
-        trained = {name for name in trained if lora_factor(name) not in frozen_factors}
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in trained)
-    return [name for name in layout if name in trained]
-
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for `precision` (fp32: none). fp16 needs CUDA; bf16 also runs on CPU."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision", "fp16 autocast needs a CUDA device", "use bf16 or fp32")
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
 class LocalTrainer:

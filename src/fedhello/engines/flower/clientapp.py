@@ -15,10 +15,10 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedhello.cli import quiet_libraries
 from fedhello.config import config_from_dict
 from fedhello.engines.flower.messages import NUM_PARTITIONS, PARTITION_ID, read_train_content, update_content
 from fedhello.errors import FedHelloError
+from fedhello.runtime import quiet_libraries
 from fedhello.server.federation import Federation, build_federation
 from fedhello.training import LocalTrainer
 

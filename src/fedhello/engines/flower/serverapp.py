@@ -20,7 +20,6 @@ import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedhello.cli import quiet_libraries
 from fedhello.config import RunConfig, load_config
 from fedhello.engines.flower.messages import (
     NUM_PARTITIONS,
@@ -36,7 +35,9 @@ from fedhello.engines.flower.messages import (
 from fedhello.errors import FedHelloError
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.reporting import new_run_dir
-from fedhello.server import Coordinator, build_federation, client_seed
+from fedhello.runtime import quiet_libraries
+from fedhello.seeding import client_seed
+from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import run_rounds
 
 LOGGER = logging.getLogger("fedhello.flower")

@@ -1,0 +1,17 @@
+"""Process set-up shared by the command line, the Flower apps, the benchmarks and the scripts."""
+
+from __future__ import annotations
+
+import warnings
+
+
+def quiet_libraries() -> None:
+    """fedhello's own progress bar and run folder are enough: silence per-split `datasets` bars, model load
+    reports and deprecation notices from inside transformers/peft (not actionable for a fedhello user)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
