@@ -11,7 +11,6 @@ evaluate is the user's choice). FIM is measured per refresh and amortised over t
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections import defaultdict
@@ -20,6 +19,7 @@ from pathlib import Path
 from _common import footer, header, parser
 
 from fedhello.config import load_config
+from fedhello.rundir import read_metrics
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
@@ -77,8 +77,8 @@ def main() -> None:
         return updates
 
     with tempfile.TemporaryDirectory() as tmp:
-        run_rounds(federation, coordinator, dispatch, Path(tmp) / "run", show_progress=False)
-        records = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines() if x]
+        run_rounds(federation, coordinator, dispatch, Path(tmp) / "run")
+        records = read_metrics(Path(tmp) / "run")
     wall = sum(r["wall_seconds"] for r in records)
     fim = TIMES["fim"]
     allocation = TIMES["configure"] - fim

@@ -16,7 +16,6 @@ memory only, never quality.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -128,6 +127,7 @@ def run_job(title: str, config_file: str, overrides: list[str], run_dir: Path) -
 
     from fedhello.config import load_config
     from fedhello.engines import ENGINES
+    from fedhello.rundir import read_metrics
 
     config = load_config(ROOT / config_file, overrides)
     if not torch.cuda.is_available():
@@ -144,7 +144,7 @@ def run_job(title: str, config_file: str, overrides: list[str], run_dir: Path) -
     started = time.perf_counter()
     summary = ENGINES.get("local")().run(config, run_dir, show_progress=False)
     total = time.perf_counter() - started
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     print("   round  wall_s  train_s  clients  metric")
     for r in records:
         metric = "" if r["accuracy"] is None else f"{r['accuracy']:.4f}"

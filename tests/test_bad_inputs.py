@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from fedhello.cli import app
 from fedhello.config import RunConfig, config_from_dict, dump_config
-from fedhello.server.checkpoint import CHECKPOINT_DIR, STATE_FILE, save_checkpoint
+from fedhello.rundir import CHECKPOINT_DIR
+from fedhello.server.checkpoint import STATE_FILE, save_checkpoint
 
 Tree = dict[str, Any]
 

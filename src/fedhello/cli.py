@@ -57,7 +57,8 @@ def run(
     """Run a federated fine-tuning experiment and write its run folder."""
     from fedhello.config import load_config
     from fedhello.engines import ENGINES
-    from fedhello.reporting import new_run_dir
+    from fedhello.reporting import ReportObserver
+    from fedhello.rundir import new_run_dir
 
     try:
         if method is not None:
@@ -65,7 +66,7 @@ def run(
 
             overrides = [*method_overrides(method), *(overrides or [])]
         if resume is not None:
-            from fedhello.server.checkpoint import resume_config
+            from fedhello.server.resume import resume_config
 
             resolved = resume_config(resume, config, overrides, out)
             out = resume
@@ -84,27 +85,20 @@ def run(
         quiet_libraries()
         run_dir = new_run_dir(resolved, out)
         console.print(f"run folder: {run_dir}")
-        resuming = {"resume": True} if resume is not None else {}
-        summary = engine_class().run(resolved, run_dir, show_progress=progress, **resuming)
+        report = ReportObserver() if html_report else None
+        summary = engine_class().run(
+            resolved, run_dir, show_progress=progress, resume=resume is not None, observers=[report] if report else []
+        )
     except FedHelloError as err:
         fail(err)
     best, final = summary["best_accuracy"], summary["final_accuracy"]
     console.print(f"final accuracy {final:.4f}, best {best:.4f} (round {summary['best_round']})")
     console.print(f"results: {run_dir}")
-    if html_report:
-        report_after_run(run_dir)
-
-
-def report_after_run(run_dir: Path) -> None:
-    """Write the run's HTML report and print its path; a failure only warns (the results are on disk)."""
-    from fedhello.reporting import write_report
-
-    try:
-        path = write_report([run_dir])
-    except Exception as err:  # noqa: BLE001 - never turn a finished run into a crash
-        console.print(f"[yellow]warning:[/yellow] report not written: {err} (retry: fedhello report {run_dir})")
-        return
-    console.print(f"report: {path}")
+    if report is not None and report.path is not None:
+        console.print(f"report: {report.path}")
+    elif report is not None:  # the results are on disk: a failed report only warns
+        retry = f"retry: fedhello report {run_dir}"
+        console.print(f"[yellow]warning:[/yellow] report not written: {report.error} ({retry})")
 
 
 @app.command()
@@ -191,11 +185,12 @@ def profile(
     from fedhello.config import load_config
     from fedhello.resources.budgets import budget_report, profile_command
     from fedhello.resources.report import format_budget_report
+    from fedhello.rundir import METRICS_FILE
 
     try:
         if check is not None:
-            if not (check / "metrics.jsonl").is_file():
-                raise FedHelloError(f"option '--check': '{check}' has no metrics.jsonl (fix: give a run folder)")
+            if not (check / METRICS_FILE).is_file():
+                raise FedHelloError(f"option '--check': '{check}' has no {METRICS_FILE} (fix: give a run folder)")
             typer.echo(format_budget_report(budget_report(check)))
             return
         if config is None:

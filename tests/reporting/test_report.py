@@ -14,9 +14,9 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from fedhello.cli import app
+from fedhello.figures import curves, layer_counts
 from fedhello.reporting import write_report
-from fedhello.reporting.figures import curves, layer_counts
-from fedhello.reporting.run_data import load_run
+from fedhello.rundir import load_run
 
 runner = CliRunner()
 ALWAYS = ["accuracy_loss", "layer_heatmap", "tier_layers", "communication", "train_seconds"]

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from fedhello.engines import ENGINES
 from fedhello.errors import ConfigError, FedHelloError
+from fedhello.rundir import CHECKPOINT_DIR
 from fedhello.server.checkpoint import (
-    CHECKPOINT_DIR,
     STATE_FILE,
     _rng_snapshot,
     load_checkpoint,
@@ -160,7 +160,7 @@ def test_damaged_checkpoints_are_refused_in_one_line(fast_config, tmp_path, dama
 
 
 def test_resume_refuses_a_different_config_but_allows_harmless_changes(fast_config, tmp_path):
-    from fedhello.server.checkpoint import check_resumable
+    from fedhello.server.resume import check_resumable
 
     save_checkpoint(tmp_path, 2, fast_config, {"w": torch.zeros(2)}, {}, [0, 1])
     checkpoint = load_checkpoint(tmp_path)

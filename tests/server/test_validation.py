@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from fedhello.aggregation import masked_fedavg
+from fedhello.aggregation.base import expected_shapes
 from fedhello.config import ReliabilityConfig
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.server.validation import UpdateValidator, expected_shapes
+from fedhello.server.validation import UpdateValidator
 
 A0, B0 = "enc.layer.0.attn.query.lora_A.default.weight", "enc.layer.0.attn.query.lora_B.default.weight"
 A1, B1 = "enc.layer.1.attn.query.lora_A.default.weight", "enc.layer.1.attn.query.lora_B.default.weight"
@@ -179,7 +180,7 @@ def _run_with(config, run_dir, tamper):  # noqa: ANN001, ANN202
         ]
         return tamper(updates)
 
-    run_rounds(federation, coordinator, dispatch, run_dir, show_progress=False)
+    run_rounds(federation, coordinator, dispatch, run_dir)
     return coordinator.global_state
 
 

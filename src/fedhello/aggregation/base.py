@@ -1,17 +1,28 @@
-"""The aggregator interface: a pure function from (global state, client updates) to a new global state."""
+"""The aggregator interface: a deterministic function from (global state, client updates) to a new global
+state, plus what the server needs to know about it.
+
+A subclass implements `aggregate` and may override, each with a default here:
+
+  expected_shapes(plan, global_state, layout)  the tensors, and their shapes, a client with `plan` uploads;
+                                               `fedhello.server.validation` refuses anything else.
+                                               Default: the plan's keys, LoRA factors truncated to its ranks.
+  state_dict() / load_state_dict(state)        what the aggregator carries from round to round (JSON-able:
+                                               numbers, lists, dicts); checkpoints save and restore it.
+                                               Default: stateless.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-from fedhello.plan import ClientUpdate
+from fedhello.models.layers import HEAD, keys_for_layers
+from fedhello.models.ranks import lora_factor
+from fedhello.plan import ClientUpdate, Plan
 from fedhello.registry import Registry
-
-AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator", "aggregation.name")
 
 
 def client_weights(contributors: Sequence[ClientUpdate], weighting: Literal["uniform", "samples"]) -> torch.Tensor:
@@ -31,7 +42,37 @@ def weighted_mean(tensors: Sequence[torch.Tensor], weights: torch.Tensor, like: 
     return (stacked * weights.view(-1, *([1] * like.dim()))).sum(0).to(like.dtype)
 
 
+def expected_shapes(
+    plan: Plan, global_state: dict[str, torch.Tensor], layout: dict[str, int]
+) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor a client with `plan` must upload.
+
+    Full-rank plans upload the global shapes. A rank-heterogeneous plan (`plan.ranks[layer] = r`) uploads
+    LoRA factors truncated to rank r: `lora_A` keeps its first r rows, `lora_B` its first r columns. A
+    factor the plan freezes (FFA-LoRA freezes A) is not uploaded.
+    """
+    frozen = {f for f, train in (("A", plan.train_lora_a), ("B", plan.train_lora_b)) if not train}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in keys_for_layers(layout, plan.layers, plan.train_head):
+        factor = lora_factor(name)
+        if factor in frozen:
+            continue
+        shape = list(global_state[name].shape)
+        layer = layout[name]
+        rank = plan.ranks.get(layer) if plan.ranks and layer != HEAD else None
+        if rank is not None and len(shape) == 2:
+            if factor == "A":
+                shape[0] = min(rank, shape[0])
+            elif factor == "B":
+                shape[1] = min(rank, shape[1])
+        shapes[name] = tuple(shape)
+    return shapes
+
+
 class Aggregator(ABC):
+    """Merges a round's accepted updates into the new global state (see the module docstring for the hooks).
+    `weighting` is `aggregation.weighting`: average clients equally or by sample count."""
+
     def __init__(self, weighting: Literal["uniform", "samples"] = "uniform") -> None:
         self.weighting = weighting
 
@@ -39,4 +80,21 @@ class Aggregator(ABC):
     def aggregate(
         self, global_state: dict[str, torch.Tensor], updates: Sequence[ClientUpdate]
     ) -> dict[str, torch.Tensor]:
-        """Return the new global state; must not modify its inputs."""
+        """Return the new global state; must not modify its inputs. `updates` come sorted by client id."""
+
+    def expected_shapes(
+        self, plan: Plan, global_state: dict[str, torch.Tensor], layout: dict[str, int]
+    ) -> dict[str, tuple[int, ...]]:
+        """The tensors (name -> shape) a client with `plan` must upload."""
+        return expected_shapes(plan, global_state, layout)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried across rounds, saved in checkpoints (stateless aggregators: empty)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        return None
+
+
+AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator", "aggregation.name")

@@ -11,20 +11,27 @@ from fedhello.config import StrategyConfig
 from fedhello.plan import Plan
 from fedhello.registry import Registry
 
-ALLOCATORS: Registry[type[Allocator]] = Registry("strategy", "strategy.name")
-
 
 class Allocator(ABC):
     """Heterogeneous LoRA allocation. `budgets` maps each sampled client to how many layers it can train.
 
-    Allocators are pure decision-makers: they never touch models or the network. Those that need layer
-    importance say so through `wants_importance`, and the server hands them scores via `set_importance`.
+    Allocators are pure decision-makers: they never touch models or the network. A subclass implements
+    `allocate` and may override, each with a default here:
+
+      wants_importance(round) / set_importance(round, scores)  ask the server for per-layer importance (FIM)
+                                                                 before a round, and receive it
+      state_dict() / load_state_dict(state)                     state carried across rounds (JSON-able),
+                                                                 saved and restored by checkpoints
+
+    It is built with `strategy` (the `strategy:` config section), the model's `num_layers`, every tier's
+    layer budget, and the adapter's LoRA rank (the most a rank-heterogeneous method may hand out).
     """
 
-    def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int]) -> None:
+    def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int], lora_rank: int = 8) -> None:
         self.config = config
         self.num_layers = num_layers
         self.tier_budgets = list(tier_budgets)
+        self.lora_rank = lora_rank
 
     @abstractmethod
     def allocate(self, round_num: int, budgets: dict[int, int], rng: np.random.Generator) -> dict[int, Plan]:
@@ -39,11 +46,15 @@ class Allocator(ABC):
         return {}
 
     def state_dict(self) -> dict[str, Any]:
+        """State carried across rounds (stateless allocators: empty)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned (stateless allocators have nothing to restore)."""
         return None
+
+
+ALLOCATORS: Registry[type[Allocator]] = Registry("strategy", "strategy.name")
 
 
 def sample_layers(rng: np.random.Generator, probabilities: np.ndarray, budget: int) -> tuple[int, ...]:

@@ -5,8 +5,7 @@ tier trains). Rank-heterogeneous (HetLoRA, FlexLoRA): `tier_rank`. Factor-restri
 Depth-and-rank: `legend` (LEGEND: the last k layers, ranks rising toward the output). FedIT (`full`) and FedRA
 (`random`) live in strategies.py.
 
-Rank-heterogeneous allocators need the adapter's rank r_max: they set `needs_lora_rank = True` and the
-server passes `lora_rank=config.lora.r`.
+Rank-heterogeneous allocators hand out ranks up to the adapter's rank r_max (`Allocator.lora_rank`).
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ class StragglerAllocator(Allocator):
     """Every client is held to the weakest tier's budget, on a fixed evenly spread layer set (the `uniform`
     pattern: alternate layers for half the depth), so the federation is homogeneous."""
 
-    def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int]) -> None:
-        super().__init__(config, num_layers, tier_budgets)
+    def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int], lora_rank: int = 8) -> None:
+        super().__init__(config, num_layers, tier_budgets, lora_rank)
         self.layers = tier_layers("uniform", num_layers, min(tier_budgets))
 
     def allocate(self, round_num, budgets, rng):  # noqa: ANN001
@@ -54,20 +53,8 @@ class ExclusiveAllocator(Allocator):
         return {cid: Plan(tuple(range(self.num_layers))) for cid, k in budgets.items() if k == strongest}
 
 
-class RankAllocator(Allocator):
-    """Base of allocators that give clients per-layer LoRA ranks of at most `lora_rank`."""
-
-    needs_lora_rank = True
-
-    def __init__(
-        self, config: StrategyConfig, num_layers: int, tier_budgets: list[int], lora_rank: int = 8
-    ) -> None:
-        super().__init__(config, num_layers, tier_budgets)
-        self.lora_rank = lora_rank
-
-
 @ALLOCATORS.register("tier_rank")
-class TierRankAllocator(RankAllocator):
+class TierRankAllocator(Allocator):
     """HetLoRA / FlexLoRA: every client trains every layer at a rank set by its tier (`budget_rank`)."""
 
     def allocate(self, round_num, budgets, rng):  # noqa: ANN001
@@ -88,7 +75,7 @@ class FrozenAAllocator(Allocator):
 
 
 @ALLOCATORS.register("legend")
-class LegendAllocator(RankAllocator):
+class LegendAllocator(Allocator):
     """LEGEND: a client with budget k tunes the k layers nearest the output; layer i has rank
     ceil(r_max * (i + 1) / L) for every client (`depth_ranks`), so deeper layers get more rank."""
 

@@ -23,7 +23,7 @@ class DepthAwareAllocator(Allocator):
     """`inner`'s plans, repaired to each client's constraint (`constraints[client_id]`, None = free)."""
 
     def __init__(self, inner: Allocator, constraints: Sequence[LayerConstraint | None]) -> None:
-        super().__init__(inner.config, inner.num_layers, inner.tier_budgets)
+        super().__init__(inner.config, inner.num_layers, inner.tier_budgets, inner.lora_rank)
         self.inner = inner
         self.constraints = list(constraints)
 

@@ -46,8 +46,8 @@ class RandomizedGeometricAllocator(Allocator):
     """RGD-HLA: each client draws its k layers with probabilities proportional to the pattern's
     collective per-layer counts."""
 
-    def __init__(self, config, num_layers, tier_budgets) -> None:  # noqa: ANN001
-        super().__init__(config, num_layers, tier_budgets)
+    def __init__(self, config, num_layers, tier_budgets, lora_rank=8) -> None:  # noqa: ANN001
+        super().__init__(config, num_layers, tier_budgets, lora_rank)
         self.counts = pattern_counts(config.pattern, num_layers, tier_budgets)
 
     def allocate(self, round_num, budgets, rng):  # noqa: ANN001
@@ -63,11 +63,11 @@ class FisherAllocator(Allocator):
     `fallback` allocator decides: uniform random here, the GD/RGD pattern in the co-design.
     """
 
-    def __init__(self, config, num_layers, tier_budgets) -> None:  # noqa: ANN001
-        super().__init__(config, num_layers, tier_budgets)
+    def __init__(self, config, num_layers, tier_budgets, lora_rank=8) -> None:  # noqa: ANN001
+        super().__init__(config, num_layers, tier_budgets, lora_rank)
         self.probabilities: np.ndarray | None = None
         self.refreshed_at: int | None = None
-        self.fallback: Allocator = RandomAllocator(config, num_layers, tier_budgets)
+        self.fallback: Allocator = RandomAllocator(config, num_layers, tier_budgets, lora_rank)
 
     def is_refresh_round(self, round_num: int) -> bool:
         start = self.config.fim_warmup + 1
@@ -105,7 +105,7 @@ class FisherAllocator(Allocator):
 class FedHelloAllocator(FisherAllocator):
     """Fed-HeLLo co-design: the GD pattern (randomised, RGD, by default) during warm-up, FIM afterwards."""
 
-    def __init__(self, config, num_layers, tier_budgets) -> None:  # noqa: ANN001
-        super().__init__(config, num_layers, tier_budgets)
+    def __init__(self, config, num_layers, tier_budgets, lora_rank=8) -> None:  # noqa: ANN001
+        super().__init__(config, num_layers, tier_budgets, lora_rank)
         pattern_cls = RandomizedGeometricAllocator if config.randomized else GeometricAllocator
-        self.fallback = pattern_cls(config, num_layers, tier_budgets)
+        self.fallback = pattern_cls(config, num_layers, tier_budgets, lora_rank)

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedhello.config import RunConfig, parse_override, read_yaml_tree, set_dotted
 from fedhello.errors import ConfigError
 from fedhello.methods import METHODS, method_config
+from fedhello.rundir import CONFIG_FILE, read_summary
 
 
 class CompareSpec(BaseModel):
@@ -54,9 +55,9 @@ class Cell:
     @property
     def done(self) -> bool:
         """Finished with this very config (a folder left by other settings does not count)."""
-        if not (self.run_dir / "summary.json").is_file():
+        if read_summary(self.run_dir) is None or not (self.run_dir / CONFIG_FILE).is_file():
             return False
-        saved = yaml.safe_load((self.run_dir / "config.yaml").read_text())
+        saved = yaml.safe_load((self.run_dir / CONFIG_FILE).read_text())
         return saved == self.config.model_dump(mode="json")
 
 
@@ -115,7 +116,7 @@ def run_grid(cells: list[Cell], show_progress: bool = True) -> dict[str, int]:
             if cell.done:
                 continue
             progress.update(bar, description=cell.label)
-            if cell.run_dir.exists():  # interrupted or stale: start it over (metrics.jsonl is appended to)
+            if cell.run_dir.exists():  # interrupted or stale: start it over (its logs are appended to)
                 shutil.rmtree(cell.run_dir)
             ENGINES.get(cell.engine)().run(cell.config, cell.run_dir, show_progress=False)
             ran += 1

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fedhello.compare.grid import Cell  # noqa: E402
-from fedhello.methods import METHODS  # noqa: E402
-from fedhello.reporting import write_atomic  # noqa: E402
+from fedhello import figures
+from fedhello.compare.grid import Cell
+from fedhello.methods import METHODS
+from fedhello.rundir import load_run, write_atomic
 
 
 @dataclass
@@ -52,10 +48,6 @@ def _std(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def _read_records(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
 def collect(cells: list[Cell]) -> list[Row]:
     """Aggregate the finished cells per (partition, method), in grid order; unfinished cells are left out."""
     groups: dict[tuple[str, str], list[Cell]] = {}
@@ -66,8 +58,8 @@ def collect(cells: list[Cell]) -> list[Row]:
     for (partition, method), members in groups.items():
         best, final, upload, train, curves = [], [], [], [], []
         for cell in members:
-            summary = json.loads((cell.run_dir / "summary.json").read_text())
-            records = _read_records(cell.run_dir)
+            run = load_run(cell.run_dir)
+            summary, records = run.summary or {}, run.metrics
             best.append(summary["best_accuracy"])
             final.append(summary["final_accuracy"])
             upload.append(np.mean([r["bytes_up"] for r in records]) / 1e6)
@@ -119,21 +111,12 @@ def results_markdown(rows: list[Row], command: str = "") -> str:
 
 def plot_curves(rows: list[Row], partition: str, path: Path) -> Path:
     """Test accuracy per round for every method on one partition (mean over seeds)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    lines = {}
     for r in (r for r in rows if r.partition == partition):
         rounds = sorted({x for curve in r.curves for x, _ in curve})
-        mean = [np.mean([acc for curve in r.curves for x, acc in curve if x == rnd]) for rnd in rounds]
-        ax.plot(rounds, mean, marker="o", markersize=3, label=r.method)
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.set_title(partition)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        mean = [float(np.mean([acc for curve in r.curves for x, acc in curve if x == rnd])) for rnd in rounds]
+        lines[r.method] = (rounds, mean)
+    return figures.save_png(figures.accuracy_lines(lines, title=partition, size=(7, 4)), path)
 
 
 def write_results(cells: list[Cell], root: Path, command: str = "") -> dict[str, Path]:

@@ -1,18 +1,38 @@
-"""Engines run rounds; they move plans and updates and compute nothing an allocator or aggregator does."""
+"""The engine interface. Engines run rounds; they move plans and updates and compute nothing an allocator
+or aggregator does."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedhello.config import RunConfig
+from fedhello.events import RunObserver
 from fedhello.registry import Registry
-
-ENGINES: Registry[type[Engine]] = Registry("engine", "--engine")
 
 
 class Engine(ABC):
+    """Runs every round of a config with the shared round loop (`fedhello.server.loop.run_rounds`) and its own
+    dispatch (how plans reach clients and updates come back). One method to implement: `run`."""
+
     @abstractmethod
-    def run(self, config: RunConfig, run_dir: Path, show_progress: bool = True) -> dict[str, Any]:
-        """Run every round of `config`, write the run folder, return the summary."""
+    def run(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        *,
+        show_progress: bool = True,
+        resume: bool = False,
+        observers: Sequence[RunObserver] = (),
+    ) -> dict[str, Any]:
+        """Run every round of `config` into `run_dir` and return the summary (summary.json's content).
+
+        `show_progress` draws a progress bar; `resume` continues `run_dir` from its last checkpoint;
+        `observers` follow the run's events (`fedhello.events`) after the run folder writer and the
+        `output.loggers`.
+        """
+
+
+ENGINES: Registry[type[Engine]] = Registry("engine", "--engine")

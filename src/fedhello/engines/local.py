@@ -6,6 +6,7 @@ and its data is an index selection loaded when it is sampled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,27 @@ import torch
 
 from fedhello.config import RunConfig
 from fedhello.engines.base import ENGINES, Engine
+from fedhello.events import RunObserver
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import run_rounds
+from fedhello.server.observers import run_observers
 from fedhello.training import LocalTrainer
 
 
 @ENGINES.register("local")
 class LocalEngine(Engine):
     def run(
-        self, config: RunConfig, run_dir: Path, show_progress: bool = True, resume: bool = False
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        *,
+        show_progress: bool = True,
+        resume: bool = False,
+        observers: Sequence[RunObserver] = (),
     ) -> dict[str, Any]:
+        watchers = run_observers(config, show_progress, observers)  # before the model: a bad logger fails fast
         federation = build_federation(config)
         coordinator = Coordinator(federation)
         trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
@@ -35,4 +45,4 @@ class LocalEngine(Engine):
                 for cid, plan in plans.items()
             ]
 
-        return run_rounds(federation, coordinator, dispatch, run_dir, show_progress, resume=resume)
+        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume)

@@ -1,16 +1,7 @@
-"""Run folders, plots and the HTML report."""
+"""The HTML report of one run or several (`fedhello report`), and the observer that writes it after a run.
+Run folders are read with `fedhello.rundir`; figures come from `fedhello.figures`."""
 
-from fedhello.reporting.partition_stats import write_partition_stats
-from fedhello.reporting.plots import plot_accuracy
+from fedhello.reporting.observer import ReportObserver
 from fedhello.reporting.report import write_report
-from fedhello.reporting.run_dir import RunWriter, new_run_dir, summarize, write_atomic
 
-__all__ = [
-    "RunWriter",
-    "new_run_dir",
-    "plot_accuracy",
-    "summarize",
-    "write_atomic",
-    "write_partition_stats",
-    "write_report",
-]
+__all__ = ["ReportObserver", "write_report"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from fedhello.reporting import figures
-from fedhello.reporting.run_data import RunData, as_number, load_run
+from fedhello import figures
+from fedhello.rundir import CONFIG_FILE, REPORT_DIR, RunData, as_number, load_run
 
 REPORT_FILE = "report.html"
 
@@ -68,11 +67,10 @@ class Page:
         if fig is None:
             self.note(missing)
             return None
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
+        png = figures.png_bytes(fig, dpi=100)
         path = self.out_dir / f"{self.prefix}{name}.png"
-        path.write_bytes(buffer.getvalue())
-        plot = Plot(f"{self.prefix}{name}", title, caption, path, buffer.getvalue())
+        path.write_bytes(png)
+        plot = Plot(f"{self.prefix}{name}", title, caption, path, png)
         self.plots.append(plot)
         self.blocks.append(plot.html())
         return plot
@@ -282,7 +280,7 @@ def partition_section(page: Page, run: RunData) -> None:
 
 
 def config_section(page: Page, run: RunData) -> None:
-    path = run.path / "config.yaml"
+    path = run.path / CONFIG_FILE
     if path.exists():
         text = html.escape(path.read_text())
         page.raw(f"<details><summary>resolved config.yaml</summary><pre>{text}</pre></details>")
@@ -325,7 +323,7 @@ window.addEventListener("load", function () {
 def default_out_dir(run_dirs: Sequence[Path]) -> Path:
     """`RUN_DIR/report` for one run; `<parent of the first run>/compare-<time>` for several."""
     if len(run_dirs) == 1:
-        return Path(run_dirs[0]) / "report"
+        return Path(run_dirs[0]) / REPORT_DIR
     return Path(run_dirs[0]).parent / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

@@ -3,7 +3,6 @@ profile), and check afterwards how well the run's clients stayed within them."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from fedhello.errors import ConfigError
 from fedhello.resources.cost import BudgetError, LayerConstraint, budget_constraint
 from fedhello.resources.memory import precise_malloc
 from fedhello.resources.profile import Profile, load_or_measure, measure_profile, profile_batches, tier_counts
+from fedhello.rundir import CONFIG_FILE, read_metrics
 
 
 def profile_for(
@@ -76,11 +76,8 @@ def resolve_budgets(
 def budget_report(run_dir: Path) -> list[dict[str, Any]]:
     """Per tier of a finished run: the budget, the resolved constraint (from config.yaml), and the
     measured peak memory / step time of its clients (needs `train.record_resources: true`)."""
-    config = load_config(run_dir / "config.yaml")
-    clients: list[dict[str, Any]] = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        if line.strip():
-            clients.extend(json.loads(line).get("clients", []))
+    config = load_config(run_dir / CONFIG_FILE)
+    clients = [client for record in read_metrics(run_dir) for client in record.get("clients", [])]
     rows = []
     for i, tier in enumerate(config.tiers):
         mine = [c for c in clients if c.get("tier") == i]

@@ -1,24 +1,20 @@
-"""Resumable checkpoints of a run, written atomically into `RUN_DIR/checkpoint/`.
+"""The checkpoint format: what `RUN_DIR/checkpoint/` holds and how it is written and read back. When a run
+checkpoints and how it resumes from one is `fedhello.server.resume`.
 
 A checkpoint is two files:
   adapter-<round>.safetensors  the global adapter state plus the torch/numpy RNG states (raw tensors)
   state.json                   round counter, allocator (and aggregator) state, tier assignment, config,
                                python RNG state, and the byte length of every run-folder log at that round
 
-Both are written to a temporary file, flushed to disk and renamed (`os.replace`); `state.json` is renamed
-last and names its adapter file, so it is the commit point: a crash at any instant leaves either the old
-or the new checkpoint, never a mix. Only safetensors and JSON are read back -- never pickle.
-
-Exact resume needs little more: every round decision derives from `default_rng([seed, round, stream])`
-and every client's training from `client_seed(seed, round, client)`, so the global adapter and the
-allocator state at round N fully determine rounds N+1, N+2, ...; the RNG states are restored anyway so
-code that draws from the global generators stays reproducible.
+Both are written atomically (`fedhello.rundir.write_atomic`: a temporary file, flushed to disk, renamed);
+`state.json` is written last and names its adapter file, so it is the commit point: a crash at any instant
+leaves either the old or the new checkpoint, never a mix. Only safetensors and JSON are read back -- never
+pickle.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,18 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from fedhello.config import RunConfig, flatten
-from fedhello.errors import ConfigError, FedHelloError
+from fedhello.config import RunConfig
+from fedhello.errors import FedHelloError
+from fedhello.rundir import CHECKPOINT_DIR, log_sizes, write_atomic
 
-CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
-LOG_FILES = ("metrics.jsonl", "allocations.csv", "importance.jsonl")
 FORMAT_VERSION = 1
-# Fields that may change between the interrupted run and its resumption without changing any result:
-# more (or fewer, but not below the checkpoint) rounds, how often to evaluate/checkpoint, output options.
-HARMLESS_FIELDS = ("name", "federation.rounds", "federation.eval_every", "checkpoint.", "output.")
 _ADAPTER, _RNG = "adapter/", "rng/"
 
 
@@ -68,12 +61,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     return value
-
-
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with tmp.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _rng_snapshot() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -120,9 +107,7 @@ def save_checkpoint(
     adapter_name = f"adapter-{round_num:06d}.safetensors"
     tensors = {f"{_ADAPTER}{k}": v.detach().cpu().contiguous() for k, v in global_state.items()}
     tensors.update({k: v.contiguous() for k, v in rng_tensors.items()})
-    tmp = folder / f".{adapter_name}.tmp"
-    save_file(tensors, str(tmp), metadata={"round": str(round_num)})
-    _fsync_replace(tmp, folder / adapter_name)
+    write_atomic(folder / adapter_name, safetensors_bytes(tensors, metadata={"round": str(round_num)}))
 
     state = {
         "format": FORMAT_VERSION,
@@ -132,12 +117,10 @@ def save_checkpoint(
         "aggregator": _jsonable(aggregator_state),
         "client_tiers": list(client_tiers),
         "config": config.model_dump(mode="json"),
-        "log_sizes": {name: (run_dir / name).stat().st_size if (run_dir / name).exists() else 0 for name in LOG_FILES},
+        "log_sizes": log_sizes(run_dir),
         "rng": rng_meta,
     }
-    tmp = folder / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state))
-    _fsync_replace(tmp, folder / STATE_FILE)
+    write_atomic(folder / STATE_FILE, json.dumps(state))
     for old in folder.glob("adapter-*.safetensors"):  # superseded now that state.json names the new one
         if old.name != adapter_name:
             old.unlink(missing_ok=True)
@@ -152,6 +135,7 @@ def _unreadable(path: Path, why: str) -> FedHelloError:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a (committed) checkpoint."""
     return (run_dir / CHECKPOINT_DIR / STATE_FILE).exists()
 
 
@@ -192,78 +176,3 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         rng=state["rng"],
         rng_tensors=rng_tensors,
     )
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """Fields (dotted) whose values differ, except the harmless ones, as (field, saved, current)."""
-    old, new = flatten(saved), flatten(current)
-    out = []
-    for field in sorted(set(old) | set(new)):
-        if any(field == h or (h.endswith(".") and field.startswith(h)) for h in HARMLESS_FIELDS):
-            continue
-        if old.get(field, "<absent>") != new.get(field, "<absent>"):
-            out.append((field, old.get(field, "<absent>"), new.get(field, "<absent>")))
-    return out
-
-
-def check_resumable(checkpoint: Checkpoint, config: RunConfig, client_tiers: list[int]) -> None:
-    """Refuse (one line) to resume with a config or a federation that would not continue the same run."""
-    differences = config_differences(checkpoint.config, config.model_dump(mode="json"))
-    if differences:
-        field, saved, now = differences[0]
-        more = f" and {len(differences) - 1} more field(s)" if len(differences) > 1 else ""
-        raise ConfigError(
-            field,
-            f"is {now!r} but the checkpoint was written with {saved!r}{more}; a resumed run must use the same config",
-            "resume without a config (the run folder's config.yaml is used) or start a new run",
-        )
-    if config.federation.rounds < checkpoint.round:
-        raise ConfigError(
-            "federation.rounds",
-            f"{config.federation.rounds} is below the checkpoint's round {checkpoint.round}",
-            f"use at least {checkpoint.round}",
-        )
-    if list(client_tiers) != list(checkpoint.client_tiers):
-        raise FedHelloError(
-            "option '--resume': the client tier assignment differs from the checkpoint's "
-            "(fix: resume with the fedhello version that wrote the run)"
-        )
-
-
-def truncate_logs(run_dir: Path, log_sizes: dict[str, int]) -> None:
-    """Cut every run-folder log back to its length at the checkpoint, dropping rounds (and any half-written
-    line) logged after it, so a resumed run never duplicates a round."""
-    for name in LOG_FILES:
-        path = run_dir / name
-        size = log_sizes.get(name, 0)
-        if size == 0:  # nothing of it belongs to the checkpoint (a fresh writer recreates it)
-            path.unlink(missing_ok=True)
-            continue
-        if not path.exists():
-            if size:
-                raise _unreadable(run_dir / CHECKPOINT_DIR / STATE_FILE, f"{name} is missing from the run folder")
-            continue
-        if path.stat().st_size < size:
-            raise _unreadable(run_dir / CHECKPOINT_DIR / STATE_FILE, f"{name} is shorter than at the checkpoint")
-        with path.open("rb+") as handle:
-            handle.truncate(size)
-
-
-def resume_config(run_dir: Path, config_path: Path | None, overrides: list[str] | None, out: Path | None) -> RunConfig:
-    """The config to resume `run_dir` with: the run folder's own `config.yaml` (plus `--set` overrides of
-    harmless fields, e.g. more rounds) or the given file, refused early when it differs from the
-    checkpoint's or the checkpoint cannot be read."""
-    from fedhello.config import load_config
-
-    saved = run_dir / "config.yaml"
-    if not run_dir.is_dir() or not saved.is_file():
-        raise FedHelloError(
-            f"option '--resume': '{run_dir}' is not a run folder (no config.yaml) (fix: pass the folder a run wrote)"
-        )
-    if out is not None and Path(out).resolve() != run_dir.resolve():
-        raise FedHelloError("option '--out': a resumed run continues in its own folder (fix: drop --out)")
-    config = load_config(config_path if config_path is not None else saved, overrides)
-    if has_checkpoint(run_dir):
-        checkpoint = load_checkpoint(run_dir)
-        check_resumable(checkpoint, config, checkpoint.client_tiers)
-    return config

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from fedhello.aggregation import AGGREGATORS, Aggregator
@@ -25,17 +24,18 @@ from fedhello.server.federation import Federation
 
 
 def build_allocator(federation: Federation) -> Allocator:
+    """The configured strategy (`strategy.name`), wrapped depth-aware when `strategy.depth_aware`."""
     strategy = federation.config.strategy
-    cls = ALLOCATORS.get(strategy.name)
-    # rank-heterogeneous allocators (HetLoRA, FlexLoRA, LEGEND) hand out ranks up to the adapter's rank
-    extra = {"lora_rank": federation.config.lora.r} if getattr(cls, "needs_lora_rank", False) else {}
-    allocator = cls(strategy, federation.num_layers, federation.tier_budgets, **extra)
+    allocator = ALLOCATORS.get(strategy.name)(
+        strategy, federation.num_layers, federation.tier_budgets, federation.config.lora.r
+    )
     if strategy.depth_aware:  # budget tiers: keep every plan at or above its tier's lowest affordable layer
         allocator = DepthAwareAllocator(allocator, federation.client_constraints())
     return allocator
 
 
 def build_aggregator(federation: Federation) -> Aggregator:
+    """The configured aggregator (`aggregation.name`) with its weighting."""
     settings = federation.config.aggregation
     return AGGREGATORS.get(settings.name)(settings.weighting)
 
@@ -77,40 +77,10 @@ class Coordinator:
         return {"round": round_num, **self.allocator.set_importance(round_num, scores)}
 
     def aggregate(self, updates: Sequence[ClientUpdate]) -> None:
+        """Replace the global state by the aggregate of `updates`."""
         self.global_state = self.aggregator.aggregate(self.global_state, updates)
 
     def evaluate(self) -> dict[str, float]:
+        """The task's metrics of the global adapter on the test split."""
         load_state(self.federation.model, self.global_state)
         return self.federation.task.evaluate(self.federation.model, self.federation.test)
-
-
-def round_record(
-    round_num: int,
-    federation: Federation,
-    updates: Sequence[ClientUpdate],
-    download_bytes: int,
-    wall_seconds: float,
-    evaluation: dict[str, float] | None,
-) -> dict[str, Any]:
-    """One line of metrics.jsonl: global metrics plus what every client trained and sent."""
-    clients = [
-        {
-            "id": u.client_id,
-            "tier": federation.client_tiers[u.client_id],
-            "layers": list(u.plan.layers),
-            "num_samples": u.num_samples,
-            **{k: v for k, v in u.metrics.items()},
-        }
-        for u in updates
-    ]
-    return {
-        "round": round_num,
-        "accuracy": evaluation["accuracy"] if evaluation else None,
-        "loss": evaluation["loss"] if evaluation else None,
-        "train_loss": float(np.mean([u.metrics.get("train_loss", np.nan) for u in updates])) if updates else None,
-        "wall_seconds": wall_seconds,
-        "train_seconds": sum(u.metrics.get("seconds", 0.0) for u in updates),
-        "bytes_up": sum(u.num_bytes for u in updates),
-        "bytes_down": download_bytes * len(updates),
-        "clients": clients,
-    }

@@ -1,5 +1,5 @@
 """The round loop shared by every engine: configure, dispatch, validate, aggregate, evaluate, record,
-checkpoint.
+checkpoint -- and tell the observers (`fedhello.events`) what happened.
 
 Engines differ only in `dispatch`: how the round's plans reach clients and their updates come back
 (a Python loop in-process, Flower messages otherwise). A client that does not answer is simply absent
@@ -10,33 +10,30 @@ retries, hostile updates -- is handled here, identically for every engine.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fedhello.config import RunConfig
-from fedhello.errors import FedHelloError
+from fedhello.events import Observers, RunStart
 from fedhello.models.adapter import load_state
 from fedhello.plan import ClientUpdate, Plan, state_bytes
-from fedhello.reporting import RunWriter, plot_accuracy, summarize, write_partition_stats
+from fedhello.rundir import ADAPTER_DIR, read_metrics, summarize
 from fedhello.seeding import DROPOUT, round_rng
-from fedhello.server.checkpoint import (
-    check_resumable,
-    has_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-    truncate_logs,
-)
-from fedhello.server.coordinator import Coordinator, round_record
+from fedhello.server.coordinator import Coordinator
 from fedhello.server.federation import Federation
+from fedhello.server.observers import run_observers
+from fedhello.server.partition_stats import partition_stats
+from fedhello.server.resume import resume_run, save_round
 from fedhello.server.validation import UpdateValidator
 
 Dispatch = Callable[[int, dict[int, Plan], dict[str, torch.Tensor]], list[ClientUpdate]]
+
 
 def simulated_dropouts(config: RunConfig, round_num: int, attempt: int, client_ids: list[int]) -> set[int]:
     """Clients that fail to reply in this attempt of this round (`reliability.dropout`), drawn per
@@ -44,12 +41,8 @@ def simulated_dropouts(config: RunConfig, round_num: int, attempt: int, client_i
     p = config.reliability.dropout
     if p <= 0:
         return set()
-    draws = {
-        cid: round_rng(config.seed, round_num, DROPOUT, attempt, cid).random() for cid in client_ids
-    }
+    draws = {cid: round_rng(config.seed, round_num, DROPOUT, attempt, cid).random() for cid in client_ids}
     return {cid for cid, draw in draws.items() if draw < p}
-
-
 @dataclass
 class RoundOutcome:
     """What came back in a round, over all its attempts."""
@@ -103,40 +96,55 @@ def collect_updates(
     return outcome
 
 
-def _resume(federation: Federation, coordinator: Coordinator, run_dir: Path) -> int:
-    """Load the run folder's checkpoint into the coordinator, cut the logs back to it; the round to
-    continue after (0 when the run was interrupted before its first checkpoint)."""
-    if not has_checkpoint(run_dir):
-        truncate_logs(run_dir, {})
-        return 0
-    checkpoint = load_checkpoint(run_dir)
-    check_resumable(checkpoint, federation.config, federation.client_tiers)
-    expected = set(coordinator.global_state)
-    if set(checkpoint.global_state) != expected:
-        raise FedHelloError(
-            "option '--resume': the checkpoint's adapter tensors do not match this model "
-            "(fix: resume with the model and LoRA settings of the run)"
-        )
-    coordinator.global_state = {k: v.to(coordinator.global_state[k].dtype) for k, v in checkpoint.global_state.items()}
-    coordinator.allocator.load_state_dict(checkpoint.allocator_state)
-    if checkpoint.aggregator_state is not None and hasattr(coordinator.aggregator, "load_state_dict"):
-        coordinator.aggregator.load_state_dict(checkpoint.aggregator_state)
-    truncate_logs(run_dir, checkpoint.log_sizes)
-    restore_rng(checkpoint)
-    return checkpoint.round
+def round_record(
+    round_num: int,
+    federation: Federation,
+    outcome: RoundOutcome,
+    download_bytes: int,
+    wall_seconds: float,
+    evaluation: dict[str, float] | None,
+    importance_refresh: bool,
+    skipped: bool,
+) -> dict[str, Any]:
+    """One line of metrics.jsonl: global metrics, then what every client trained and sent. Task metrics
+    beyond accuracy and loss (e.g. ROUGE-L) follow the loss."""
+    updates = outcome.accepted
+    clients = [
+        {
+            "id": u.client_id,
+            "tier": federation.client_tiers[u.client_id],
+            "layers": list(u.plan.layers),
+            "num_samples": u.num_samples,
+            **u.metrics,
+        }
+        for u in updates
+    ]
+    task_metrics = {k: v for k, v in (evaluation or {}).items() if k not in ("accuracy", "loss")}
+    return {
+        "round": round_num,
+        "accuracy": evaluation["accuracy"] if evaluation else None,
+        "loss": evaluation["loss"] if evaluation else None,
+        **task_metrics,
+        "train_loss": float(np.mean([u.metrics.get("train_loss", np.nan) for u in updates])) if updates else None,
+        "wall_seconds": wall_seconds,
+        "train_seconds": sum(u.metrics.get("seconds", 0.0) for u in updates),
+        "bytes_up": sum(u.num_bytes for u in updates),
+        "bytes_down": download_bytes * outcome.contacted,
+        "clients": clients,
+        "importance_refresh": importance_refresh,
+        "attempts": outcome.attempts,
+        "skipped": skipped,
+        "failed_clients": outcome.failed,
+        "rejected": outcome.rejected,
+    }
 
 
-def _checkpoint(run_dir: Path, round_num: int, federation: Federation, coordinator: Coordinator) -> None:
-    aggregator_state = getattr(coordinator.aggregator, "state_dict", None)
-    save_checkpoint(
-        run_dir,
-        round_num,
-        federation.config,
-        coordinator.global_state,
-        coordinator.allocator.state_dict(),
-        federation.client_tiers,
-        aggregator_state() if callable(aggregator_state) else None,
-    )
+def _partition(federation: Federation) -> dict[str, Any] | None:
+    try:
+        return partition_stats(federation)
+    except Exception as err:  # noqa: BLE001 - a report input must never stop a training run
+        warnings.warn(f"partition.json not written: {err}", stacklevel=2)
+        return None
 
 
 def run_rounds(
@@ -144,71 +152,52 @@ def run_rounds(
     coordinator: Coordinator,
     dispatch: Dispatch,
     run_dir: Path,
-    show_progress: bool = True,
+    observers: Observers | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Run every configured round, write the run folder, return the summary.
+    """Run every configured round, telling `observers` what happens, and return the summary. `observers`
+    should include the run folder writer; by default they are the config's (`run_observers(config)`).
 
-    With `resume`, continue `run_dir` from its last checkpoint (see server/checkpoint.py); the result is
+    With `resume`, continue `run_dir` from its last checkpoint (see server/resume.py); the result is
     bitwise the one of an uninterrupted run on the same hardware.
     """
     config = federation.config
-    start = _resume(federation, coordinator, run_dir) if resume else 0
-    writer = RunWriter(run_dir, config)
-    write_partition_stats(federation, run_dir)
+    observers = observers if observers is not None else run_observers(config)
+    start = resume_run(federation, coordinator, run_dir) if resume else 0
+    history = read_metrics(run_dir) if start else []
     validator = UpdateValidator(federation.layout, config.reliability, coordinator.aggregator)
     rounds = config.federation.rounds
     every = config.checkpoint.every
     download_bytes = state_bytes(coordinator.global_state)
-    records: list[dict[str, Any]] = writer.read_metrics() if start else []
-    progress = Progress(
-        TextColumn("[bold]round {task.completed}/{task.total}"),
-        BarColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-    )
-    with progress:
-        bar = progress.add_task("", total=rounds, completed=start)
+    records = list(history)
+    try:
+        observers.on_run_start(RunStart(config, run_dir, start if resume else None, history, _partition(federation)))
         for round_num in range(start + 1, rounds + 1):
             started = time.perf_counter()
             plans, importance = coordinator.configure(round_num)
             if importance is not None:
-                writer.log_importance(importance)
+                observers.on_importance(importance)
             outcome = collect_updates(config, round_num, plans, coordinator.global_state, dispatch, validator)
             skipped = len(outcome.accepted) < config.reliability.min_clients
             if not skipped:
                 coordinator.aggregate(outcome.accepted)
-            evaluate = round_num % config.federation.eval_every == 0 or round_num == rounds
-            evaluation = coordinator.evaluate() if evaluate else None
+            evaluation = None
+            if round_num % config.federation.eval_every == 0 or round_num == rounds:
+                evaluation = coordinator.evaluate()
+                observers.on_evaluate(round_num, evaluation)
+            seconds = time.perf_counter() - started
             record = round_record(
-                round_num, federation, outcome.accepted, download_bytes, time.perf_counter() - started, evaluation
+                round_num, federation, outcome, download_bytes, seconds, evaluation, importance is not None, skipped
             )
-            record["importance_refresh"] = importance is not None
-            record["bytes_down"] = download_bytes * outcome.contacted
-            record["attempts"] = outcome.attempts
-            record["skipped"] = skipped
-            record["failed_clients"] = outcome.failed
-            record["rejected"] = outcome.rejected
-            writer.log_round(record)
             records.append(record)
+            observers.on_round_end(record)
             if every and (round_num % every == 0 or round_num == rounds):
-                _checkpoint(run_dir, round_num, federation, coordinator)
-            if evaluation:
-                progress.update(bar, description=f"acc {evaluation['accuracy']:.3f}")
-            progress.advance(bar)
-
-    summary = summarize(records)
-    summary["run_dir"] = str(run_dir)
-    summary["resumed_from"] = start if resume else None
-    summary["rejected_updates"] = sum(len(r.get("rejected", [])) for r in records)
-    summary["failed_clients"] = sum(len(r.get("failed_clients", [])) for r in records)
-    summary["skipped_rounds"] = sum(1 for r in records if r.get("skipped"))
-    writer.write_summary(summary)
-    if config.output.save_adapter:
-        load_state(federation.model, coordinator.global_state)
-        federation.model.save_pretrained(str(run_dir / "adapter"))
-    if config.output.plot:
-        plot_accuracy(records, run_dir / "accuracy.png", title=f"{config.name} ({config.strategy.name})")
+                save_round(run_dir, round_num, federation, coordinator)
+        summary = summarize(records, run_dir, start if resume else None)
+        if config.output.save_adapter:
+            load_state(federation.model, coordinator.global_state)
+            federation.model.save_pretrained(str(run_dir / ADAPTER_DIR))
+        observers.on_run_end(summary)
+    finally:
+        observers.close()
     return summary

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedhello.aggregation.base import Aggregator, expected_shapes
 from fedhello.config import ReliabilityConfig
-from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.plan import ClientUpdate, Plan
 
 
@@ -33,34 +33,6 @@ class Rejection:
         return {"id": self.client_id, "reason": self.reason}
 
 
-def expected_shapes(
-    plan: Plan, global_state: dict[str, torch.Tensor], layout: dict[str, int]
-) -> dict[str, tuple[int, ...]]:
-    """Shape of every tensor a client with `plan` must upload.
-
-    Full-rank plans upload the global shapes. A rank-heterogeneous plan (`plan.ranks[layer] = r`) uploads
-    LoRA factors truncated to rank r: `lora_A` keeps its first r rows, `lora_B` its first r columns. An
-    aggregator with another convention declares it with an `expected_shapes(plan, global_state, layout)`
-    method, which `UpdateValidator` uses instead.
-    """
-    shapes: dict[str, tuple[int, ...]] = {}
-    # a plan may freeze one LoRA factor everywhere (FFA-LoRA freezes A); frozen factors are not uploaded
-    frozen = {f".lora_{f}." for f in "AB" if not getattr(plan, f"train_lora_{f.lower()}", True)}
-    for name in keys_for_layers(layout, plan.layers, plan.train_head):
-        if any(marker in name for marker in frozen):
-            continue
-        shape = list(global_state[name].shape)
-        layer = layout[name]
-        rank = plan.ranks.get(layer) if plan.ranks and layer != HEAD else None
-        if rank is not None and len(shape) == 2:
-            if ".lora_A." in name:
-                shape[0] = min(rank, shape[0])
-            elif ".lora_B." in name:
-                shape[1] = min(rank, shape[1])
-        shapes[name] = tuple(shape)
-    return shapes
-
-
 def _slice_like(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """The leading block of `tensor` with `shape` (the global part a truncated factor replaces)."""
     return tensor[tuple(slice(0, n) for n in shape)]
@@ -69,11 +41,13 @@ def _slice_like(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 class UpdateValidator:
     """Splits a round's updates into accepted and rejected ones (see the module docstring)."""
 
-    def __init__(self, layout: dict[str, int], settings: ReliabilityConfig, aggregator: object | None = None) -> None:
+    def __init__(
+        self, layout: dict[str, int], settings: ReliabilityConfig, aggregator: Aggregator | None = None
+    ) -> None:
         self.layout = layout
         self.settings = settings
-        declared = getattr(aggregator, "expected_shapes", None)
-        self._shapes = declared if callable(declared) else expected_shapes
+        # the aggregator says what it expects clients to upload (`Aggregator.expected_shapes`)
+        self._shapes = aggregator.expected_shapes if aggregator is not None else expected_shapes
 
     def check_one(self, update: ClientUpdate, plan: Plan | None, global_state: dict[str, torch.Tensor]) -> str | None:
         """Why this update must be refused, or None when it is well-formed."""

@@ -18,13 +18,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedhello.config import RunConfig, dump_config
 from fedhello.engines.base import ENGINES, Engine
-from fedhello.engines.flower.sim import read_summary
 from fedhello.errors import FedHelloError
+from fedhello.events import Observers, RunObserver
+from fedhello.rundir import FLOWER_LOG, FLOWER_LOGS_DIR, read_summary
 
 HOST = "127.0.0.1"
 CONNECTION = "fedhello-local"
@@ -289,8 +291,19 @@ def descendants(pids: list[int]) -> set[int]:
 
 @ENGINES.register("flower-deploy")
 class FlowerDeployEngine(Engine):
-    def run(self, config: RunConfig, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    def run(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        *,
+        show_progress: bool = True,
+        resume: bool = False,
+        observers: Sequence[RunObserver] = (),
+    ) -> dict[str, Any]:
+        """The rounds run in the SuperLink's ServerApp process: `observers` of this process hear only
+        `on_run_end` and `close`; `output.loggers` follow every round there."""
         run_dir.mkdir(parents=True, exist_ok=True)
+        caller = Observers(observers)
         deployment = LocalDeployment(config.flower.supernodes)
         failed = False
         try:
@@ -299,20 +312,23 @@ class FlowerDeployEngine(Engine):
             dump_config(config, resolved)
             run_config = {"config": str(resolved), "overrides": "", "run-dir": str(run_dir.resolve()), "resume": resume}
             result = deployment.run_app(run_config)
-            if not (run_dir / "summary.json").exists():
+            summary = read_summary(run_dir)
+            if summary is None:
                 failed = True
-                reason = last_failure(run_dir / "flower.log") or last_lines(deployment.logs / "flwr-run.log")
+                reason = last_failure(run_dir / FLOWER_LOG) or last_lines(deployment.logs / "flwr-run.log")
                 raise FedHelloError(
-                    f"flwr run exited with {result.returncode}: {reason} (Flower logs: {run_dir / 'flower-logs'})"
+                    f"flwr run exited with {result.returncode}: {reason} (Flower logs: {run_dir / FLOWER_LOGS_DIR})"
                 )
-            return read_summary(run_dir)
+            caller.on_run_end(summary)
+            return summary
         except BaseException:
             failed = True
             raise
         finally:
             deployment.stop()
+            caller.close()
             if failed and deployment.logs.exists():  # keep the SuperLink/SuperNode logs of a failed run
-                shutil.copytree(deployment.logs, run_dir / "flower-logs", dirs_exist_ok=True)
+                shutil.copytree(deployment.logs, run_dir / FLOWER_LOGS_DIR, dirs_exist_ok=True)
             shutil.rmtree(deployment.workdir, ignore_errors=True)
 
 

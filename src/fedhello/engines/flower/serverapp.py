@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,14 @@ from fedhello.engines.flower.messages import (
     train_content,
 )
 from fedhello.errors import FedHelloError
+from fedhello.events import RunObserver
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.reporting import new_run_dir
+from fedhello.rundir import FLOWER_LOG, new_run_dir
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import run_rounds
+from fedhello.server.observers import run_observers
 
 LOGGER = logging.getLogger("fedhello.flower")
 STARTUP_TIMEOUT_S = 180.0  # how long the ServerApp waits for SuperNodes to cover every partition
@@ -225,16 +228,22 @@ def check_update(update: ClientUpdate, client_id: int, state: dict[str, torch.Te
 
 
 def serve(
-    grid: Grid, config: RunConfig, run_dir: Path, show_progress: bool = False, resume: bool = False
+    grid: Grid,
+    config: RunConfig,
+    run_dir: Path,
+    show_progress: bool = False,
+    resume: bool = False,
+    observers: Sequence[RunObserver] = (),
 ) -> dict[str, Any]:
     """Run every round of `config` over `grid`; write the run folder like the local engine does
-    (`resume`: continue the folder from its last checkpoint)."""
+    (`resume`: continue the folder from its last checkpoint; `observers`: the caller's own)."""
     quiet_libraries()
+    watchers = run_observers(config, show_progress, observers)
     federation = build_federation(config)
     coordinator = Coordinator(federation)
-    dispatch = FlowerDispatch(grid, config, EngineLog(run_dir / "flower.log"))
+    dispatch = FlowerDispatch(grid, config, EngineLog(run_dir / FLOWER_LOG))
     try:
-        return run_rounds(federation, coordinator, dispatch, run_dir, show_progress, resume=resume)
+        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume)
     except Exception as err:
         dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)
         raise
@@ -251,13 +260,19 @@ def config_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path]
     return config, new_run_dir(config, out)
 
 
-def build_server_app(config: RunConfig, run_dir: Path, show_progress: bool = False, resume: bool = False) -> ServerApp:
+def build_server_app(
+    config: RunConfig,
+    run_dir: Path,
+    show_progress: bool = False,
+    resume: bool = False,
+    observers: Sequence[RunObserver] = (),
+) -> ServerApp:
     """A ServerApp bound to an already resolved config (the simulation engine runs it in-process)."""
     server = ServerApp()
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        serve(grid, config, run_dir, show_progress, resume)
+        serve(grid, config, run_dir, show_progress, resume, observers)
 
     return server
 

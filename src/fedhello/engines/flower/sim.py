@@ -6,15 +6,17 @@ actors as cores allow at `flower.client_cpus` each, and an actor keeps its model
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fedhello import rundir
 from fedhello.config import RunConfig
 from fedhello.engines.base import ENGINES, Engine
 from fedhello.errors import FedHelloError
+from fedhello.events import RunObserver
 
 
 def quiet_flower() -> None:
@@ -42,7 +44,15 @@ def backend_config(config: RunConfig) -> dict[str, Any]:
 
 @ENGINES.register("flower-sim")
 class FlowerSimEngine(Engine):
-    def run(self, config: RunConfig, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    def run(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        *,
+        show_progress: bool = True,
+        resume: bool = False,
+        observers: Sequence[RunObserver] = (),
+    ) -> dict[str, Any]:
         quiet_flower()
         import ray
         from flwr.simulation import run_simulation
@@ -55,7 +65,7 @@ class FlowerSimEngine(Engine):
         logging.getLogger("flwr").addFilter(hide)
         try:
             run_simulation(
-                server_app=build_server_app(config, run_dir, show_progress, resume),
+                server_app=build_server_app(config, run_dir, show_progress, resume, observers),
                 client_app=client_app,
                 num_supernodes=config.federation.num_clients,
                 backend_config=backend_config(config),
@@ -69,14 +79,14 @@ class FlowerSimEngine(Engine):
             logging.getLogger("flwr").removeFilter(hide)
             if started_ray and ray.is_initialized():
                 ray.shutdown()  # stops the raylet and workers this run started
-        return read_summary(run_dir)
+        return finished_summary(run_dir)
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
+def finished_summary(run_dir: Path) -> dict[str, Any]:
     """The summary the ServerApp wrote; a run that ended without one failed (its log says why)."""
-    summary_file = run_dir / "summary.json"
-    if not summary_file.exists():
-        log = run_dir / "flower.log"
+    summary = rundir.read_summary(run_dir)
+    if summary is None:
+        log = run_dir / rundir.FLOWER_LOG
         tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
         raise FedHelloError(f"the Flower run ended without a summary ({' '.join(tail) or 'no log'}); see {run_dir}")
-    return json.loads(summary_file.read_text())
+    return summary

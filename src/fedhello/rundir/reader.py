@@ -1,13 +1,13 @@
-"""Read a run folder back for the report, tolerating what older or partial runs lack.
+"""Read a run folder back (the report, `fedhello compare`, `fedhello profile --check`, a resumed run),
+tolerating what older or interrupted runs lack.
 
 Only `metrics.jsonl` is required. Everything else (importance log, partition stats, summary, config,
-per-client fields such as `peak_mem_mb`) is optional: the report leaves out what is not there.
+per-client fields such as `peak_mem_mb`) is optional: readers leave out what is not there.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,34 +16,19 @@ from typing import Any
 import yaml
 
 from fedhello.errors import FedHelloError
-from fedhello.reporting.partition_stats import PARTITION_FILE
+from fedhello.rundir.files import (
+    ALLOCATIONS_FILE,
+    CONFIG_FILE,
+    IMPORTANCE_FILE,
+    METRICS_FILE,
+    PARTITION_FILE,
+    SUMMARY_FILE,
+    read_json,
+    read_jsonl,
+)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a run killed mid-write leaves a torn last line; skip it
-            continue
-    return records
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def as_number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:  # noqa: ANN401 - any JSON value
     """A finite float, or None for missing / null / NaN values."""
     if value is None:
         return None
@@ -52,6 +37,17 @@ def as_number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The round records of `metrics.jsonl` in file order (a torn last line is skipped)."""
+    return [r for r in read_jsonl(Path(run_dir) / METRICS_FILE) if isinstance(r.get("round"), int)]
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """`summary.json`, or None while the run is unfinished."""
+    summary = read_json(Path(run_dir) / SUMMARY_FILE)
+    return summary if isinstance(summary, dict) else None
 
 
 @dataclass
@@ -118,26 +114,27 @@ def load_run(path: str | Path) -> RunData:
     path = Path(path)
     if not path.is_dir():
         raise FedHelloError(f"run folder '{path}' does not exist (fix: pass a folder written by `fedhello run`)")
-    metrics = [r for r in _read_jsonl(path / "metrics.jsonl") if isinstance(r.get("round"), int)]
+    metrics = read_metrics(path)
     if not metrics:
         raise FedHelloError(
-            f"run folder '{path}' has no rounds in metrics.jsonl (fix: pass a folder written by `fedhello run`)"
+            f"run folder '{path}' has no rounds in {METRICS_FILE} (fix: pass a folder written by `fedhello run`)"
         )
     for record in metrics:
         record.setdefault("clients", [])
     if not any(r.get("clients") for r in metrics):
-        metrics = _clients_from_csv(path / "allocations.csv", metrics)
+        metrics = _clients_from_csv(path / ALLOCATIONS_FILE, metrics)
     config: dict[str, Any] = {}
-    if (path / "config.yaml").exists():
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    if (path / CONFIG_FILE).exists():
+        config = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
+    partition = read_json(path / PARTITION_FILE)
     return RunData(
         path=path,
         name=path.resolve().name,
         config=config,
         metrics=sorted(metrics, key=lambda r: int(r["round"])),
-        importance=[r for r in _read_jsonl(path / "importance.jsonl") if "round" in r],
-        partition=_read_json(path / PARTITION_FILE),
-        summary=_read_json(path / "summary.json"),
+        importance=[r for r in read_jsonl(path / IMPORTANCE_FILE) if "round" in r],
+        partition=partition if isinstance(partition, dict) else None,
+        summary=read_summary(path),
     )
 
 

@@ -1,25 +1,16 @@
-"""`partition.json`: what data and which tier every client holds, written once at the start of a run.
-
-The report draws the label distribution per client from it; without it (older runs) that section is
-skipped. Counts come from flwr-datasets' `compute_counts` over the run's own partitioner, so they are
-exactly the samples each client trains on.
+"""`partition.json`: what data and which tier every client holds, computed at the start of a run (the run
+folder writer writes it). The report draws the label distribution per client from it; without it (older
+runs) that section is skipped. Counts come from flwr-datasets' `compute_counts` over the run's own
+partitioner, so they are exactly the samples each client trains on.
 """
 
 from __future__ import annotations
 
-import json
-import warnings
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flwr_datasets.metrics import compute_counts
 
-from fedhello.reporting.run_dir import write_atomic
-
-if TYPE_CHECKING:  # the server package imports reporting, so only type checkers import it back
-    from fedhello.server.federation import Federation
-
-PARTITION_FILE = "partition.json"
+from fedhello.server.federation import Federation
 
 
 def partition_stats(federation: Federation) -> dict[str, Any]:
@@ -54,16 +45,3 @@ def partition_stats(federation: Federation) -> dict[str, Any]:
         "test_size": len(federation.test),
         "clients": clients,
     }
-
-
-def write_partition_stats(federation: Federation, run_dir: Path) -> Path | None:
-    """Write `RUN_DIR/partition.json` for a `Federation` and return its path (None if it could not be computed)."""
-    try:
-        stats = partition_stats(federation)
-    except Exception as err:  # noqa: BLE001 - a report input must never stop a training run
-        warnings.warn(f"partition.json not written: {err}", stacklevel=2)
-        return None
-    path = Path(run_dir) / PARTITION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(stats, indent=1))
-    return path

@@ -1,18 +1,22 @@
-"""The report's figures, drawn from `RunData` with matplotlib (no pyplot state, so nothing to close).
+"""Every figure fedhello draws: the run folder's accuracy.png, the report's figures and the accuracy plots of
+`fedhello compare`. matplotlib's object API only (no pyplot state, so nothing to close or leak).
 
-Each function returns a `Figure`, or None when the run holds no data for it (no FIM refresh, no
-profiled memory, no partition stats), so the report can say so instead of drawing an empty plot.
+Each report figure is drawn from `RunData` and returns a `Figure`, or None when the run holds no data for it
+(no FIM refresh, no profiled memory, no partition stats), so the report can say so instead of drawing an
+empty plot. `png_bytes` and `save_png` turn a figure into a PNG.
 """
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from fedhello.reporting.run_data import RunData, as_number
+from fedhello.rundir import RunData, as_number, write_atomic
 
 MB = 1e6
 _TIER_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -26,6 +30,34 @@ def _figure(width: float, height: float, cols: int = 1, rows: int = 1) -> tuple[
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, axes.ravel()
+
+
+def png_bytes(figure: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def save_png(figure: Figure, path: Path, dpi: int = 120) -> Path:
+    """Write the figure as a PNG file (atomically) and return its path."""
+    write_atomic(path, png_bytes(figure, dpi))
+    return path
+
+
+def accuracy_lines(
+    lines: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str = "", size: tuple[float, float] = (6, 3.5)
+) -> Figure:
+    """Test accuracy per round, one line per label: a run's accuracy.png (one unlabelled line), or one line
+    per method in `fedhello compare`."""
+    fig, (ax,) = _figure(*size)
+    for label, (rounds, accuracy) in lines.items():
+        ax.plot(rounds, accuracy, marker="o", markersize=3, label=label or None)
+    ax.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    if any(lines):
+        ax.legend(fontsize=7, ncol=2)
+    return fig
 
 
 def curves(runs: Sequence[RunData]) -> Figure:

@@ -1,0 +1,78 @@
+"""`RunWriter`: the observer that writes a run into its folder as it goes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from fedhello.config import dump_config
+from fedhello.events import RunObserver, RunStart
+from fedhello.rundir.files import (
+    ALLOCATIONS_FILE,
+    CONFIG_FILE,
+    IMPORTANCE_FILE,
+    METRICS_FILE,
+    PARTITION_FILE,
+    SUMMARY_FILE,
+    write_atomic,
+)
+
+
+def summarize(records: list[dict[str, Any]], run_dir: Path, resumed_from: int | None = None) -> dict[str, Any]:
+    """summary.json of a run whose rounds are `records`: best and final accuracy, totals, failures."""
+    evaluated = [r for r in records if r.get("accuracy") is not None]
+    best = max(evaluated, key=lambda r: r["accuracy"], default=None)
+    return {
+        "rounds": len(records),
+        "final_accuracy": evaluated[-1]["accuracy"] if evaluated else None,
+        "best_accuracy": best["accuracy"] if best else None,
+        "best_round": best["round"] if best else None,
+        "total_bytes_up": sum(r["bytes_up"] for r in records),
+        "total_bytes_down": sum(r["bytes_down"] for r in records),
+        "mean_round_seconds": sum(r["wall_seconds"] for r in records) / max(len(records), 1),
+        "run_dir": str(run_dir),
+        "resumed_from": resumed_from,
+        "rejected_updates": sum(len(r.get("rejected", [])) for r in records),
+        "failed_clients": sum(len(r.get("failed_clients", [])) for r in records),
+        "skipped_rounds": sum(1 for r in records if r.get("skipped")),
+    }
+
+
+class RunWriter(RunObserver):
+    """Writes config.yaml and partition.json at the start, appends metrics.jsonl, allocations.csv and
+    importance.jsonl as rounds end, and writes summary.json last."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+
+    def _file(self, name: str) -> Path:
+        assert self.path is not None, "on_run_start comes first"
+        return self.path / name
+
+    def on_run_start(self, start: RunStart) -> None:
+        self.path = start.run_dir
+        self.path.mkdir(parents=True, exist_ok=True)
+        dump_config(start.config, self._file(CONFIG_FILE))
+        if start.partition is not None:
+            write_atomic(self._file(PARTITION_FILE), json.dumps(start.partition, indent=1))
+        if not self._file(ALLOCATIONS_FILE).exists():
+            with self._file(ALLOCATIONS_FILE).open("w", newline="") as f:
+                csv.writer(f).writerow(["round", "client", "tier", "layers"])
+
+    def on_importance(self, record: dict[str, Any]) -> None:
+        with self._file(IMPORTANCE_FILE).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_round_end(self, record: dict[str, Any]) -> None:
+        with self._file(METRICS_FILE).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        with self._file(ALLOCATIONS_FILE).open("a", newline="") as f:
+            writer = csv.writer(f)
+            for client in record["clients"]:
+                layers = " ".join(str(i) for i in client["layers"])
+                writer.writerow([record["round"], client["id"], client["tier"], layers])
+
+    def on_run_end(self, summary: dict[str, Any]) -> None:
+        write_atomic(self._file(SUMMARY_FILE), json.dumps(summary, indent=2))

@@ -1,0 +1,83 @@
+"""The observers of a run: which ones a config asks for, and the two the server provides itself (the
+progress bar and accuracy.png). The run folder writer is `fedhello.rundir.RunWriter`; loggers are in
+`fedhello.loggers`; the HTML report is `fedhello.reporting.ReportObserver`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from fedhello import figures
+from fedhello.config import RunConfig
+from fedhello.events import Observers, RunObserver, RunStart
+from fedhello.rundir import ACCURACY_PLOT, RunWriter
+
+
+class ProgressBar(RunObserver):
+    """A rich progress bar over the run's rounds, showing the latest test accuracy."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.bar: Any = None
+
+    def on_run_start(self, start: RunStart) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]round {task.completed}/{task.total}"),
+            BarColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.progress.start()
+        self.bar = self.progress.add_task("", total=start.config.federation.rounds, completed=start.resumed_from or 0)
+
+    def on_round_end(self, record: dict[str, Any]) -> None:
+        if self.progress is None:
+            return
+        if record.get("accuracy") is not None:
+            self.progress.update(self.bar, description=f"acc {record['accuracy']:.3f}")
+        self.progress.advance(self.bar)
+
+    def on_run_end(self, summary: dict[str, Any]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class AccuracyPlot(RunObserver):
+    """Draws RUN_DIR/accuracy.png (test accuracy per round) when the run ends (`output.plot`)."""
+
+    def __init__(self) -> None:
+        self.start: RunStart | None = None
+        self.records: list[dict[str, Any]] = []
+
+    def on_run_start(self, start: RunStart) -> None:
+        self.start = start
+        self.records = list(start.history)
+
+    def on_round_end(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def on_run_end(self, summary: dict[str, Any]) -> None:
+        assert self.start is not None, "on_run_start comes first"
+        config = self.start.config
+        points = [(r["round"], r["accuracy"]) for r in self.records if r.get("accuracy") is not None]
+        line = ([x for x, _ in points], [y for _, y in points])
+        figure = figures.accuracy_lines({"": line}, title=f"{config.name} ({config.strategy.name})")
+        figures.save_png(figure, self.start.run_dir / ACCURACY_PLOT)
+
+
+def run_observers(config: RunConfig, show_progress: bool = False, extra: Sequence[RunObserver] = ()) -> Observers:
+    """The observers of a run, in the order they hear each event: the run folder writer, accuracy.png
+    (`output.plot`), the progress bar, then `extra` (the caller's own)."""
+    observers: list[RunObserver] = [RunWriter()]
+    if config.output.plot:
+        observers.append(AccuracyPlot())
+    if show_progress:
+        observers.append(ProgressBar())
+    return Observers([*observers, *extra])
