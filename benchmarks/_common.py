@@ -8,18 +8,14 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from fedhello.config import RunConfig, load_config
-from fedhello.data import load_source
-from fedhello.models.layers import num_blocks, trainable_layout
+from fedhello.config import load_config
+from fedhello.experiment import Experiment, build_experiment
 from fedhello.resources.profile import profile_batches
 from fedhello.resources.report import machine_line
 from fedhello.runtime import quiet_libraries
-from fedhello.tasks import TASKS
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -41,34 +37,16 @@ def footer() -> None:
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
-@dataclass
-class Setup:
-    config: RunConfig
-    task: Any
-    model: torch.nn.Module
-    layout: dict[str, int]
-    num_layers: int
-    train: Any  # preprocessed training samples (the first `samples`)
-
-
-def setup(config_path: str, overrides: list[str], samples: int = 64) -> Setup:
-    """The configured task and LoRA model, and the first `samples` preprocessed training samples."""
+def setup(config_path: str, overrides: list[str], samples: int = 64) -> Experiment:
+    """The configured task and LoRA model and the first `samples` preprocessed training samples (after the
+    proxy set, as a run's profile takes them), built as every run builds them."""
     quiet_libraries()
-    config = load_config(config_path, overrides)
-    torch.manual_seed(config.seed)
-    raw = load_source(config.data, config.seed)
-    names = list(getattr(raw["train"].features[config.data.label_column], "names", []))
-    task = TASKS.get(config.task)(config, num_labels=len(names))
-    model = task.build_model()
-    train = raw["train"].shuffle(seed=config.seed)
-    train = task.preprocess(train.select(range(min(samples, len(train)))))
-    num_layers = num_blocks(model.config if hasattr(model, "config") else model.base_model.config)
-    return Setup(config, task, model, trainable_layout(model.named_parameters()), num_layers, train)
+    return build_experiment(load_config(config_path, overrides), train_samples=samples)
 
 
-def batches(s: Setup, count: int = 2) -> list[dict[str, torch.Tensor]]:
+def batches(s: Experiment, count: int = 2) -> list[dict[str, torch.Tensor]]:
     return profile_batches(s.task, s.train, s.config.train.batch_size, count)
 
 
-def tier_counts(s: Setup) -> list[int]:
+def tier_counts(s: Experiment) -> list[int]:
     return [t.layers or s.num_layers for t in s.config.tiers]

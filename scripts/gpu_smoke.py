@@ -44,8 +44,8 @@ def local_path(variable: str) -> str | None:
 
 
 def vit_inputs(work: Path) -> tuple[str, str, list[str]]:
-    from fedhello.data.synthetic import cifar100_like
-    from fedhello.tasks.random_init import vit_checkpoint
+    from fedhello.testing.checkpoints import vit_checkpoint
+    from fedhello.testing.datasets import cifar100_like
 
     overrides: list[str] = []
     model = local_path("VIT_MODEL")
@@ -71,9 +71,9 @@ def lm_inputs(work: Path) -> tuple[str, str, list[str]]:
     from datasets import Dataset, load_from_disk
     from transformers import AutoConfig
 
-    from fedhello.data.synthetic import dolly_like
     from fedhello.tasks.causal_lm import render_prompt
-    from fedhello.tasks.random_init import gpt2_checkpoint
+    from fedhello.testing.checkpoints import gpt2_checkpoint
+    from fedhello.testing.datasets import dolly_like
 
     data = local_path("DOLLY_DATA")
     if data is None:

@@ -257,6 +257,16 @@ class RunConfig(Section):
             raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
         return self
 
+    def check_tier_layers(self, num_layers: int) -> None:
+        """Refuse (one line) a tier that declares more layers than the model's `num_layers`."""
+        for i, tier in enumerate(self.tiers):
+            if tier.layers is not None and tier.layers > num_layers:
+                raise ConfigError(
+                    f"tiers.{i}.layers",
+                    f"{tier.layers} is more than the model's {num_layers} layers",
+                    f"use at most {num_layers}",
+                )
+
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:  # noqa: ANN401 - any YAML value
     """Set `a.b.c` in a raw config tree, creating sections on the way (`--set`, method presets, grid cells)."""

@@ -9,8 +9,8 @@ from datasets import Dataset
 from fedhello.config import DataConfig, PartitionConfig
 from fedhello.data import build_partitioner, load_source
 from fedhello.data.domain_partition import pathological_shares
-from fedhello.data.synthetic import dolly_like, ledgar_like, natural_instructions_like
 from fedhello.errors import ConfigError
+from fedhello.testing.datasets import dolly_like, ledgar_like, natural_instructions_like
 
 
 @pytest.mark.parametrize("classes,alpha", [(20, 1.0), (10, 1.0), (5, 0.3)])

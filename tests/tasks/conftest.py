@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fedhello.config import RunConfig, config_from_dict
-from fedhello.data.synthetic import cifar100_like, dolly_like, domainnet_folder, natural_instructions_like
 from fedhello.tasks.causal_lm import render_prompt
-from fedhello.tasks.random_init import gpt2_checkpoint, vit_checkpoint
+from fedhello.testing.checkpoints import gpt2_checkpoint, vit_checkpoint
+from fedhello.testing.datasets import cifar100_like, dolly_like, domainnet_folder, natural_instructions_like
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from fedhello.data import load_source
-from fedhello.data.synthetic import natural_instructions_like
 from fedhello.engines import ENGINES
 from fedhello.plan import Plan
 from fedhello.server import build_federation
 from fedhello.tasks.causal_lm import IGNORE, lcs_length, render_prompt, rouge_l
+from fedhello.testing.datasets import natural_instructions_like
 from fedhello.training import LocalTrainer
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Image
 
 from fedhello.config import DataConfig
-from fedhello.data.sources import SOURCES, is_saved, load_any
+from fedhello.data.sources import LABEL_COUNTS, SOURCES, is_saved, load_any
 from fedhello.errors import ConfigError
 
 # Hub names used when `data.path` is not set. Local copies in the same schema work the same way.
@@ -27,7 +27,7 @@ HUB = {
     "natural_instructions": "Muennighoff/natural-instructions",
 }
 # Number of classes of each source, for `--dry-run` (no download). Instruction sets have no classes.
-NUM_LABELS = {"cifar100": 100, "domainnet": None, "ledgar": 100, "dolly": None, "natural_instructions": None}
+LABEL_COUNTS.update({"cifar100": 100, "domainnet": None, "ledgar": 100, "dolly": None, "natural_instructions": None})
 DOMAIN_COLUMN = "domain"
 DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
 

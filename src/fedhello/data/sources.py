@@ -15,6 +15,9 @@ from fedhello.errors import ConfigError
 from fedhello.registry import Registry
 
 SOURCES: Registry = Registry("source", "data.source")
+# Classes of each registered source, known without loading it (None: no classes, e.g. instruction data);
+# `fedhello run --dry-run` sizes the head from it. Sources that hold classes add themselves here.
+LABEL_COUNTS: dict[str, int | None] = {"bbc_news": 5}
 
 
 def bbc_news_dir() -> Path:
@@ -102,6 +105,26 @@ def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
     if "test" not in loaded:
         return _split(loaded["train"], cfg, seed)
     return DatasetDict({"train": loaded["train"], "test": loaded["test"]})
+
+
+def class_names(split: Dataset, label_column: str) -> list[str]:
+    """The class names of a loaded split's label column (empty when it is not a `ClassLabel`)."""
+    feature = split.features[label_column]
+    return list(feature.names) if isinstance(feature, ClassLabel) else []
+
+
+def count_labels(cfg: DataConfig) -> int | None:
+    """Number of classes without a download: from a local saved data set, else `LABEL_COUNTS`."""
+    if cfg.path and is_saved(Path(cfg.path)) and cfg.source not in ("folders", "domainnet"):
+        try:
+            loaded = load_from_disk(cfg.path)
+            split = loaded["train"] if isinstance(loaded, DatasetDict) else loaded
+            names = class_names(split, cfg.label_column) if cfg.label_column in split.features else []
+            if names:
+                return len(names)
+        except (FileNotFoundError, KeyError, ValueError):
+            pass
+    return LABEL_COUNTS.get(cfg.source)
 
 
 def load_source(cfg: DataConfig, seed: int) -> DatasetDict:

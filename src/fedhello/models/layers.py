@@ -33,6 +33,11 @@ def num_blocks(config: object) -> int:
     raise ValueError(f"cannot tell the number of transformer layers of {type(config).__name__}")
 
 
+def model_depth(model: torch.nn.Module) -> int:
+    """Number of transformer blocks of a (LoRA-wrapped) model."""
+    return num_blocks(model.config if hasattr(model, "config") else model.base_model.config)
+
+
 def trainable_layout(named_params: Iterable[tuple[str, torch.nn.Parameter]]) -> dict[str, int]:
     """Every federated parameter name -> its block index (HEAD for the task head).
 

@@ -4,30 +4,36 @@ profile), and check afterwards how well the run's clients stayed within them."""
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fedhello.config import RunConfig, load_config
 from fedhello.errors import ConfigError
+from fedhello.experiment import Experiment
 from fedhello.resources.cost import BudgetError, LayerConstraint, budget_constraint
+from fedhello.resources.measure import Measurement
 from fedhello.resources.memory import precise_malloc
 from fedhello.resources.profile import Profile, load_or_measure, measure_profile, profile_batches, tier_counts
 from fedhello.rundir import CONFIG_FILE, read_metrics
 
 
 def profile_for(
-    config: RunConfig, task: Any, model: torch.nn.Module, layout: dict[str, int], num_layers: int, train: Any,
-    refresh: bool = False, steps: int = 3, warmup: int = 1, on_measure: Any = None,
+    experiment: Experiment,
+    refresh: bool = False,
+    steps: int = 3,
+    warmup: int = 1,
+    on_measure: Callable[[Measurement], None] | None = None,
 ) -> tuple[Profile, Path, bool]:
-    """The cached profile of this config, measured on the first batches of `train` when missing."""
+    """The cached profile of this experiment's config, measured on the first training batches when missing."""
+    config, model, num_layers = experiment.config, experiment.model, experiment.num_layers
     device = str(next(model.parameters()).device)
 
     def measure() -> Profile:
-        batches = profile_batches(task, train, config.train.batch_size)
+        batches = profile_batches(experiment.task, experiment.train, config.train.batch_size)
         counts = tier_counts(config, num_layers)
-        return measure_profile(model, task.loss, layout, batches, num_layers, counts, steps, warmup, on_measure)
+        loss = experiment.task.loss
+        return measure_profile(model, loss, experiment.layout, batches, num_layers, counts, steps, warmup, on_measure)
 
     return load_or_measure(config, device, measure, refresh=refresh)
 
@@ -53,11 +59,10 @@ def tier_constraints(config: RunConfig, profile: Profile | None, num_layers: int
     return constraints
 
 
-def resolve_budgets(
-    config: RunConfig, task: Any, model: torch.nn.Module, layout: dict[str, int], num_layers: int, train: Any
-) -> list[LayerConstraint | None]:
+def resolve_budgets(experiment: Experiment) -> list[LayerConstraint | None]:
     """What `build_federation` calls: constraints for budget tiers, measuring the profile only when a tier
     declares a budget and no cached profile exists."""
+    config = experiment.config
     if config.train.record_resources:
         # from here on large tensors are unmapped on free, so no earlier allocation can hide (by reuse of
         # freed heap) the memory a client's training adds; see fedhello.resources.memory
@@ -69,8 +74,8 @@ def resolve_budgets(
                 "declare a budget in tiers or set depth_aware: false",
             )
         return [None] * len(config.tiers)
-    profile, _, _ = profile_for(config, task, model, layout, num_layers, train)
-    return tier_constraints(config, profile, num_layers)
+    profile, _, _ = profile_for(experiment)
+    return tier_constraints(config, profile, experiment.num_layers)
 
 
 def budget_report(run_dir: Path) -> list[dict[str, Any]]:
@@ -99,39 +104,3 @@ def budget_report(run_dir: Path) -> list[dict[str, Any]]:
         }
         rows.append(row)
     return rows
-
-
-
-def profile_command(
-    config: RunConfig, refresh: bool = False, steps: int = 3, warmup: int = 1, echo: Any = None
-) -> str:
-    """`fedhello profile`: measure (or load) the profile of `config` and format the per-tier table."""
-    from fedhello.data import load_source
-    from fedhello.models.layers import num_blocks, trainable_layout
-    from fedhello.resources.report import format_profile
-    from fedhello.tasks import TASKS
-
-    task_class = TASKS.get(config.task)
-    torch.manual_seed(config.seed)
-    raw = load_source(config.data, config.seed)
-    label_feature = raw["train"].features[config.data.label_column]
-    task = task_class(config, num_labels=len(list(getattr(label_feature, "names", []))))
-    model = task.build_model()
-    num_layers = num_blocks(model.config if hasattr(model, "config") else model.base_model.config)
-    # the same samples build_federation profiles on: the shuffled training split after the proxy set
-    train = raw["train"].shuffle(seed=config.seed)
-    start = min(config.data.proxy_size, len(train) // 10)
-    train = task.preprocess(train.select(range(start, min(len(train), start + 2 * config.train.batch_size))))
-    layout = trainable_layout(model.named_parameters())
-
-    def progress(m: Any) -> None:
-        if echo:
-            echo(f"  measured {m.label:<16} peak {m.peak_mb or 0:8.1f} MiB  step {m.step_seconds:.3f} s")
-
-    profile, path, cached = profile_for(
-        config, task, model, layout, num_layers, train, refresh=refresh, steps=steps, warmup=warmup,
-        on_measure=progress,
-    )
-    constraints = tier_constraints(config, profile, num_layers)
-    source = f"cached in {path}" if cached else f"measured now, cached in {path}"
-    return format_profile(profile, config, constraints, source)

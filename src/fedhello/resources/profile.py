@@ -25,6 +25,7 @@ from fedhello.config import RunConfig
 from fedhello.resources.cost import CostModel
 from fedhello.resources.measure import Measurement, measure_layers
 from fedhello.resources.memory import meter_for
+from fedhello.rundir import write_atomic
 
 # Representative sets per budget k: the GD patterns plus the plain names users think in.
 SET_KINDS: dict[str, str] = {
@@ -177,7 +178,5 @@ def load_or_measure(
             pass  # a corrupt or outdated cache entry is simply measured again
     profile = measure()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(profile.to_json(), indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(profile.to_json(), indent=1))
     return profile, path, False

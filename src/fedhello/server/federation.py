@@ -1,6 +1,6 @@
-"""Everything a run needs, built once from a config: task, model, data, partitions and client tiers.
-
-Engines share this set-up; only how client training is dispatched differs between them.
+"""The federation of a run: its experiment (task, model, data; `fedhello.experiment`) plus the clients --
+their data partitions, their tiers and what their budgets allow. Built once from a config; engines share
+it and differ only in how client training is dispatched.
 """
 
 from __future__ import annotations
@@ -8,18 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from datasets import Dataset
 from flwr_datasets.partitioner import Partitioner
 
 from fedhello.config import RunConfig, TierConfig
-from fedhello.data import build_partitioner, load_source
-from fedhello.errors import ConfigError
-from fedhello.models.layers import num_blocks, trainable_layout
+from fedhello.data import build_partitioner
+from fedhello.experiment import Experiment, build_experiment
 from fedhello.resources.budgets import resolve_budgets
 from fedhello.resources.cost import LayerConstraint
 from fedhello.seeding import tier_rng
-from fedhello.tasks import TASKS, Task
 
 
 def assign_tiers(num_clients: int, tiers: list[TierConfig], seed: int) -> list[int]:
@@ -36,18 +33,12 @@ def assign_tiers(num_clients: int, tiers: list[TierConfig], seed: int) -> list[i
 
 
 @dataclass
-class Federation:
-    config: RunConfig
-    task: Task
-    model: torch.nn.Module
-    layout: dict[str, int]
-    num_layers: int
-    train: Dataset
-    proxy: Dataset
-    test: Dataset
+class Federation(Experiment):
+    """An experiment with its clients: client c holds partition c of the training split and is in tier
+    `client_tiers[c]`."""
+
     partitioner: Partitioner
     client_tiers: list[int]
-    label_names: list[str]
     # per tier: what a memory_mb / seconds_per_step budget allows (None for count-only tiers)
     tier_constraints: list[LayerConstraint | None] = field(default_factory=list)
 
@@ -56,9 +47,11 @@ class Federation:
         return [self.tier_constraints[t] if self.tier_constraints else None for t in self.client_tiers]
 
     def client_data(self, client_id: int) -> Dataset:
+        """The training samples of one client (an index selection, loaded when asked)."""
         return self.partitioner.load_partition(client_id)
 
     def budget(self, client_id: int) -> int:
+        """How many layers a client's tier may train."""
         return self.config.tiers[self.client_tiers[client_id]].layers
 
     @property
@@ -66,50 +59,16 @@ class Federation:
         return [t.layers for t in self.config.tiers]
 
 
-def _take(dataset: Dataset, limit: int | None) -> Dataset:
-    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
-
-
 def build_federation(config: RunConfig) -> Federation:
-    task_class = TASKS.get(config.task)
-    torch.manual_seed(config.seed)  # initialisation of LoRA and head
-    raw = load_source(config.data, config.seed)
-    label_feature = raw["train"].features[config.data.label_column]
-    label_names = list(getattr(label_feature, "names", []))
-    task = task_class(config, num_labels=len(label_names))
-    model = task.build_model()
-    num_layers = num_blocks(model.config if hasattr(model, "config") else model.base_model.config)
-    for i, tier in enumerate(config.tiers):
-        if tier.layers is not None and tier.layers > num_layers:
-            raise ConfigError(
-                f"tiers.{i}.layers",
-                f"{tier.layers} is more than the model's {num_layers} layers",
-                f"use at most {num_layers}",
-            )
-
-    train = raw["train"].shuffle(seed=config.seed)
-    proxy_size = min(config.data.proxy_size, len(train) // 10)
-    proxy, train = train.select(range(proxy_size)), train.select(range(proxy_size, len(train)))
-    train = _take(train, config.data.max_train_samples)
-    test = _take(raw["test"], config.data.max_test_samples)
-    train, proxy, test = (task.preprocess(split) for split in (train, proxy, test))
-    layout = trainable_layout(model.named_parameters())
-    # budget tiers -> layer constraints (measures and caches the profile the first time; fills tiers[i].layers)
-    constraints = resolve_budgets(config, task, model, layout, num_layers, train)
-
+    """The experiment of `config`, its budget tiers resolved to layer constraints (measuring and caching the
+    profile the first time; fills `tiers[i].layers`), its partitioner and its tier assignment."""
+    experiment = build_experiment(config)
+    constraints = resolve_budgets(experiment)
     partitioner = build_partitioner(config.partition, config.federation.num_clients, "labels", config.seed)
-    partitioner.dataset = train
+    partitioner.dataset = experiment.train
     return Federation(
-        config=config,
-        task=task,
-        model=model,
-        layout=layout,
-        num_layers=num_layers,
-        train=train,
-        proxy=proxy,
-        test=test,
+        **vars(experiment),
         partitioner=partitioner,
         client_tiers=assign_tiers(config.federation.num_clients, config.tiers, config.seed),
-        label_names=label_names,
         tier_constraints=constraints,
     )

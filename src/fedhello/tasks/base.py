@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from datasets import Dataset
@@ -11,11 +11,16 @@ from datasets import Dataset
 from fedhello.config import RunConfig
 from fedhello.registry import Registry
 
-TASKS: Registry[type[Task]] = Registry("task", "task")
-
 
 class Task(ABC):
-    """Builds the model and turns data into batches; evaluates a model on a split."""
+    """Builds the model and turns data into batches; evaluates a model on a split.
+
+    A subclass sets `auto_model_class` (the transformers `AutoModelFor...` it builds, so a dry run can size
+    the model offline) and implements `build_model`, `preprocess`, `collate` and `evaluate`; `loss` has a
+    default. It is built with the run config and the data's number of classes.
+    """
+
+    auto_model_class: ClassVar[Any]
 
     def __init__(self, config: RunConfig, num_labels: int) -> None:
         self.config = config
@@ -40,3 +45,6 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
         """Metrics of `model` on `dataset`, e.g. {"accuracy": ..., "loss": ...}."""
+
+
+TASKS: Registry[type[Task]] = Registry("task", "task")

@@ -15,6 +15,8 @@ from fedhello.tasks.base import TASKS, Task
 
 @TASKS.register("text_classification")
 class TextClassificationTask(Task):
+    auto_model_class = AutoModelForSequenceClassification
+
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
         self.model_path = resolve_model_path(config.model.name_or_path)

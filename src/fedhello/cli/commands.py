@@ -76,7 +76,7 @@ def run(
             resolved = load_config(config, overrides)
         engine_class = ENGINES.get(engine)
         if dry_run:
-            from fedhello.tasks.dry_run import describe_plan
+            from fedhello.cli.dry_run import describe_plan
 
             typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
             quiet_libraries()
@@ -182,8 +182,9 @@ def profile(
     check: Annotated[Optional[Path], typer.Option(help="RUN_DIR: budget vs measured per tier of a run")] = None,  # noqa: UP045
 ) -> None:
     """Peak memory and step time of local training per tier and layer set; budgets -> constraints."""
+    from fedhello.cli.profile import profile_command
     from fedhello.config import load_config
-    from fedhello.resources.budgets import budget_report, profile_command
+    from fedhello.resources.budgets import budget_report
     from fedhello.resources.report import format_budget_report
     from fedhello.rundir import METRICS_FILE
 
