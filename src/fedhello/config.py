@@ -216,8 +216,14 @@ class FlowerConfig(Section):
 
 class OutputConfig(Section):
     dir: str = Field("runs", description="parent folder of run folders")
-    plot: bool = True
-    save_adapter: bool = True
+    plot: bool = Field(True, description="draw RUN_DIR/accuracy.png at the end")
+    save_adapter: bool = Field(True, description="save the final global adapter in RUN_DIR/adapter")
+    loggers: list[str] = Field(
+        default_factory=list,
+        description="experiment loggers that follow every round: tensorboard (RUN_DIR/tensorboard), "
+        "mlflow (a file store in RUN_DIR/mlruns, or mlflow_uri)",
+    )
+    mlflow_uri: str | None = Field(None, description="mlflow logger: tracking URI (None: file store RUN_DIR/mlruns)")
 
 
 class RunConfig(Section):

@@ -121,16 +121,23 @@ def report(
 
 @app.command()
 def strategies() -> None:
-    """List the registered allocation strategies, aggregators, partitioners and data sources."""
+    """List the registered allocation strategies, aggregators, partitioners, data sources, tasks, engines and
+    loggers."""
     from fedhello.aggregation import AGGREGATORS
     from fedhello.allocation import ALLOCATORS, PATTERNS
     from fedhello.data import PARTITIONERS, SOURCES
+    from fedhello.engines import ENGINES
+    from fedhello.loggers import LOGGERS
+    from fedhello.tasks import TASKS
 
     typer.echo(f"strategies:   {', '.join(ALLOCATORS.names())}")
     typer.echo(f"patterns:     {', '.join(PATTERNS)}")
     typer.echo(f"aggregators:  {', '.join(AGGREGATORS.names())}")
     typer.echo(f"partitioners: {', '.join(PARTITIONERS.names())}")
     typer.echo(f"data sources: {', '.join(SOURCES.names())}")
+    typer.echo(f"tasks:        {', '.join(TASKS.names())}")
+    typer.echo(f"engines:      {', '.join(ENGINES.names())}")
+    typer.echo(f"loggers:      {', '.join(LOGGERS.names())}")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from fedhello import figures
 from fedhello.config import RunConfig
 from fedhello.events import Observers, RunObserver, RunStart
+from fedhello.loggers import LOGGERS
 from fedhello.rundir import ACCURACY_PLOT, RunWriter
 
 
@@ -74,10 +75,12 @@ class AccuracyPlot(RunObserver):
 
 def run_observers(config: RunConfig, show_progress: bool = False, extra: Sequence[RunObserver] = ()) -> Observers:
     """The observers of a run, in the order they hear each event: the run folder writer, accuracy.png
-    (`output.plot`), the progress bar, then `extra` (the caller's own)."""
+    (`output.plot`), the `output.loggers`, the progress bar, then `extra` (the caller's own). Loggers are
+    built here, so a missing logger package fails before the model is loaded."""
     observers: list[RunObserver] = [RunWriter()]
     if config.output.plot:
         observers.append(AccuracyPlot())
+    observers += [LOGGERS.get(name)() for name in config.output.loggers]
     if show_progress:
         observers.append(ProgressBar())
     return Observers([*observers, *extra])

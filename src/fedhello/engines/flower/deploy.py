@@ -27,6 +27,7 @@ from fedhello.engines.base import ENGINES, Engine
 from fedhello.errors import FedHelloError
 from fedhello.events import Observers, RunObserver
 from fedhello.rundir import FLOWER_LOG, FLOWER_LOGS_DIR, read_summary
+from fedhello.server.observers import run_observers
 
 HOST = "127.0.0.1"
 CONNECTION = "fedhello-local"
@@ -302,6 +303,7 @@ class FlowerDeployEngine(Engine):
     ) -> dict[str, Any]:
         """The rounds run in the SuperLink's ServerApp process: `observers` of this process hear only
         `on_run_end` and `close`; `output.loggers` follow every round there."""
+        run_observers(config)  # a logger whose package is missing fails here, before anything starts
         run_dir.mkdir(parents=True, exist_ok=True)
         caller = Observers(observers)
         deployment = LocalDeployment(config.flower.supernodes)
