@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from fedhello.engines.flower.deploy import process_table
+from fedhello.engines.flower.processes import process_table
 
 
 def adapter_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -66,9 +66,14 @@ def running(pids: set[int]) -> list[int]:
     return alive
 
 
-def assert_nothing_left(deployment) -> None:
-    """No process of the deployment's groups, nor any process it stopped, is still running."""
-    assert deployment.started_pids, "the deployment had started processes"
+def started_pids(deployment) -> list[int]:  # noqa: ANN001
+    """Pids (= process group ids) of every process the deployment started, running or not."""
+    return [p.pid for p in [deployment.superlink, *deployment.nodes] if p is not None]
+
+
+def assert_nothing_left(deployment, stopped: set[int]) -> None:  # noqa: ANN001
+    """No process of the deployment's groups, nor any process its `stop()` reported, is still running."""
+    assert started_pids(deployment), "the deployment had started processes"
     assert deployment.pids() == [], "every started process is stopped and reaped"
-    assert processes_in_groups(deployment.started_pids) == []
-    assert deployment.stopped and running(deployment.stopped) == []
+    assert processes_in_groups(started_pids(deployment)) == []
+    assert stopped and running(stopped) == []

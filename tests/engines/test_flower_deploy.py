@@ -7,6 +7,7 @@ the configs keep one client per node and round.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -15,7 +16,9 @@ from flower_helpers import assert_nothing_left, assert_same_run, metrics, proces
 
 from fedhello.config import dump_config
 from fedhello.engines import ENGINES
+from fedhello.engines.flower.app import RunRequest
 from fedhello.engines.flower.deploy import LocalDeployment
+from fedhello.engines.flower.processes import kill_group
 
 
 def two_node_config(tiny_config):
@@ -29,18 +32,26 @@ def two_node_config(tiny_config):
 
 @pytest.fixture
 def started(monkeypatch):
-    """Every LocalDeployment the test starts, to check afterwards that its processes are gone."""
+    """Every LocalDeployment the test starts, and the pids its `stop()` calls reported, to check afterwards
+    that its processes are gone."""
     deployments: list[LocalDeployment] = []
-    original = LocalDeployment.start
+    stopped: dict[int, set[int]] = {}
+    start, stop = LocalDeployment.start, LocalDeployment.stop
 
-    def spy(self):
+    def spy_start(self):
         deployments.append(self)
-        return original(self)
+        return start(self)
 
-    monkeypatch.setattr(LocalDeployment, "start", spy)
-    yield deployments
+    def spy_stop(self):
+        pids = stop(self)
+        stopped.setdefault(id(self), set()).update(pids)
+        return pids
+
+    monkeypatch.setattr(LocalDeployment, "start", spy_start)
+    monkeypatch.setattr(LocalDeployment, "stop", spy_stop)
+    yield deployments, stopped
     for deployment in deployments:  # never leave processes behind, whatever the test did
-        deployment.stop()
+        stop(deployment)
 
 
 def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started):
@@ -52,21 +63,21 @@ def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started)
     assert_same_run(tmp_path / "local", tmp_path / "deploy")
     log = (tmp_path / "deploy" / "flower.log").read_text()
     assert "2 SuperNodes serve all 2 partitions" in log and "lost client" not in log
-    (deployment,) = started
-    assert_nothing_left(deployment)
+    (deployment,), stopped = started
+    assert_nothing_left(deployment, stopped[id(deployment)])
     assert not deployment.workdir.exists(), "the private FLWR_HOME is removed"
 
 
 def test_processes_are_stopped_when_the_run_fails(tiny_config, tmp_path, started, monkeypatch):
-    def crash(self, run_config, timeout=None):
+    def crash(self, request, timeout=None):
         assert processes_in_groups(self.pids()), "the deployment is up when the app is submitted"
         raise RuntimeError("injected failure")
 
     monkeypatch.setattr(LocalDeployment, "run_app", crash)
     with pytest.raises(RuntimeError, match="injected failure"):
         ENGINES.get("flower-deploy")().run(two_node_config(tiny_config), tmp_path / "run", show_progress=False)
-    (deployment,) = started
-    assert_nothing_left(deployment)
+    (deployment,), stopped = started
+    assert_nothing_left(deployment, stopped[id(deployment)])
 
 
 def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp_path, started):
@@ -75,18 +86,19 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
     run_dir = tmp_path / "run"
     with LocalDeployment(2) as deployment:
         dump_config(config, deployment.workdir / "config.yaml")
-        run_config = {"config": str(deployment.workdir / "config.yaml"), "run-dir": str(run_dir), "resume": False}
-        runner = threading.Thread(target=deployment.run_app, args=(run_config,), kwargs={"timeout": 400})
+        request = RunRequest(config=str(deployment.workdir / "config.yaml"), run_dir=str(run_dir))
+        runner = threading.Thread(target=deployment.run_app, args=(request,), kwargs={"timeout": 400})
         runner.start()
         log = run_dir / "flower.log"
         deadline = time.monotonic() + 300
         while not (log.exists() and "round 1: sent" in log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert log.exists(), "the ServerApp started round 1"
-        deployment.kill_node(1)  # SIGKILL to SuperNode 1 (partition 1 = client 1) and its ClientApp
+        kill_group(deployment.nodes[1], signal.SIGKILL)  # SuperNode 1 (partition 1 = client 1) and its ClientApp
         runner.join(timeout=420)
         assert not runner.is_alive()
-    assert_nothing_left(deployment)
+    _, stopped = started
+    assert_nothing_left(deployment, stopped[id(deployment)])
 
     records = metrics(run_dir)
     assert [r["round"] for r in records] == [1, 2], "the run finished"

@@ -11,7 +11,6 @@ the replies, logging every client it loses (no reply in time, node gone, error r
 from __future__ import annotations
 
 import logging
-import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedhello.config import RunConfig, load_config
+from fedhello.engines.flower.app import RunRequest
 from fedhello.engines.flower.messages import (
     NUM_PARTITIONS,
     PARTITION_ID,
@@ -249,15 +249,11 @@ def serve(
         raise
 
 
-def config_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path]:
-    """The run config and folder from Flower's run config: `config` (a YAML path), `overrides`
-    (space-separated `key=value`, shell quoting allowed) and `run-dir` (empty: a new folder; with
-    `resume = true`, the folder to continue)."""
-    path = str(run_config.get("config", "") or "") or None
-    overrides = shlex.split(str(run_config.get("overrides", "") or ""))
-    config = load_config(path, overrides)
-    out = str(run_config.get("run-dir", "") or "") or None
-    return config, new_run_dir(config, out)
+def config_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path, bool]:
+    """The run config, its folder and whether to resume it, from Flower's run config (`app.RunRequest`)."""
+    request = RunRequest.from_run_config(run_config)
+    config = load_config(request.config or None, request.overrides)
+    return config, new_run_dir(config, request.run_dir or None), request.resume
 
 
 def build_server_app(
@@ -283,6 +279,6 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point for `flwr run` and `flower-superlink`: everything comes from the run config."""
-    config, run_dir = config_from_run_config(dict(context.run_config))
+    config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
-    serve(grid, config, run_dir, resume=bool(context.run_config.get("resume", False)))
+    serve(grid, config, run_dir, resume=resume)

@@ -15,15 +15,15 @@ from typing import Any
 from fedhello import rundir
 from fedhello.config import RunConfig
 from fedhello.engines.base import ENGINES, Engine
+from fedhello.engines.flower.app import FLOWER_ENV
 from fedhello.errors import FedHelloError
 from fedhello.events import RunObserver
 
 
 def quiet_flower() -> None:
-    """No telemetry (there is no network), no per-run dependency installation (torch is installed)."""
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    """`app.FLOWER_ENV` in this process, unless the user set those variables."""
+    for name, value in FLOWER_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 class _HideRunSimulationDeprecation(logging.Filter):

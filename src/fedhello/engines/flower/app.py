@@ -1,0 +1,78 @@
+"""The fedhello Flower app as Flower sees it, defined once: its components, its run-config keys (what
+`flwr run --run-config` may set), the pyproject.toml of the app the deploy engine submits (generated from
+both), and the environment of every Flower process.
+
+The repository's own pyproject.toml carries the same `[tool.flwr.app]` section for `flwr run .`
+(scripts/deploy-local.sh); a test checks it matches `app_section()`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+COMPONENTS = {
+    "serverapp": "fedhello.engines.flower.serverapp:app",
+    "clientapp": "fedhello.engines.flower.clientapp:app",
+}
+# run-config keys and their defaults: the YAML config (absolute path, "" = built-in defaults), `--set`
+# overrides (space-separated key=value), the run folder ("" = a new one) and whether to resume it
+CONFIG, OVERRIDES, RUN_DIR, RESUME = "config", "overrides", "run-dir", "resume"
+RUN_CONFIG: dict[str, Any] = {CONFIG: "", OVERRIDES: "", RUN_DIR: "", RESUME: False}
+# every Flower process: no telemetry (there is no network), never a per-run install of torch & co.
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a fedhello run asks of the app, as Flower's run config carries it."""
+
+    config: str = ""
+    overrides: list[str] | None = None
+    run_dir: str = ""
+    resume: bool = False
+
+    def to_run_config(self) -> dict[str, Any]:
+        return {
+            CONFIG: self.config,
+            OVERRIDES: " ".join(shlex.quote(o) for o in self.overrides or []),
+            RUN_DIR: self.run_dir,
+            RESUME: self.resume,
+        }
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> RunRequest:
+        """Read Flower's run config (unknown keys ignored, missing ones default; shell quoting in overrides)."""
+        values = {**RUN_CONFIG, **run_config}
+        return cls(
+            config=str(values[CONFIG] or ""),
+            overrides=shlex.split(str(values[OVERRIDES] or "")),
+            run_dir=str(values[RUN_DIR] or ""),
+            resume=bool(values[RESUME]),
+        )
+
+
+def app_section() -> dict[str, Any]:
+    """The `[tool.flwr.app]` table of the app's pyproject.toml."""
+    return {"publisher": "fedhello", "components": dict(COMPONENTS), "config": dict(RUN_CONFIG)}
+
+
+def write_app(folder: Path) -> Path:
+    """A Flower app folder whose code is the installed fedhello package: no dependencies of its own, so
+    Flower never installs anything per run (torch and friends are already in this environment)."""
+    import tomli_w
+
+    pyproject = {
+        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
+        "project": {"name": "fedhello-flower", "version": "1.0.0", "dependencies": []},
+        "tool": {"hatch": {"build": {"targets": {"wheel": {"packages": ["."]}}}}, "flwr": {"app": app_section()}},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(tomli_w.dumps(pyproject))
+    return folder
