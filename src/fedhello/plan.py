@@ -31,8 +31,8 @@ class Plan:
         out: dict[str, Any] = {"layers": list(self.layers), "train_head": self.train_head}
         if self.ranks is not None:
             out["ranks"] = {str(k): v for k, v in self.ranks.items()}
-        for flag in ("train_lora_a", "train_lora_b"):
-            if not getattr(self, flag):
+        for flag, trained in (("train_lora_a", self.train_lora_a), ("train_lora_b", self.train_lora_b)):
+            if not trained:
                 out[flag] = False
         return out
 

@@ -1,4 +1,6 @@
-"""Models wrapped with LoRA and the parameter -> transformer layer mapping."""
+"""Models: LoRA wrapping and devices (`build`), the parameter -> transformer layer mapping (`layers`), the
+federated adapter state (`adapter`), rank truncation (`ranks`), mixed precision (`precision`), and what a
+model name means without downloading it (`architectures`)."""
 
 from fedhello.models.build import resolve_model_path, select_device, wrap_with_lora
 from fedhello.models.layers import HEAD, keys_for_layers, layer_index, num_blocks, trainable_layout
