@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from fedhello.allocation.base import ALLOCATORS, Allocator
+from fedhello.allocation.base import ALLOCATORS, Allocator, Upload
 from fedhello.allocation.patterns import tier_layers
 from fedhello.config import StrategyConfig
 from fedhello.plan import Plan
@@ -58,6 +58,7 @@ class RankAllocator(Allocator):
     """Base of allocators that give clients per-layer LoRA ranks of at most `lora_rank`."""
 
     needs_lora_rank = True
+    uploads = frozenset({Upload.FULL, Upload.TRUNCATED})
 
     def __init__(
         self, config: StrategyConfig, num_layers: int, tier_budgets: list[int], lora_rank: int = 8
@@ -82,6 +83,8 @@ class TierRankAllocator(RankAllocator):
 class FrozenAAllocator(Allocator):
     """FFA-LoRA: every client trains every layer's B only; A stays at the shared seeded initialisation and
     is never sent (half the upload)."""
+
+    uploads = frozenset({Upload.ONE_FACTOR})
 
     def allocate(self, round_num, budgets, rng):  # noqa: ANN001
         return {cid: Plan(tuple(range(self.num_layers)), train_lora_a=False) for cid in budgets}
