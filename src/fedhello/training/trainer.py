@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Iterable, Iterator
 
 import torch
 from datasets import Dataset
@@ -53,6 +54,19 @@ def freeze_for_plan(model: torch.nn.Module, layout: dict[str, int], plan: Plan) 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def micro_batch_groups(loader: Iterable[dict[str, torch.Tensor]], size: int) -> Iterator[list[dict[str, torch.Tensor]]]:
+    """The loader's batches in groups of `size` (one optimizer step each); the last group of a pass may be
+    shorter. A group is collected before its first backward so its total weight is known up front."""
+    group: list[dict[str, torch.Tensor]] = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Mixed-precision context for `precision` (fp32: none). fp16 needs CUDA; bf16 also runs on CPU."""
     if precision == "fp32":
@@ -66,8 +80,9 @@ class LocalTrainer:
     """Trains a shared model for one client at a time; holds no per-client state.
 
     Options (all off by default): `precision` autocasts forward and loss (fp16 with a gradient scaler),
-    `grad_accum` sums gradients of that many micro-batches per optimizer step (the mean over them, so an
-    effective batch does not depend on how it is split), `gradient_checkpointing` recomputes activations.
+    `grad_accum` sums gradients of that many micro-batches per optimizer step, weighting every sample (every
+    predicted token of a causal LM) equally, so the step is the full batch's however it is split -- an
+    epoch's short last micro-batch included; `gradient_checkpointing` recomputes activations.
     """
 
     def __init__(self, model: torch.nn.Module, task: Task, layout: dict[str, int], config: TrainConfig) -> None:
@@ -119,26 +134,28 @@ class LocalTrainer:
             data, batch_size=self.config.batch_size, shuffle=True, generator=generator, collate_fn=self.task.collate
         )
         device = next(self.model.parameters()).device
-        accum = self.config.grad_accum
         scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
         self.model.train()
-        steps, micro, loss_sum = 0, 0, 0.0
+        steps, micro, loss_sum, weight_sum = 0, 0, 0.0, 0.0
         optimizer.zero_grad(set_to_none=True)
         step_times: list[float] = []
         step_clock = time.perf_counter()
         for _ in range(self.config.local_epochs):
-            for i, batch in enumerate(loader):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with autocast(device, self.config.precision):
-                    loss = self.task.loss(self.model, batch)
-                # an epoch's last group may hold fewer micro-batches: average over those it has
-                group = min(accum, len(loader) - (i // accum) * accum)
-                scaled = loss / group
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                micro += 1
-                loss_sum += loss.item()
-                if (i + 1) % accum and i + 1 != len(loader):
-                    continue
+            for group in micro_batch_groups(loader, self.config.grad_accum):
+                # each micro-batch's mean loss counts by how many terms it averages (samples; predicted tokens
+                # for a causal LM), so a short last micro-batch weighs no more per sample than the others and
+                # the accumulated gradient is the full batch's
+                weights = [float(self.task.loss_weight(batch)) for batch in group]
+                total = sum(weights)
+                for batch, weight in zip(group, weights, strict=True):
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    with autocast(device, self.config.precision):
+                        loss = self.task.loss(self.model, batch)
+                    scaled = loss * (weight / total) if total > 0 else loss / len(group)
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                    micro += 1
+                    loss_sum += loss.item() * weight
+                    weight_sum += weight
                 if scaler:
                     scaler.step(optimizer)
                     scaler.update()
@@ -159,7 +176,7 @@ class LocalTrainer:
             tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
         update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
         update.metrics = {
-            "train_loss": loss_sum / max(micro, 1),
+            "train_loss": loss_sum / weight_sum if weight_sum > 0 else 0.0,
             "steps": float(steps),
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
