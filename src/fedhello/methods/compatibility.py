@@ -81,3 +81,16 @@ def check_proxy_set(config: RunConfig, proxy_samples: int, train_samples: int) -
             f"of it), so strategy '{config.strategy.name}' has nothing to estimate Fisher importance on",
             "use at least 10 training samples, or a strategy without importance such as rgd",
         )
+
+
+def budget_note(config: RunConfig) -> str | None:
+    """A line to show before a run whose strategy ignores the tier budgets (`Allocator.respects_budgets`),
+    so nobody reads its numbers as those of a budget-respecting method; None otherwise."""
+    from fedhello.allocation import ALLOCATORS
+
+    if ALLOCATORS.get(config.strategy.name).respects_budgets:
+        return None
+    return (
+        f"note: strategy '{config.strategy.name}' ignores the tier budgets: every client trains every layer "
+        "(a homogeneous method, as published)"
+    )
