@@ -215,7 +215,20 @@ class ReliabilityConfig(Section):
     norm_bound: float | None = Field(
         None,
         gt=0.0,
-        description="reject an update whose RMS change exceeds norm_bound x the round's median (None = off)",
+        description="reject an update whose RMS change exceeds norm_bound x the median of the round's "
+        "well-formed updates, all attempts together (None = off)",
+    )
+    num_samples_bound: float | None = Field(
+        10.0,
+        gt=0.0,
+        description="engines where the server does not know the clients' partition sizes (flower-deploy): "
+        "reject an update claiming more than num_samples_bound x the median claim of the round (None = off; "
+        "local and flower-sim instead require the claim to equal the server's own partition size)",
+    )
+    max_num_samples: int | None = Field(
+        None,
+        ge=0,
+        description="flower-deploy: reject an update claiming more than this many training samples (None = no cap)",
     )
 
 
