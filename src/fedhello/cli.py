@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+import tempfile
+import time
+import traceback
 import warnings
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional, ParamSpec
 
+import click
 import typer
 import yaml
 from rich.console import Console
 
 from fedhello.errors import FedHelloError
+
+P = ParamSpec("P")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated heterogeneous LoRA fine-tuning.")
 console = Console(stderr=True)
@@ -26,18 +36,89 @@ def quiet_libraries() -> None:
     import transformers
 
     datasets.disable_progress_bars()
+    # `datasets` logs a read failure before raising it; the exception reaches us and becomes one line
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     # deprecation notices from inside transformers/peft are not actionable for a user of fedhello
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+ERROR_LOG = "error.log"  # in the run folder: full tracebacks of failures, for bug reports
+EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+
+# the run folder of the command in progress, once it exists (where `error.log` goes)
+current_run_dir: ContextVar[Path | None] = ContextVar("current_run_dir", default=None)
+
+
+def error_log(run_dir: Path | None) -> Path:
+    """Where a failure's traceback goes: the run folder's error.log, or a fresh file in
+    <tmp>/fedhello-errors/ when no run folder exists yet."""
+    if run_dir is not None and run_dir.is_dir():
+        return run_dir / ERROR_LOG
+    folder = Path(tempfile.gettempdir()) / "fedhello-errors"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def write_traceback(err: BaseException, run_dir: Path | None) -> Path | None:
+    """Append the command line and the full traceback of `err` to `error_log(run_dir)`; its path, or None
+    when nothing could be written (a failing log must not hide the error itself)."""
+    try:
+        path = error_log(run_dir)
+        with path.open("a") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} fedhello {' '.join(sys.argv[1:])}\n")
+            log.write("".join(traceback.format_exception(err)))
+        return path
+    except OSError:
+        return None
+
+
+def fail(err: BaseException, run_dir: Path | None = None) -> NoReturn:
+    """End the command with one line on stderr. An expected failure (`FedHelloError`: bad config, data,
+    model, checkpoint) prints its message; anything else is a bug in fedhello and says so, with where its
+    traceback is. Both tracebacks are kept (`write_traceback`)."""
+    log = write_traceback(err, run_dir)
+    if isinstance(err, FedHelloError):
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=EXIT_USER_ERROR)
+    text = str(err).strip()
+    what = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+    where = f"the traceback is in {log}" if log else "no traceback could be written"
+    console.print(
+        f"[red]error:[/red] unexpected {what} -- this is a bug in fedhello; {where} (please attach it to a bug report)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(code=EXIT_BUG)
+
+
+def reports_failures(command: Callable[P, None]) -> Callable[P, None]:
+    """Wrap a command so that no traceback reaches the user: every exception becomes one line (`fail`),
+    Ctrl-C a line saying how to resume."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        token = current_run_dir.set(None)
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except KeyboardInterrupt:
+            run_dir = current_run_dir.get()
+            again = f"; continue with: fedhello run --resume {run_dir}" if run_dir else ""
+            console.print(f"interrupted{again}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except Exception as err:
+            fail(err, current_run_dir.get())
+        finally:
+            current_run_dir.reset(token)
+
+    return wrapper
 
 
 @app.command()
+@reports_failures
 def run(
     config: Annotated[
         Optional[Path],  # noqa: UP045
@@ -72,39 +153,37 @@ def run(
     from fedhello.methods.compatibility import budget_note
     from fedhello.reporting import new_run_dir
 
-    try:
-        if method is not None:
-            from fedhello.methods import method_overrides
+    if method is not None:
+        from fedhello.methods import method_overrides
 
-            overrides = [*method_overrides(method), *(overrides or [])]
-        if resume is not None:
-            from fedhello.server.checkpoint import resume_config
+        overrides = [*method_overrides(method), *(overrides or [])]
+    if resume is not None:
+        from fedhello.server.checkpoint import resume_config
 
-            resolved = resume_config(resume, config, overrides, out)
-            out = resume
-        elif config is None:
-            raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --resume RUN_DIR)")
-        else:
-            resolved = load_config(config, overrides)
-        if engine not in ENGINES:
-            raise FedHelloError(f"option '--engine': unknown engine '{engine}' (fix: use one of {ENGINES.names()})")
-        note = budget_note(resolved)
-        if note:
-            console.print(note, highlight=False, soft_wrap=True)
-        if dry_run:
-            from fedhello.tasks.dry_run import describe_plan
+        resolved = resume_config(resume, config, overrides, out)
+        out = resume
+    elif config is None:
+        raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --resume RUN_DIR)")
+    else:
+        resolved = load_config(config, overrides)
+    if engine not in ENGINES:
+        raise FedHelloError(f"option '--engine': unknown engine '{engine}' (fix: use one of {ENGINES.names()})")
+    note = budget_note(resolved)
+    if note:
+        console.print(note, highlight=False, soft_wrap=True)
+    if dry_run:
+        from fedhello.tasks.dry_run import describe_plan
 
-            typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
-            quiet_libraries()
-            typer.echo(describe_plan(resolved))  # sizes from the architecture only: nothing is downloaded
-            return
+        typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
         quiet_libraries()
-        run_dir = new_run_dir(resolved, out)
-        console.print(f"run folder: {run_dir}")
-        resuming = {"resume": True} if resume is not None else {}
-        summary = ENGINES.get(engine)().run(resolved, run_dir, show_progress=progress, **resuming)
-    except FedHelloError as err:
-        fail(err)
+        typer.echo(describe_plan(resolved))  # sizes from the architecture only: nothing is downloaded
+        return
+    quiet_libraries()
+    run_dir = new_run_dir(resolved, out)
+    current_run_dir.set(run_dir)  # from here on a failure's traceback goes to RUN_DIR/error.log
+    console.print(f"run folder: {run_dir}")
+    resuming = {"resume": True} if resume is not None else {}
+    summary = ENGINES.get(engine)().run(resolved, run_dir, show_progress=progress, **resuming)
     best, final = summary["best_accuracy"], summary["final_accuracy"]
     console.print(f"final accuracy {final:.4f}, best {best:.4f} (round {summary['best_round']})")
     console.print(f"results: {run_dir}")
@@ -125,6 +204,7 @@ def report_after_run(run_dir: Path) -> None:
 
 
 @app.command()
+@reports_failures
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="one or more run folders; several are overlaid")],
     out: Annotated[
@@ -135,14 +215,11 @@ def report(
     """Write a self-contained HTML report (plots embedded, no network needed) and its PNGs."""
     from fedhello.reporting import write_report
 
-    try:
-        path = write_report(run_dirs, out)
-    except FedHelloError as err:
-        fail(err)
-    typer.echo(str(path))
+    typer.echo(str(write_report(run_dirs, out)))
 
 
 @app.command()
+@reports_failures
 def strategies() -> None:
     """List the registered allocation strategies, aggregators, partitioners and data sources."""
     from fedhello.aggregation import AGGREGATORS
@@ -159,6 +236,7 @@ def strategies() -> None:
 
 
 @app.command()
+@reports_failures
 def compare(
     config: Annotated[Optional[Path], typer.Argument(help="comparison config, e.g. configs/compare/ci.yaml")] = None,  # noqa: UP045
     overrides: SetOpt = None,
@@ -179,25 +257,24 @@ def compare(
             typer.echo(f"{method.name:22s}{method.summary}")
         return
     if config is None:
-        fail(FedHelloError("argument 'CONFIG': missing (fix: pass a comparison config, e.g. configs/compare/ci.yaml)"))
-    try:
-        cells = load_grid(config, overrides, out)
-        quiet_libraries()
-        root = cells[0].run_dir.parents[2]
-        console.print(f"grid folder: {root} ({len(cells)} cells, {sum(c.done for c in cells)} already finished)")
-        finished = sum(c.done for c in cells)
-        counts = {"ran": 0, "skipped": finished} if report_only else run_grid(cells, show_progress=progress)
-        run_args = [a for a in sys.argv[2:] if a != "--report-only"]  # the command that ran the cells
-        command = "fedhello compare " + " ".join(shlex.quote(a) for a in run_args)
-        paths = write_results(cells, root, command)
-    except FedHelloError as err:
-        fail(err)
+        raise FedHelloError("argument 'CONFIG': missing (fix: pass a comparison config, e.g. configs/compare/ci.yaml)")
+    cells = load_grid(config, overrides, out)
+    quiet_libraries()
+    root = cells[0].run_dir.parents[2]
+    current_run_dir.set(root)  # once it exists, a failure's traceback goes to <grid folder>/error.log
+    console.print(f"grid folder: {root} ({len(cells)} cells, {sum(c.done for c in cells)} already finished)")
+    finished = sum(c.done for c in cells)
+    counts = {"ran": 0, "skipped": finished} if report_only else run_grid(cells, show_progress=progress)
+    run_args = [a for a in sys.argv[2:] if a != "--report-only"]  # the command that ran the cells
+    command = "fedhello compare " + " ".join(shlex.quote(a) for a in run_args)
+    paths = write_results(cells, root, command)
     console.print(f"ran {counts['ran']} cells, kept {counts['skipped']} finished ones")
     console.print(f"results: {paths['md']}")
     typer.echo(paths["md"].read_text())
 
 
 @app.command()
+@reports_failures
 def profile(
     config: Annotated[Optional[Path], typer.Argument(help="YAML experiment config")] = None,  # noqa: UP045
     overrides: SetOpt = None,
@@ -211,19 +288,16 @@ def profile(
     from fedhello.resources.budgets import budget_report, profile_command
     from fedhello.resources.report import format_budget_report
 
-    try:
-        if check is not None:
-            if not (check / "metrics.jsonl").is_file():
-                raise FedHelloError(f"option '--check': '{check}' has no metrics.jsonl (fix: give a run folder)")
-            typer.echo(format_budget_report(budget_report(check)))
-            return
-        if config is None:
-            raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --check RUN_DIR)")
-        resolved = load_config(config, overrides)
-        quiet_libraries()
-        typer.echo(profile_command(resolved, refresh, steps, warmup, echo=lambda line: console.print(line)))
-    except FedHelloError as err:
-        fail(err)
+    if check is not None:
+        if not (check / "metrics.jsonl").is_file():
+            raise FedHelloError(f"option '--check': '{check}' has no metrics.jsonl (fix: give a run folder)")
+        typer.echo(format_budget_report(budget_report(check)))
+        return
+    if config is None:
+        raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --check RUN_DIR)")
+    resolved = load_config(config, overrides)
+    quiet_libraries()
+    typer.echo(profile_command(resolved, refresh, steps, warmup, echo=lambda line: console.print(line)))
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Every section is a pydantic model with `extra="forbid"`, so a typo is an error, 
 
 from __future__ import annotations
 
+import codecs
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +77,24 @@ class DataConfig(Section):
     max_generate_samples: int = Field(
         64, ge=0, description="causal_lm: held-out prompts answered by generation and scored with ROUGE-L"
     )
+    encoding: str = Field(
+        "utf-8",
+        description="text encoding of csv/json files and of the .txt files of source=folders, e.g. latin-1, cp1252",
+    )
+    csv_delimiter: str = Field(",", min_length=1, description="csv files: field separator, e.g. ';' or '\\t'")
+    csv_quotechar: str = Field('"', min_length=1, max_length=1, description="csv files: quote character")
+    csv_quoting: Literal["minimal", "all", "nonnumeric", "none"] = Field(
+        "minimal", description="csv files: quoting convention (none = quote characters are ordinary text)"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("not an encoding Python knows; use e.g. utf-8, latin-1 or cp1252") from None
+        return value
 
 
 class PartitionConfig(Section):

@@ -95,7 +95,8 @@ def test_per_rank_training_moves_as_a_rank_r_adapter_and_uploads_in_server_units
     state = {n: p.detach().clone() for n, p in fed.model.named_parameters() if n in fed.layout}
     per_rank = tiny_config.lora.model_copy(update={"rank_scaling": "per_rank"})
     plan = Plan(tuple(range(fed.num_layers)), ranks=dict.fromkeys(range(fed.num_layers), RANK))
-    update = LocalTrainer(fed.model, fed.task, fed.layout, tiny_config.train, lora=per_rank).train(0, plan, state, data, 5)
+    trainer = LocalTrainer(fed.model, fed.task, fed.layout, tiny_config.train, lora=per_rank)
+    update = trainer.train(0, plan, state, data, 5)
 
     reference = rank_r_model(tiny_config, RANK)
     layout = trainable_layout(reference.named_parameters())

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedhello.errors import ConfigError
-from fedhello.models.build import resolve_model_path, wrap_with_lora
+from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
 from fedhello.tasks.base import TASKS, Task
 
 PROMPT = (
@@ -75,7 +75,7 @@ class CausalLMTask(Task):
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
         self.model_path = resolve_model_path(config.model.name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, self.model_path, "a tokenizer")
         tok = self.tokenizer
         self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
         if self.eos_id is None:
@@ -83,7 +83,7 @@ class CausalLMTask(Task):
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
 
     def build_model(self) -> torch.nn.Module:
-        base = AutoModelForCausalLM.from_pretrained(self.model_path)
+        base = load_pretrained(AutoModelForCausalLM.from_pretrained, self.model_path, "a causal language model")
         names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
         missing = [m for m in self.config.lora.head_modules if m not in names]
         if missing:

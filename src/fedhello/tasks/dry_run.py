@@ -75,10 +75,11 @@ class ModelShape:
 def model_config(name_or_path: str) -> tuple[PretrainedConfig, str]:
     """The architecture config and where it came from, without network access."""
     if name_or_path == EMBEDDED_MODEL or Path(name_or_path).is_dir():
-        from fedhello.models.build import resolve_model_path
+        from fedhello.models.build import load_pretrained, resolve_model_path
 
         path = resolve_model_path(name_or_path)
-        return AutoConfig.from_pretrained(path, local_files_only=True), f"config.json in {path}"
+        config = load_pretrained(AutoConfig.from_pretrained, path, "a model config", local_files_only=True)
+        return config, f"config.json in {path}"
     if name_or_path in KNOWN_ARCHITECTURES:
         model_type, overrides = KNOWN_ARCHITECTURES[name_or_path]
         return AutoConfig.for_model(model_type, **overrides), "fedhello's table of known architectures"
