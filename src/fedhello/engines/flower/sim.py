@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,23 @@ def backend_config(config: RunConfig) -> dict[str, Any]:
 @ENGINES.register("flower-sim")
 class FlowerSimEngine(Engine):
     def run(self, config: RunConfig, run_dir: Path, show_progress: bool = True, resume: bool = False) -> dict[str, Any]:
+        return self.run_many([(config, run_dir)], show_progress, resume)[0]
+
+    def run_many(
+        self, runs: Sequence[tuple[RunConfig, Path]], show_progress: bool = False, resume: bool = False
+    ) -> list[dict[str, Any]]:
+        """Several runs one after another in ONE Flower simulation, so Ray starts once (a method
+        comparison on a small model spends most of its time there). The runs must share
+        `federation.num_clients` and `flower.client_cpus`: the virtual SuperNodes and actors are set up once."""
+        if not runs:
+            return []
+        config = runs[0][0]
+        shared = {(c.federation.num_clients, c.flower.client_cpus) for c, _ in runs}
+        if len(shared) > 1:
+            raise FedHelloError(
+                "flower-sim: runs sharing one simulation need the same federation.num_clients and "
+                f"flower.client_cpus, got {sorted(shared)}"
+            )
         quiet_flower()
         import ray
         from flwr.simulation import run_simulation
@@ -55,7 +73,7 @@ class FlowerSimEngine(Engine):
         logging.getLogger("flwr").addFilter(hide)
         try:
             run_simulation(
-                server_app=build_server_app(config, run_dir, show_progress, resume),
+                server_app=build_server_app(runs, show_progress, resume),
                 client_app=client_app,
                 num_supernodes=config.federation.num_clients,
                 backend_config=backend_config(config),
@@ -69,7 +87,7 @@ class FlowerSimEngine(Engine):
             logging.getLogger("flwr").removeFilter(hide)
             if started_ray and ray.is_initialized():
                 ray.shutdown()  # stops the raylet and workers this run started
-        return read_summary(run_dir)
+        return [read_summary(run_dir) for _, run_dir in runs]
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
