@@ -85,6 +85,12 @@ def test_bf16_autocast_and_checkpointing_train_on_cpu(tiny_config):
     update = _train(tiny_config, {"precision": "bf16", "gradient_checkpointing": True})
     assert update.metrics["steps"] == 2 and torch.isfinite(torch.tensor(update.metrics["train_loss"]))
     assert all(t.dtype == torch.float32 for t in update.tensors.values()), "weights stay fp32"
+    # and it is the same training as fp32, up to bf16 rounding: the adapter moved, and where fp32 moved it
+    reference = _train(tiny_config, {})
+    init = build_federation(tiny_config).model.state_dict()
+    moved = sum(float((reference.tensors[n] - init[n]).norm()) for n in reference.tensors)
+    apart = sum(float((update.tensors[n] - reference.tensors[n]).norm()) for n in reference.tensors)
+    assert moved > 0.1 and apart < 0.25 * moved, (moved, apart)
 
 
 def test_fp16_needs_cuda():
