@@ -282,6 +282,14 @@ def not_a_class_folder(d: Path) -> dict[str, Any]:
     return {"data.source": "folders", "data.path": str(_csv(d, "x"))}
 
 
+def dolly_file(d: Path, **columns: str) -> dict[str, Any]:
+    """A Dolly-15K style jsonl file, with `columns` (e.g. instruction_column) pointed at the wrong name."""
+    from fedhello.data.synthetic import dolly_like
+
+    dolly_like(24).to_json(str(d / "dolly.jsonl"))
+    return {"data.source": "dolly", "data.path": str(d / "dolly.jsonl"), **{f"data.{k}": v for k, v in columns.items()}}
+
+
 def empty_model_folder(d: Path) -> dict[str, Any]:
     (d / "model").mkdir()
     return {"model.name_or_path": str(d / "model")}
@@ -314,6 +322,12 @@ DATA_FILE_CASES = [
     ("torn save_to_disk folder", torn_saved_dataset, "'data.path'", "saved"),
     ("too few samples for a proxy set", too_few_samples, "'data.proxy_size'", "Fisher"),
     ("folders source on a file", not_a_class_folder, "'data.path'", "not a folder"),
+    ("instruction column not in the file", lambda d: dolly_file(d, instruction_column="prompt"),
+     "'data.instruction_column'", "prompt"),
+    ("context column not in the file", lambda d: dolly_file(d, context_column="input"), "'data.context_column'",
+     "input"),
+    ("response column not in the file", lambda d: dolly_file(d, response_column="answer"),
+     "'data.response_column'", "answer"),
     ("empty model folder", empty_model_folder, "'model.name_or_path'", "cannot load"),
     ("model folder without weights", model_without_weights, "'model.name_or_path'", "cannot load"),
     ("model folder with a torn config", torn_model_config, "'model.name_or_path'", "cannot load"),
