@@ -1,4 +1,10 @@
-"""The `fedhello` command line."""
+"""The `fedhello` command line.
+
+No command shows a traceback. An expected failure (bad config, data, model or checkpoint: `FedHelloError`)
+ends with one line naming the field and the fix; anything else ends with one line saying it is a bug and where
+its traceback is. Either way the full traceback is appended to `RUN_DIR/error.log`, or, before a run folder
+exists, to a new file in `<tmp>/fedhello-errors/`, for bug reports.
+"""
 
 from __future__ import annotations
 

@@ -82,18 +82,23 @@ _QUOTING = {
 }
 
 
-def _file_options(builder: str, cfg: DataConfig) -> dict[str, Any]:
-    """What `datasets`' csv / json builders (pandas / pyarrow underneath) need for real-world files."""
-    if builder == "csv":
-        return {
-            "encoding": cfg.encoding,
-            "sep": cfg.csv_delimiter,
-            "quotechar": cfg.csv_quotechar,
-            "quoting": _QUOTING[cfg.csv_quoting],
-        }
-    if builder == "json":
-        return {"encoding": cfg.encoding}
-    return {}
+def _csv_options(cfg: DataConfig) -> dict[str, Any]:
+    """pandas.read_csv options (through `datasets`' csv builder) for real-world files."""
+    return {
+        "encoding": cfg.encoding,
+        "sep": cfg.csv_delimiter,
+        "quotechar": cfg.csv_quotechar,
+        "quoting": _QUOTING[cfg.csv_quoting],
+    }
+
+
+# file suffix -> (`datasets` builder, its options from the data config)
+FILE_BUILDERS: dict[str, tuple[str, Callable[[DataConfig], dict[str, Any]]]] = {
+    ".csv": ("csv", _csv_options),
+    ".json": ("json", lambda cfg: {"encoding": cfg.encoding}),
+    ".jsonl": ("json", lambda cfg: {"encoding": cfg.encoding}),
+    ".parquet": ("parquet", lambda cfg: {}),
+}
 
 
 def _causes(err: BaseException) -> Iterator[BaseException]:
@@ -148,10 +153,10 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     if is_saved(path):
         reader: Callable[[], Any] = partial(load_from_disk, str(path))
     elif path.is_file():
-        builder = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(path.suffix)
-        if builder is None:
+        if path.suffix not in FILE_BUILDERS:
             raise ConfigError("data.path", f"unsupported file type '{path.suffix}'", "use csv, json(l) or parquet")
-        reader = partial(load_dataset, builder, data_files=str(path), **_file_options(builder, cfg))
+        builder, options = FILE_BUILDERS[path.suffix]
+        reader = partial(load_dataset, builder, data_files=str(path), **options(cfg))
     elif path.exists():
         raise ConfigError("data.path", f"'{name}' is not a saved data set or data file", "check the path")
     elif name.startswith((".", "/")):
