@@ -148,6 +148,8 @@ def test_malformed_config(case, break_it, args, field, words, tree, invoke, tmp_
     path.write_text(yaml.safe_dump(break_it(tree)))
     code, stderr = invoke([str(path), "--out", str(tmp_path / "run"), *args])
     assert_one_line_error(code, stderr, field, words)
+    if not (tmp_path / "run").exists():  # refused before a run folder: nothing is left behind
+        assert not (tmp_path / "tmp" / "fedhello-errors").exists()
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

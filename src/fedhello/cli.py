@@ -2,8 +2,9 @@
 
 No command shows a traceback. An expected failure (bad config, data, model or checkpoint: `FedHelloError`)
 ends with one line naming the field and the fix; anything else ends with one line saying it is a bug and where
-its traceback is. Either way the full traceback is appended to `RUN_DIR/error.log`, or, before a run folder
-exists, to a new file in `<tmp>/fedhello-errors/`, for bug reports.
+its traceback is. Full tracebacks, for bug reports, are appended to `RUN_DIR/error.log` once a run folder
+exists; before that, a bug's goes to a new file in `<tmp>/fedhello-errors/` (an expected failure without a run
+folder writes nothing: its one line says all there is, and a mistyped config should not leave files behind).
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def write_traceback(err: BaseException, run_dir: Path | None) -> Path | None:
 def fail(err: BaseException, run_dir: Path | None = None) -> NoReturn:
     """End the command with one line on stderr. An expected failure (`FedHelloError`: bad config, data,
     model, checkpoint) prints its message; anything else is a bug in fedhello and says so, with where its
-    traceback is. Both tracebacks are kept (`write_traceback`)."""
-    log = write_traceback(err, run_dir)
-    if isinstance(err, FedHelloError):
+    traceback is. Tracebacks are kept as the module docstring says (`write_traceback`)."""
+    expected = isinstance(err, FedHelloError)
+    log = write_traceback(err, run_dir) if run_dir is not None or not expected else None
+    if expected:
         console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=EXIT_USER_ERROR)
     text = str(err).strip()
