@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,40 @@ CONFIG_CASES = [
     ("override without =", edit(lambda t: None), ["--set", "train.lr"], "'train.lr'", "key=value"),
     ("override into a leaf", edit(lambda t: None), ["--set", "train.lr.x=1"], "'train.lr.x'", "not a section"),
     ("unknown engine", edit(lambda t: None), ["--engine", "carrier-pigeon"], "'--engine'", "local"),
+    # strategy / aggregator / option pairings that cannot give a true result (issue 12)
+    ("rank allocator with fedavg", setting("strategy.name", "legend"), [], "'aggregation.name'", "rank_fedavg"),
+    ("tier ranks with fedavg", setting("strategy.name", "tier_rank"), [], "'aggregation.name'", "rank-truncated"),
+    ("ffa with hetlora", edit(lambda t: t.update(strategy={"name": "ffa"}, aggregation={"name": "hetlora"})), [],
+     "'aggregation.name'", "one-factor"),
+    ("self-pruning with fedavg", setting("lora.self_prune_threshold", 0.1), [], "'aggregation.name'", "self_prune"),
+    ("importance without proxy set", setting("data.proxy_size", 0), [], "'data.proxy_size'", "Fisher"),
+    ("exclusive without a full tier", edit(lambda t: t.update(strategy={"name": "exclusive"}) or
+                                           t["tiers"][2].update(layers=3)), [], "'tiers'", "all 4 layers"),
+    ("unknown rank scaling", setting("lora.rank_scaling", "double"), [], "'lora.rank_scaling'", "per_rank"),
+    ("self-prune ratio of 1", setting("lora.self_prune_ratio", 1.0), [], "'lora.self_prune_ratio'", "less than 1"),
+    # every field of data: (values that are wrong on their own; files and columns below and in DATA_FILE_CASES)
+    ("subset not a string", setting("data.subset", [1]), [], "'data.subset'", "string"),
+    ("text column not text", setting("data.text_column", "label"), [], "'data.text_column'", "not text"),
+    ("missing text column", setting("data.text_column", "body"), [], "'data.text_column'", "body"),
+    ("test share of 1", setting("data.test_size", 1.0), [], "'data.test_size'", "less than 1"),
+    ("negative proxy size", setting("data.proxy_size", -1), [], "'data.proxy_size'", "greater than or equal to 0"),
+    ("zero train samples", setting("data.max_train_samples", 0), [], "'data.max_train_samples'", "greater than 0"),
+    ("zero test samples", setting("data.max_test_samples", 0), [], "'data.max_test_samples'", "greater than 0"),
+    ("image column not a string", setting("data.image_column", 3), [], "'data.image_column'", "string"),
+    ("instruction column not a string", setting("data.instruction_column", [1]), [], "'data.instruction_column'",
+     "string"),
+    ("context column not a string", setting("data.context_column", {}), [], "'data.context_column'", "string"),
+    ("response column not a string", setting("data.response_column", 2), [], "'data.response_column'", "string"),
+    ("negative generate samples", setting("data.max_generate_samples", -1), [], "'data.max_generate_samples'",
+     "greater than or equal to 0"),
+    ("unknown encoding", setting("data.encoding", "latin-l"), [], "'data.encoding'", "latin-1"),
+    ("empty csv delimiter", setting("data.csv_delimiter", ""), [], "'data.csv_delimiter'", "at least 1"),
+    ("long csv quote", setting("data.csv_quotechar", "''"), [], "'data.csv_quotechar'", "at most 1"),
+    ("unknown csv quoting", setting("data.csv_quoting", "sometimes"), [], "'data.csv_quoting'", "minimal"),
+    # every field of model:
+    ("model not a string", setting("model.name_or_path", 5), [], "'model.name_or_path'", "string"),
+    ("zero max length", setting("model.max_length", 0), [], "'model.max_length'", "greater than 0"),
+    ("zero new tokens", setting("model.max_new_tokens", 0), [], "'model.max_new_tokens'", "greater than 0"),
 ]
 
 
@@ -82,10 +117,12 @@ def tree(tiny_config: RunConfig) -> Tree:
 
 
 @pytest.fixture
-def invoke(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], tuple[int, str]]:
+def invoke(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[list[str]], tuple[int, str]]:
     """Run the CLI in-process (fast); returns the exit code and stderr. An exception escaping the command
     would be a traceback for a user, so it fails the test."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # a missing local path must not turn into a hub download
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # error logs of runs without a folder
+    (tmp_path / "tmp").mkdir()
     runner = CliRunner()
 
     def run(args: list[str]) -> tuple[int, str]:
@@ -112,6 +149,8 @@ def test_malformed_config(case, break_it, args, field, words, tree, invoke, tmp_
     path.write_text(yaml.safe_dump(break_it(tree)))
     code, stderr = invoke([str(path), "--out", str(tmp_path / "run"), *args])
     assert_one_line_error(code, stderr, field, words)
+    if not (tmp_path / "run").exists():  # refused before a run folder: nothing is left behind
+        assert not (tmp_path / "tmp" / "fedhello-errors").exists()
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -183,3 +222,193 @@ def test_bad_resume_in_a_real_process(checkpointed_run):
     command = [sys.executable, "-m", "fedhello.cli", "run", "--resume", str(checkpointed_run), "--set", "seed=9"]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert_one_line_error(proc.returncode, proc.stderr, "'seed'", "checkpoint was written with 3")
+
+
+# ---- data and model files a user points at: every failure while loading them is one line (issue 12) ----
+
+ROWS = [("très bon café", "positive"), ("mauvais élève", "negative"), ("ça va", "neutral")] * 20
+
+
+def _csv(directory: Path, text: str, encoding: str = "utf-8", name: str = "reviews.csv") -> Path:
+    path = directory / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def latin1_csv(d: Path) -> dict[str, Any]:
+    body = "text,label\n" + "".join(f'"{t} {i}",{lab}\n' for i, (t, lab) in enumerate(ROWS))
+    return {"data.path": str(_csv(d, body, "latin-1"))}
+
+
+def semicolon_csv(d: Path) -> dict[str, Any]:
+    body = "text;label\n" + "".join(f"{t} {i};{lab}\n" for i, (t, lab) in enumerate(ROWS))
+    return {"data.path": str(_csv(d, body))}
+
+
+def unclosed_quote_csv(d: Path) -> dict[str, Any]:
+    body = "text,label\n" + "".join(f"{t} {i},{lab}\n" for i, (t, lab) in enumerate(ROWS)) + '"never closed,x\n'
+    return {"data.path": str(_csv(d, body))}
+
+
+def empty_text_csv(d: Path) -> dict[str, Any]:
+    body = "text,label\n" + "".join(f"{t} {i},{lab}\n" for i, (t, lab) in enumerate(ROWS)) + ",positive\n"
+    return {"data.path": str(_csv(d, body))}
+
+
+def missing_label_csv(d: Path) -> dict[str, Any]:
+    body = "text,label\n" + "".join(f"{t} {i},{lab}\n" for i, (t, lab) in enumerate(ROWS)) + "no label,\n"
+    return {"data.path": str(_csv(d, body))}
+
+
+def not_json(d: Path) -> dict[str, Any]:
+    return {"data.path": str(_csv(d, '{"text": "a", "label": 1}\n{oops\n', name="reviews.jsonl"))}
+
+
+def not_parquet(d: Path) -> dict[str, Any]:
+    return {"data.path": str(_csv(d, "this is not parquet", name="reviews.parquet"))}
+
+
+def torn_saved_dataset(d: Path) -> dict[str, Any]:
+    (d / "saved").mkdir()
+    (d / "saved" / "dataset_info.json").write_text("{}")
+    return {"data.path": str(d / "saved")}
+
+
+def too_few_samples(d: Path) -> dict[str, Any]:
+    """Eight training samples: no proxy set can be held out for the Fisher importance (fim+gd)."""
+    body = "text,label\n" + "".join(f"{t} {i},{lab}\n" for i, (t, lab) in enumerate(ROWS[:12]))
+    return {"data.path": str(_csv(d, body)), "data.test_size": 0.34, "partition.kind": "iid",
+            "federation.num_clients": 2, "federation.clients_per_round": 1, "reliability.min_clients": 1}
+
+
+def not_a_class_folder(d: Path) -> dict[str, Any]:
+    return {"data.source": "folders", "data.path": str(_csv(d, "x"))}
+
+
+def dolly_file(d: Path, **columns: str) -> dict[str, Any]:
+    """A Dolly-15K style jsonl file, with `columns` (e.g. instruction_column) pointed at the wrong name."""
+    from fedhello.testing.datasets import dolly_like
+
+    dolly_like(24).to_json(str(d / "dolly.jsonl"))
+    return {"data.source": "dolly", "data.path": str(d / "dolly.jsonl"), **{f"data.{k}": v for k, v in columns.items()}}
+
+
+def empty_model_folder(d: Path) -> dict[str, Any]:
+    (d / "model").mkdir()
+    return {"model.name_or_path": str(d / "model")}
+
+
+def model_without_weights(d: Path, tiny_model_dir: Path) -> dict[str, Any]:
+    (d / "model").mkdir()
+    for file in tiny_model_dir.iterdir():
+        if "safetensors" not in file.name and not file.name.endswith(".bin"):
+            (d / "model" / file.name).write_bytes(file.read_bytes())
+    return {"model.name_or_path": str(d / "model")}
+
+
+def torn_model_config(d: Path, tiny_model_dir: Path) -> dict[str, Any]:
+    (d / "model").mkdir()
+    for file in tiny_model_dir.iterdir():
+        (d / "model" / file.name).write_bytes(file.read_bytes())
+    (d / "model" / "config.json").write_text('{"model_type": "bert", "hidden_size": ')
+    return {"model.name_or_path": str(d / "model")}
+
+
+DATA_FILE_CASES = [
+    ("latin-1 csv read as utf-8", latin1_csv, "'data.encoding'", "latin-1"),
+    ("csv with another delimiter", semicolon_csv, "'data.text_column'", "data.csv_delimiter"),
+    ("csv with an unclosed quote", unclosed_quote_csv, "'data.csv_delimiter'", "csv_quotechar"),
+    ("csv row without text", empty_text_csv, "'data.text_column'", "no 'text'"),
+    ("csv row without label", missing_label_csv, "'data.label_column'", "no 'label'"),
+    ("json lines that are not json", not_json, "'data.path'", "reviews.jsonl"),
+    ("parquet that is not parquet", not_parquet, "'data.path'", "reviews.parquet"),
+    ("torn save_to_disk folder", torn_saved_dataset, "'data.path'", "saved"),
+    ("too few samples for a proxy set", too_few_samples, "'data.proxy_size'", "Fisher"),
+    ("folders source on a file", not_a_class_folder, "'data.path'", "not a folder"),
+    ("instruction column not in the file", lambda d: dolly_file(d, instruction_column="prompt"),
+     "'data.instruction_column'", "prompt"),
+    ("context column not in the file", lambda d: dolly_file(d, context_column="input"), "'data.context_column'",
+     "input"),
+    ("response column not in the file", lambda d: dolly_file(d, response_column="answer"),
+     "'data.response_column'", "answer"),
+    ("empty model folder", empty_model_folder, "'model.name_or_path'", "cannot load"),
+    ("model folder without weights", model_without_weights, "'model.name_or_path'", "cannot load"),
+    ("model folder with a torn config", torn_model_config, "'model.name_or_path'", "cannot load"),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "field", "words"), DATA_FILE_CASES, ids=[c[0] for c in DATA_FILE_CASES])
+def test_bad_data_and_model_files(case, make, field, words, tree, invoke, tmp_path, tiny_model_dir):
+    files = tmp_path / "files"
+    files.mkdir()
+    needs_model = "tiny_model_dir" in make.__code__.co_varnames
+    changes = make(files, tiny_model_dir) if needs_model else make(files)
+    for dotted, value in changes.items():
+        tree = setting(dotted, value)(tree)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    out = tmp_path / "run"
+    code, stderr = invoke([str(path), "--out", str(out)])
+    assert_one_line_error(code, stderr, field, words)
+    if out.is_dir():  # the run folder keeps the traceback for a bug report
+        assert "Traceback" in (out / "error.log").read_text()
+
+
+def test_real_world_csv_options_load(tmp_path):
+    """The fix the encoding error names works: a latin-1, semicolon-separated, single-quoted CSV loads."""
+    from fedhello.config import DataConfig
+    from fedhello.data import load_source
+
+    body = "text;label\n" + "".join(f"'{t}; n° {i}';{lab}\n" for i, (t, lab) in enumerate(ROWS))
+    path = _csv(tmp_path, body, "latin-1")
+    cfg = DataConfig(source="hf", path=str(path), encoding="latin-1", csv_delimiter=";", csv_quotechar="'")
+    splits = load_source(cfg, seed=0)
+    texts = set(splits["train"]["text"]) | set(splits["test"]["text"])
+    assert "très bon café; n° 0" in texts and len(texts) == len(ROWS)
+    assert splits["train"].features["label"].names == ["negative", "neutral", "positive"]
+
+
+# ---- no traceback for anything: an unexpected exception is a one-line bug report pointer ----
+
+
+def _boom(*args: Any, **kwargs: Any) -> None:
+    raise ZeroDivisionError("model went to infinity")
+
+
+def test_unexpected_error_is_one_line_pointing_at_its_traceback(tree, invoke, tmp_path, monkeypatch):
+    from fedhello.engines.local import LocalEngine
+
+    monkeypatch.setattr(LocalEngine, "run", _boom)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    code, stderr = invoke([str(path), "--out", str(tmp_path / "run")])
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("run folder: ")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "ZeroDivisionError" in lines[0] and "bug" in lines[0] and str(tmp_path / "run" / "error.log") in lines[0]
+    log = (tmp_path / "run" / "error.log").read_text()
+    assert "Traceback" in log and "model went to infinity" in log and "_boom" in log
+
+
+def test_unexpected_error_before_the_run_folder_goes_to_a_temp_log(tree, invoke, tmp_path, monkeypatch):
+    import fedhello.config
+
+    monkeypatch.setattr(fedhello.config, "load_config", _boom)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    code, stderr = invoke([str(path)])
+    (line,) = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 1 and "bug" in line and "Traceback" not in stderr
+    (log,) = (tmp_path / "tmp" / "fedhello-errors").glob("*.log")
+    assert str(log) in line and "ZeroDivisionError" in log.read_text()
+
+
+def test_latin1_csv_in_a_real_process(tree, tmp_path):
+    """What the user saw: `fedhello run` on a latin-1 CSV printed an 891-line traceback from `datasets`."""
+    for dotted, value in latin1_csv(tmp_path).items():
+        tree = setting(dotted, value)(tree)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1", "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-m", "fedhello.cli", "run", str(path), "--out", str(tmp_path / "run"), "--no-progress"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert_one_line_error(proc.returncode, proc.stderr, "'data.encoding'", "latin-1")

@@ -6,6 +6,7 @@ Every section is a pydantic model with `extra="forbid"`, so a typo is an error, 
 
 from __future__ import annotations
 
+import codecs
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,26 @@ class LoraSettings(Section):
         default_factory=lambda: ["classifier"],
         description="modules trained in full and federated on every client (the task head)",
     )
+    rank_scaling: Literal["fixed", "per_rank"] = Field(
+        "fixed",
+        description="scale of a rank-r client's LoRA update: fixed = alpha / r_max for everyone (peft's); "
+        "per_rank = alpha / r, as a rank-r adapter trained alone (HetLoRA). The server always stores factors "
+        "at alpha / r_max (docs/compare.md)",
+    )
+    self_prune_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        description="HetLoRA rank self-pruning (0 = off): after local training a client drops the top "
+        "components of a LoRA pair when the norm of their product is at most this fraction of the norm of "
+        "the kept components' product; the dropped components are sent as zeros",
+    )
+    self_prune_ratio: float = Field(
+        0.75,
+        gt=0.0,
+        lt=1.0,
+        description="rank kept by a self-pruning client, as a fraction of its rank (rounded down, at least 1, "
+        "at least one component dropped)",
+    )
 
 
 class DataConfig(Section):
@@ -56,6 +77,24 @@ class DataConfig(Section):
     max_generate_samples: int = Field(
         64, ge=0, description="causal_lm: held-out prompts answered by generation and scored with ROUGE-L"
     )
+    encoding: str = Field(
+        "utf-8",
+        description="text encoding of csv/json files and of the .txt files of source=folders, e.g. latin-1, cp1252",
+    )
+    csv_delimiter: str = Field(",", min_length=1, description="csv files: field separator, e.g. ';' or '\\t'")
+    csv_quotechar: str = Field('"', min_length=1, max_length=1, description="csv files: quote character")
+    csv_quoting: Literal["minimal", "all", "nonnumeric", "none"] = Field(
+        "minimal", description="csv files: quoting convention (none = quote characters are ordinary text)"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("not an encoding Python knows; use e.g. utf-8, latin-1 or cp1252") from None
+        return value
 
 
 class PartitionConfig(Section):
@@ -195,7 +234,20 @@ class ReliabilityConfig(Section):
     norm_bound: float | None = Field(
         None,
         gt=0.0,
-        description="reject an update whose RMS change exceeds norm_bound x the round's median (None = off)",
+        description="reject an update whose RMS change exceeds norm_bound x the median of the round's "
+        "well-formed updates, all attempts together (None = off)",
+    )
+    num_samples_bound: float | None = Field(
+        10.0,
+        gt=0.0,
+        description="engines where the server does not know the clients' partition sizes (flower-deploy): "
+        "reject an update claiming more than num_samples_bound x the median claim of the round (None = off; "
+        "local and flower-sim instead require the claim to equal the server's own partition size)",
+    )
+    max_num_samples: int | None = Field(
+        None,
+        ge=0,
+        description="flower-deploy: reject an update claiming more than this many training samples (None = no cap)",
     )
 
 
@@ -261,6 +313,10 @@ class RunConfig(Section):
             raise ValueError("federation.clients_per_round: larger than federation.num_clients; lower it")
         if self.reliability.min_clients > self.federation.clients_per_round:
             raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
+        # imported here: the check reads the allocator and aggregator registries, which import this module
+        from fedhello.methods.compatibility import check_run_config
+
+        check_run_config(self)
         return self
 
     def check_tier_layers(self, num_layers: int) -> None:

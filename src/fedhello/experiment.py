@@ -15,6 +15,7 @@ from datasets import Dataset
 
 from fedhello.config import RunConfig
 from fedhello.data import class_names, load_source
+from fedhello.methods.compatibility import check_proxy_set
 from fedhello.models.layers import model_depth, trainable_layout
 from fedhello.tasks import TASKS, Task
 
@@ -52,6 +53,7 @@ def build_experiment(config: RunConfig, train_samples: int | None = None) -> Exp
 
     train = raw["train"].shuffle(seed=config.seed)
     proxy_size = min(config.data.proxy_size, len(train) // 10)
+    check_proxy_set(config, proxy_size, len(train))
     proxy, train = train.select(range(proxy_size)), train.select(range(proxy_size, len(train)))
     train = _take(_take(train, config.data.max_train_samples), train_samples)
     test = _take(raw["test"], config.data.max_test_samples)

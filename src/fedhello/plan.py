@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import torch
+
+
+class Upload(StrEnum):
+    """The kind of tensors a client sends back. Allocators declare what their plans make clients upload and
+    aggregators what they can merge, so an impossible pairing is refused when the config is loaded
+    (`fedhello.methods.compatibility`) instead of corrupting the global adapter."""
+
+    FULL = "full-rank"  # every trained LoRA factor at the adapter's rank r_max
+    TRUNCATED = "rank-truncated"  # the first r < r_max components of each factor (or zeros beyond r)
+    ONE_FACTOR = "one-factor"  # only one factor of each LoRA pair (FFA-LoRA sends B, never A)
 
 
 @dataclass(frozen=True)

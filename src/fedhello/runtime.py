@@ -12,6 +12,8 @@ def quiet_libraries() -> None:
     import transformers
 
     datasets.disable_progress_bars()
+    # `datasets` logs a read failure before raising it; the exception reaches the CLI and becomes one line
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -3,6 +3,8 @@
 import csv
 import json
 
+import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from fedhello.cli import app
@@ -20,6 +22,12 @@ def tiny_overrides(tiny_model_dir, tiny_data_dir):
         "--set", "data.max_test_samples=60",
         "--set", "data.max_train_samples=200",
     ]
+
+
+def accuracy_curve(run_dir):
+    """Test accuracy of every evaluated round of a run folder, from its metrics.jsonl."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["accuracy"] for r in records if r["accuracy"] is not None]
 
 
 def read_csv(path):
@@ -41,7 +49,10 @@ def test_compare_grid_table_plots_and_resume(tiny_model_dir, tiny_data_dir, tmp_
                                                              for m in ("fedit", "hetlora")}
     for row in rows:
         assert row["seeds"] == "1 2"
-        assert 0.0 <= float(row["final_mean"]) <= float(row["best_mean"]) <= 1.0
+        # the table's numbers are those of the cells' own metrics (best and last evaluated accuracy, seed mean)
+        curves = [accuracy_curve(out / row["partition"] / row["method"] / f"seed{seed}") for seed in (1, 2)]
+        assert float(row["best_mean"]) == pytest.approx(np.mean([max(c) for c in curves]), abs=1e-6)
+        assert float(row["final_mean"]) == pytest.approx(np.mean([c[-1] for c in curves]), abs=1e-6)
         assert float(row["upload_mb_per_round"]) > 0 and float(row["train_s_per_round"]) > 0
     by = {(r["partition"], r["method"]): r for r in rows}
     # HetLoRA's weaker tiers upload truncated factors: less than FedIT's full-rank adapters

@@ -33,15 +33,16 @@ def files(run_dir: Path) -> set[str]:
 
 def assert_same_run(local: Path, flower: Path) -> None:
     """Same files (plus the engine's flower.log), same allocations, same accuracies, adapters within 1e-5."""
-    assert files(flower) - {"flower.log"} == files(local)
-    assert (flower / "allocations.csv").read_text() == (local / "allocations.csv").read_text()
+    assert files(flower) - {"flower.log"} == files(local), "different run-folder files"
+    assert (flower / "allocations.csv").read_text() == (local / "allocations.csv").read_text(), "allocations differ"
     ours, theirs = metrics(local), metrics(flower)
-    assert [r["round"] for r in ours] == [r["round"] for r in theirs]
+    assert [r["round"] for r in ours] == [r["round"] for r in theirs], "different rounds"
     for a, b in zip(ours, theirs, strict=True):
-        assert [c["layers"] for c in a["clients"]] == [c["layers"] for c in b["clients"]]
-        assert abs(a["accuracy"] - b["accuracy"]) < 1e-6
-        assert a["bytes_up"] == b["bytes_up"]
-    assert max_adapter_difference(local, flower) < 1e-5
+        clients = [[(c["id"], c["layers"], c["num_samples"]) for c in r["clients"]] for r in (a, b)]
+        assert clients[0] == clients[1], f"round {a['round']}: clients (id, layers, samples) {clients}"
+        assert abs(a["accuracy"] - b["accuracy"]) < 1e-6, f"round {a['round']}: accuracies differ"
+        assert (a["bytes_up"], a["bytes_down"]) == (b["bytes_up"], b["bytes_down"]), f"round {a['round']}: bytes"
+    assert max_adapter_difference(local, flower) < 1e-5, "final adapters differ"
 
 
 def processes_in_groups(pgids: list[int]) -> list[int]:

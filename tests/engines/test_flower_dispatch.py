@@ -1,8 +1,9 @@
 """The Flower dispatch without a Flower runtime: message encoding, client->node mapping, lost clients.
 
 A fake Grid answers train messages like a ClientApp would (or stays silent, or errs), so the
-server-side logic is tested in milliseconds; the real runtimes are covered by test_flower_sim.py
-and test_flower_deploy.py.
+server-side logic is tested in milliseconds; a loopback Grid runs the real ClientApp in this process,
+so the ServerApps of both engines are tested end to end in seconds. The real runtimes are covered by
+test_flower_sim.py and test_flower_deploy.py.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import uuid
 import numpy as np
 import pytest
 import torch
+from flower_helpers import metrics
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
-from fedhello.config import config_from_dict
+from fedhello.config import config_from_dict, dump_config
+from fedhello.engines.flower import clientapp, serverapp
 from fedhello.engines.flower.clientapp import node_partition
 from fedhello.engines.flower.messages import (
     NUM_PARTITIONS,
@@ -26,8 +29,9 @@ from fedhello.engines.flower.messages import (
     train_content,
     update_content,
 )
-from fedhello.engines.flower.serverapp import EngineLog, FlowerDispatch
+from fedhello.engines.flower.serverapp import EngineLog, FlowerDispatch, build_server_app
 from fedhello.errors import FedHelloError
+from fedhello.methods import method_config
 from fedhello.plan import ClientUpdate, Plan
 
 try:  # Flower stamps every new Message with the identity of the running task
@@ -187,3 +191,78 @@ def test_missing_partitions_and_node_config_are_one_line_errors(tmp_path, monkey
     context = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config={})
     with pytest.raises(FedHelloError, match="partition-id=I num-partitions=K"):
         node_partition(context)
+
+
+class LoopbackGrid(FakeGrid):
+    """Nodes that answer with the real ClientApp functions in this process (no Ray, no SuperNodes): node
+    100 + i serves partition i. `tamper(message, reply)` may change a train reply on its way back."""
+
+    def __init__(self, num_nodes: int, tamper=None) -> None:  # noqa: ANN001
+        super().__init__({100 + i: (i, num_nodes) for i in range(num_nodes)})
+        self.tamper = tamper
+
+    def _answer(self, msg: Message) -> Message | None:
+        partition, total = self.partitions[msg.metadata.dst_node_id]
+        node_config = {PARTITION_ID: partition, NUM_PARTITIONS: total}
+        context = Context(
+            run_id=1, node_id=msg.metadata.dst_node_id, node_config=node_config, state=RecordDict(), run_config={}
+        )
+        if msg.metadata.message_type == QUERY:
+            return clientapp.query(msg, context)
+        reply = clientapp.train(msg, context)
+        if self.tamper is not None:
+            self.tamper(msg, reply)
+        return reply
+
+
+def inflate_first_claim(liars: list[int]):  # noqa: ANN201
+    """A tamper that makes the first client of every round claim 10^12 training samples."""
+
+    def tamper(msg: Message, reply: Message) -> None:
+        task = read_train_content(msg.content)
+        if len(liars) < task.round_num:
+            liars.append(task.client_id)
+            reply.content.metric_records["metrics"]["num-samples"] = 10**12
+
+    return tamper
+
+
+def server_context(run_config: dict | None = None) -> Context:
+    return Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config or {})
+
+
+def flexlora_config(tiny_config):  # noqa: ANN001, ANN201
+    """FlexLoRA (rank-truncated uploads, samples-weighted) for one round without plots or adapter."""
+    tree = tiny_config.model_dump(mode="json")
+    tree["federation"]["rounds"] = 1
+    tree["output"].update(plot=False, save_adapter=False)
+    return method_config(tree, "flexlora")
+
+
+def test_the_simulation_server_holds_claims_to_its_own_partition_sizes(tiny_config, tmp_path):
+    liars: list[int] = []
+    grid = LoopbackGrid(tiny_config.federation.num_clients, inflate_first_claim(liars))
+    build_server_app([(flexlora_config(tiny_config), tmp_path / "run")])(grid, server_context())
+
+    (record,) = metrics(tmp_path / "run")
+    (liar,) = liars
+    assert [(r["id"], r["reason"].split(",")[0]) for r in record["rejected"]] == [
+        (liar, f"num_samples: claims {10**12}")
+    ]
+    assert "the server's partition of this client holds" in record["rejected"][0]["reason"]
+    # the honest clients' rank-truncated uploads went through the Flower dispatch and were accepted
+    assert len(record["clients"]) == tiny_config.federation.clients_per_round - 1 and record["failed_clients"] == []
+    assert "lost client" not in (tmp_path / "run" / "flower.log").read_text()
+
+
+def test_the_deployment_server_bounds_claims_by_the_round_median(tiny_config, tmp_path):
+    liars: list[int] = []
+    grid = LoopbackGrid(tiny_config.federation.num_clients, inflate_first_claim(liars))
+    path = tmp_path / "config.yaml"
+    dump_config(flexlora_config(tiny_config), path)
+    serverapp.app(grid, server_context({"config": str(path), "run-dir": str(tmp_path / "run")}))
+
+    (record,) = metrics(tmp_path / "run")
+    (rejection,) = record["rejected"]
+    assert rejection["id"] == liars[0] and rejection["reason"].startswith("num_samples: claims 1000000000000 > 10 x")
+    assert len(record["clients"]) == tiny_config.federation.clients_per_round - 1

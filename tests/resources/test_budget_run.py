@@ -1,6 +1,7 @@
 """A run whose tiers declare memory budgets instead of layer counts, end to end on the tiny model."""
 
 import json
+import math
 
 import pytest
 
@@ -52,7 +53,9 @@ def test_budget_tiers_run_end_to_end_within_their_floors(tiny_config, cached_pro
         for client in record["clients"]:
             assert len(client["layers"]) == 2
             assert min(client["layers"]) >= floors[client["tier"]], client
-            assert client["peak_mem_mb"] >= 0 and client["step_seconds"] > 0
+            assert client["step_seconds"] > 0 and math.isfinite(client["peak_mem_mb"]) and client["peak_mem_mb"] >= 0
+    # a resident-set meter may see no growth for a client that reuses freed memory, but never for all of them
+    assert max(c["peak_mem_mb"] for r in records for c in r["clients"]) > 0
     rows = budget_report(run_dir)
     assert [r["layers"] for r in rows] == [2, 2]  # tier 0's count was resolved from its budget
     assert [r["memory_mb"] for r in rows] == [55.0, 75.0]

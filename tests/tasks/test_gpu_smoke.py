@@ -21,6 +21,7 @@ def test_gpu_smoke_script_tiny_mode_runs_offline(tmp_path):
     # a round table and a per-tier table with measured peak memory for both jobs
     assert len(re.findall(r"^\s+2\s+[\d.]+\s+[\d.]+\s+\d+\s+[\d.]+ \(FIM refresh\)", out, flags=re.M)) == 2
     tier_rows = re.findall(r"^\s+\d\s+\d+\s+\d+\s+[\d.]+\s+[\d.]+\s+([\d.]+)$", out, flags=re.M)
-    assert len(tier_rows) >= 3 and all(float(v) >= 0 for v in tier_rows)
+    # peak training memory per tier was measured: resident-set growth may be 0 for a tier, never for all
+    assert len(tier_rows) >= 3 and max(float(v) for v in tier_rows) > 0, tier_rows
     assert len(list(tmp_path.glob("vit-cifar100-*/metrics.jsonl"))) == 1
     assert len(list(tmp_path.glob("lm-dolly-*/metrics.jsonl"))) == 1

@@ -63,7 +63,9 @@ def test_vit_federated_run_trains_only_planned_layers(vit_config, tmp_path):
     summary = ENGINES.get("local")().run(vit_config, run_dir, show_progress=False)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [1, 2]
-    assert 0.0 <= summary["best_accuracy"] <= 1.0 and np.isfinite(records[-1]["loss"])
+    # the colour cue per class is learnable: the test loss falls and accuracy clears chance (0.1) by far
+    assert records[1]["loss"] < records[0]["loss"] - 0.1, [r["loss"] for r in records]
+    assert summary["best_accuracy"] == max(r["accuracy"] for r in records) >= 0.3
     sizes = {}
     for record in records:
         for client in record["clients"]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.models.ranks import lora_factor
-from fedhello.plan import ClientUpdate, Plan
+from fedhello.plan import ClientUpdate, Plan, Upload
 from fedhello.registry import Registry
 
 
@@ -71,7 +71,13 @@ def expected_shapes(
 
 class Aggregator(ABC):
     """Merges a round's accepted updates into the new global state (see the module docstring for the hooks).
-    `weighting` is `aggregation.weighting`: average clients equally or by sample count."""
+    `weighting` is `aggregation.weighting`: average clients equally or by sample count.
+
+    `accepts` declares which kinds of upload (`Upload`) the rule merges correctly; the config loader refuses
+    a strategy whose uploads an aggregator does not accept (see `fedhello.methods.compatibility`).
+    """
+
+    accepts: ClassVar[frozenset[Upload]] = frozenset({Upload.FULL})
 
     def __init__(self, weighting: Literal["uniform", "samples"] = "uniform") -> None:
         self.weighting = weighting

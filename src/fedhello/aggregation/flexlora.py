@@ -15,7 +15,7 @@ import torch
 
 from fedhello.aggregation.base import AGGREGATORS, Aggregator, client_weights, weighted_mean
 from fedhello.models.ranks import lora_factor, partner_name
-from fedhello.plan import ClientUpdate
+from fedhello.plan import ClientUpdate, Upload
 
 
 def svd_factors(product: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +67,10 @@ def flexlora_aggregate(
 
 @AGGREGATORS.register("flexlora")
 class FlexLoRAAggregator(Aggregator):
-    """FlexLoRA: SVD of the weighted sum of full products B_k A_k per layer (use weighting: samples)."""
+    """FlexLoRA: SVD of the weighted sum of full products B_k A_k per layer (use weighting: samples).
+    Needs both factors of every pair (no FFA-LoRA)."""
+
+    accepts = frozenset({Upload.FULL, Upload.TRUNCATED})
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         return flexlora_aggregate(global_state, updates, self.weighting)

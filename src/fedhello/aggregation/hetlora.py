@@ -13,7 +13,7 @@ import torch
 
 from fedhello.aggregation.base import AGGREGATORS, Aggregator
 from fedhello.models.ranks import coverage, lora_factor, pad, partner_name
-from fedhello.plan import ClientUpdate
+from fedhello.plan import ClientUpdate, Upload
 
 
 def _base_weights(updates: Sequence[ClientUpdate], weighting: str) -> list[float]:
@@ -87,7 +87,9 @@ def hetlora_aggregate(
 
 @AGGREGATORS.register("rank_fedavg")
 class RankMaskedFedAvg(Aggregator):
-    """Masked FedAvg per entry, for uploads of differing ranks (LEGEND)."""
+    """Masked FedAvg per entry, for uploads of differing ranks (LEGEND); each tensor on its own."""
+
+    accepts = frozenset({Upload.FULL, Upload.TRUNCATED, Upload.ONE_FACTOR})
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         return rank_masked_fedavg(global_state, updates, self.weighting)
@@ -95,7 +97,10 @@ class RankMaskedFedAvg(Aggregator):
 
 @AGGREGATORS.register("hetlora")
 class HetLoRAAggregator(Aggregator):
-    """HetLoRA: zero-pad to r_max, Frobenius-norm-weighted average; clients truncate back to their rank."""
+    """HetLoRA: zero-pad to r_max, Frobenius-norm-weighted average; clients truncate back to their rank.
+    Weights come from B_k A_k, so both factors of every pair must be uploaded (no FFA-LoRA)."""
+
+    accepts = frozenset({Upload.FULL, Upload.TRUNCATED})
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         return hetlora_aggregate(global_state, updates, self.weighting)

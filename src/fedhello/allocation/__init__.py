@@ -6,5 +6,6 @@ from fedhello.allocation import (
 )
 from fedhello.allocation.base import ALLOCATORS, Allocator, sample_layers
 from fedhello.allocation.patterns import PATTERNS, pattern_counts, tier_layers
+from fedhello.plan import Upload
 
-__all__ = ["ALLOCATORS", "PATTERNS", "Allocator", "pattern_counts", "sample_layers", "tier_layers"]
+__all__ = ["ALLOCATORS", "PATTERNS", "Allocator", "Upload", "pattern_counts", "sample_layers", "tier_layers"]

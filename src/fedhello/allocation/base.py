@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from fedhello.config import StrategyConfig
-from fedhello.plan import Plan
+from fedhello.plan import Plan, Upload
 from fedhello.registry import Registry
 
 
 class Allocator(ABC):
     """Heterogeneous LoRA allocation. `budgets` maps each sampled client to how many layers it can train.
 
-    Allocators are pure decision-makers: they never touch models or the network. A subclass implements
-    `allocate` and may override, each with a default here:
+    Allocators are pure decision-makers: they never touch models or the network. Those that need layer
+    importance say so through `wants_importance`, and the server hands them scores via `set_importance`.
+
+    Class-level declarations, read when the config is loaded (before anything is built):
+    `uploads` -- the kinds of upload its plans produce; `needs_importance` -- it needs Fisher scores, so the
+    proxy set must not be empty; `respects_budgets` -- False for baselines that give every client the whole
+    model whatever its tier (FedIT, FFA-LoRA), which the CLI and `fedhello strategies` say.
+
+    A subclass implements `allocate` and may override, each with a default here:
 
       wants_importance(round) / set_importance(round, scores)  ask the server for per-layer importance (FIM)
                                                                  before a round, and receive it
@@ -26,6 +33,10 @@ class Allocator(ABC):
     It is built with `strategy` (the `strategy:` config section), the model's `num_layers`, every tier's
     layer budget, and the adapter's LoRA rank (the most a rank-heterogeneous method may hand out).
     """
+
+    uploads: ClassVar[frozenset[Upload]] = frozenset({Upload.FULL})
+    needs_importance: ClassVar[bool] = False
+    respects_budgets: ClassVar[bool] = True
 
     def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int], lora_rank: int = 8) -> None:
         self.config = config

@@ -1,17 +1,34 @@
-"""The `fedhello` command line."""
+"""The `fedhello` command line.
+
+No command shows a traceback. An expected failure (bad config, data, model or checkpoint: `FedHelloError`)
+ends with one line naming the field and the fix; anything else ends with one line saying it is a bug and where
+its traceback is. Full tracebacks, for bug reports, are appended to `RUN_DIR/error.log` once a run folder
+exists; before that, a bug's goes to a new file in `<tmp>/fedhello-errors/` (an expected failure without a run
+folder writes nothing: its one line says all there is, and a mistyped config should not leave files behind).
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional, ParamSpec
 
+import click
 import typer
 import yaml
 from rich.console import Console
 
 from fedhello.errors import FedHelloError
 from fedhello.runtime import quiet_libraries
+
+P = ParamSpec("P")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated heterogeneous LoRA fine-tuning.")
 console = Console(stderr=True)
@@ -20,12 +37,82 @@ ConfigArg = Annotated[Path, typer.Argument(help="YAML experiment config, e.g. co
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: --set train.lr=0.001")]  # noqa: UP045
 
 
-def fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+ERROR_LOG = "error.log"  # in the run folder: full tracebacks of failures, for bug reports
+EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+
+# the run folder of the command in progress, once it exists (where `error.log` goes)
+current_run_dir: ContextVar[Path | None] = ContextVar("current_run_dir", default=None)
+
+
+def error_log(run_dir: Path | None) -> Path:
+    """Where a failure's traceback goes: the run folder's error.log, or a fresh file in
+    <tmp>/fedhello-errors/ when no run folder exists yet."""
+    if run_dir is not None and run_dir.is_dir():
+        return run_dir / ERROR_LOG
+    folder = Path(tempfile.gettempdir()) / "fedhello-errors"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+
+
+def write_traceback(err: BaseException, run_dir: Path | None) -> Path | None:
+    """Append the command line and the full traceback of `err` to `error_log(run_dir)`; its path, or None
+    when nothing could be written (a failing log must not hide the error itself)."""
+    try:
+        path = error_log(run_dir)
+        with path.open("a") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} fedhello {' '.join(sys.argv[1:])}\n")
+            log.write("".join(traceback.format_exception(err)))
+        return path
+    except OSError:
+        return None
+
+
+def fail(err: BaseException, run_dir: Path | None = None) -> NoReturn:
+    """End the command with one line on stderr. An expected failure (`FedHelloError`: bad config, data,
+    model, checkpoint) prints its message; anything else is a bug in fedhello and says so, with where its
+    traceback is. Tracebacks are kept as the module docstring says (`write_traceback`)."""
+    expected = isinstance(err, FedHelloError)
+    log = write_traceback(err, run_dir) if run_dir is not None or not expected else None
+    if expected:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=EXIT_USER_ERROR)
+    text = str(err).strip()
+    what = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+    where = f"the traceback is in {log}" if log else "no traceback could be written"
+    console.print(
+        f"[red]error:[/red] unexpected {what} -- this is a bug in fedhello; {where} (please attach it to a bug report)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(code=EXIT_BUG)
+
+
+def reports_failures(command: Callable[P, None]) -> Callable[P, None]:
+    """Wrap a command so that no traceback reaches the user: every exception becomes one line (`fail`),
+    Ctrl-C a line saying how to resume."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        token = current_run_dir.set(None)
+        try:
+            command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except KeyboardInterrupt:
+            run_dir = current_run_dir.get()
+            again = f"; continue with: fedhello run --resume {run_dir}" if run_dir else ""
+            console.print(f"interrupted{again}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except Exception as err:
+            fail(err, current_run_dir.get())
+        finally:
+            current_run_dir.reset(token)
+
+    return wrapper
 
 
 @app.command()
+@reports_failures
 def run(
     config: Annotated[
         Optional[Path],  # noqa: UP045
@@ -57,40 +144,42 @@ def run(
     """Run a federated fine-tuning experiment and write its run folder."""
     from fedhello.config import load_config
     from fedhello.engines import ENGINES
+    from fedhello.methods.compatibility import budget_note
     from fedhello.reporting import ReportObserver
     from fedhello.rundir import new_run_dir
 
-    try:
-        if method is not None:
-            from fedhello.methods import method_overrides
+    if method is not None:
+        from fedhello.methods import method_overrides
 
-            overrides = [*method_overrides(method), *(overrides or [])]
-        if resume is not None:
-            from fedhello.server.resume import resume_config
+        overrides = [*method_overrides(method), *(overrides or [])]
+    if resume is not None:
+        from fedhello.server.resume import resume_config
 
-            resolved = resume_config(resume, config, overrides, out)
-            out = resume
-        elif config is None:
-            raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --resume RUN_DIR)")
-        else:
-            resolved = load_config(config, overrides)
-        engine_class = ENGINES.get(engine)
-        if dry_run:
-            from fedhello.cli.dry_run import describe_plan
+        resolved = resume_config(resume, config, overrides, out)
+        out = resume
+    elif config is None:
+        raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --resume RUN_DIR)")
+    else:
+        resolved = load_config(config, overrides)
+    engine_class = ENGINES.get(engine)
+    note = budget_note(resolved)
+    if note:
+        console.print(note, highlight=False, soft_wrap=True)
+    if dry_run:
+        from fedhello.cli.dry_run import describe_plan
 
-            typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
-            quiet_libraries()
-            typer.echo(describe_plan(resolved))  # sizes from the architecture only: nothing is downloaded
-            return
+        typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
         quiet_libraries()
-        run_dir = new_run_dir(resolved, out)
-        console.print(f"run folder: {run_dir}")
-        report = ReportObserver() if html_report else None
-        summary = engine_class().run(
-            resolved, run_dir, show_progress=progress, resume=resume is not None, observers=[report] if report else []
-        )
-    except FedHelloError as err:
-        fail(err)
+        typer.echo(describe_plan(resolved))  # sizes from the architecture only: nothing is downloaded
+        return
+    quiet_libraries()
+    run_dir = new_run_dir(resolved, out)
+    current_run_dir.set(run_dir)  # from here on a failure's traceback goes to RUN_DIR/error.log
+    console.print(f"run folder: {run_dir}")
+    report = ReportObserver() if html_report else None
+    summary = engine_class().run(
+        resolved, run_dir, show_progress=progress, resume=resume is not None, observers=[report] if report else []
+    )
     best, final = summary["best_accuracy"], summary["final_accuracy"]
     console.print(f"final accuracy {final:.4f}, best {best:.4f} (round {summary['best_round']})")
     console.print(f"results: {run_dir}")
@@ -102,6 +191,7 @@ def run(
 
 
 @app.command()
+@reports_failures
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="one or more run folders; several are overlaid")],
     out: Annotated[
@@ -112,14 +202,11 @@ def report(
     """Write a self-contained HTML report (plots embedded, no network needed) and its PNGs."""
     from fedhello.reporting import write_report
 
-    try:
-        path = write_report(run_dirs, out)
-    except FedHelloError as err:
-        fail(err)
-    typer.echo(str(path))
+    typer.echo(str(write_report(run_dirs, out)))
 
 
 @app.command()
+@reports_failures
 def strategies() -> None:
     """List the registered allocation strategies, aggregators, partitioners, data sources, tasks, engines and
     loggers."""
@@ -131,6 +218,8 @@ def strategies() -> None:
     from fedhello.tasks import TASKS
 
     typer.echo(f"strategies:   {', '.join(ALLOCATORS.names())}")
+    ignoring = [name for name in ALLOCATORS.names() if not ALLOCATORS.get(name).respects_budgets]
+    typer.echo(f"              (ignore the tier budgets, every client trains every layer: {', '.join(ignoring)})")
     typer.echo(f"patterns:     {', '.join(PATTERNS)}")
     typer.echo(f"aggregators:  {', '.join(AGGREGATORS.names())}")
     typer.echo(f"partitioners: {', '.join(PARTITIONERS.names())}")
@@ -141,6 +230,7 @@ def strategies() -> None:
 
 
 @app.command()
+@reports_failures
 def compare(
     config: Annotated[Optional[Path], typer.Argument(help="comparison config, e.g. configs/compare/ci.yaml")] = None,  # noqa: UP045
     overrides: SetOpt = None,
@@ -161,25 +251,24 @@ def compare(
             typer.echo(f"{name:22s}{method.summary}")
         return
     if config is None:
-        fail(FedHelloError("argument 'CONFIG': missing (fix: pass a comparison config, e.g. configs/compare/ci.yaml)"))
-    try:
-        cells = load_grid(config, overrides, out)
-        quiet_libraries()
-        root = cells[0].run_dir.parents[2]
-        console.print(f"grid folder: {root} ({len(cells)} cells, {sum(c.done for c in cells)} already finished)")
-        finished = sum(c.done for c in cells)
-        counts = {"ran": 0, "skipped": finished} if report_only else run_grid(cells, show_progress=progress)
-        run_args = [a for a in sys.argv[2:] if a != "--report-only"]  # the command that ran the cells
-        command = "fedhello compare " + " ".join(shlex.quote(a) for a in run_args)
-        paths = write_results(cells, root, command)
-    except FedHelloError as err:
-        fail(err)
+        raise FedHelloError("argument 'CONFIG': missing (fix: pass a comparison config, e.g. configs/compare/ci.yaml)")
+    cells = load_grid(config, overrides, out)
+    quiet_libraries()
+    root = cells[0].run_dir.parents[2]
+    current_run_dir.set(root)  # once it exists, a failure's traceback goes to <grid folder>/error.log
+    console.print(f"grid folder: {root} ({len(cells)} cells, {sum(c.done for c in cells)} already finished)")
+    finished = sum(c.done for c in cells)
+    counts = {"ran": 0, "skipped": finished} if report_only else run_grid(cells, show_progress=progress)
+    run_args = [a for a in sys.argv[2:] if a != "--report-only"]  # the command that ran the cells
+    command = "fedhello compare " + " ".join(shlex.quote(a) for a in run_args)
+    paths = write_results(cells, root, command)
     console.print(f"ran {counts['ran']} cells, kept {counts['skipped']} finished ones")
     console.print(f"results: {paths['md']}")
     typer.echo(paths["md"].read_text())
 
 
 @app.command()
+@reports_failures
 def profile(
     config: Annotated[Optional[Path], typer.Argument(help="YAML experiment config")] = None,  # noqa: UP045
     overrides: SetOpt = None,
@@ -195,19 +284,16 @@ def profile(
     from fedhello.resources.report import format_budget_report
     from fedhello.rundir import METRICS_FILE
 
-    try:
-        if check is not None:
-            if not (check / METRICS_FILE).is_file():
-                raise FedHelloError(f"option '--check': '{check}' has no {METRICS_FILE} (fix: give a run folder)")
-            typer.echo(format_budget_report(budget_report(check)))
-            return
-        if config is None:
-            raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --check RUN_DIR)")
-        resolved = load_config(config, overrides)
-        quiet_libraries()
-        typer.echo(profile_command(resolved, refresh, steps, warmup, echo=lambda line: console.print(line)))
-    except FedHelloError as err:
-        fail(err)
+    if check is not None:
+        if not (check / METRICS_FILE).is_file():
+            raise FedHelloError(f"option '--check': '{check}' has no {METRICS_FILE} (fix: give a run folder)")
+        typer.echo(format_budget_report(budget_report(check)))
+        return
+    if config is None:
+        raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --check RUN_DIR)")
+    resolved = load_config(config, overrides)
+    quiet_libraries()
+    typer.echo(profile_command(resolved, refresh, steps, warmup, echo=lambda line: console.print(line)))
 
 
 def main() -> None:

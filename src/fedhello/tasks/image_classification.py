@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from fedhello.models.build import resolve_model_path, wrap_with_lora
+from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
 from fedhello.models.precision import autocast
 from fedhello.tasks.base import TASKS, Task
 
@@ -106,14 +106,19 @@ class ImageClassificationTask(Task):
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
         self.model_path = resolve_model_path(config.model.name_or_path)
-        size, mean, std = processor_settings(AutoImageProcessor.from_pretrained(self.model_path))
+        processor = load_pretrained(AutoImageProcessor.from_pretrained, self.model_path, "an image processor")
+        size, mean, std = processor_settings(processor)
         self.train_transform = ImageTransform(size, mean, std, train=True)
         self.eval_transform = ImageTransform(size, mean, std, train=False)
 
     def build_model(self) -> torch.nn.Module:
         # an in21k checkpoint has no (or a different) classifier: a new head of num_labels is initialised
-        base = AutoModelForImageClassification.from_pretrained(
-            self.model_path, num_labels=self.num_labels, ignore_mismatched_sizes=True
+        base = load_pretrained(
+            AutoModelForImageClassification.from_pretrained,
+            self.model_path,
+            "an image classification model",
+            num_labels=self.num_labels,
+            ignore_mismatched_sizes=True,
         )
         return wrap_with_lora(base, self.config)
 

@@ -9,7 +9,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from fedhello.models.build import resolve_model_path, wrap_with_lora
+from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
 from fedhello.tasks.base import TASKS, Task
 
 
@@ -20,11 +20,19 @@ class TextClassificationTask(Task):
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
         self.model_path = resolve_model_path(config.model.name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, self.model_path, "a tokenizer")
         self._collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
 
     def build_model(self) -> torch.nn.Module:
-        base = AutoModelForSequenceClassification.from_pretrained(self.model_path, num_labels=self.num_labels)
+        # a checkpoint fine-tuned on another label set has a head of another size: start a new head of
+        # num_labels instead of failing (the head is trained and federated anyway)
+        base = load_pretrained(
+            AutoModelForSequenceClassification.from_pretrained,
+            self.model_path,
+            "a sequence classification model",
+            num_labels=self.num_labels,
+            ignore_mismatched_sizes=True,
+        )
         return wrap_with_lora(base, self.config)
 
     def preprocess(self, dataset: Dataset) -> Dataset:

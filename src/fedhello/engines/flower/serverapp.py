@@ -6,6 +6,11 @@ evaluation and the run folder are the same code. Only `FlowerDispatch` is Flower
 fedhello clients to SuperNodes, sends each sampled client's plan with the global adapter, and collects
 the replies, logging every client it loses (no reply in time, node gone, error reply) to
 `RUN_DIR/flower.log`.
+
+The dispatch judges only transport: a reply must decode and be for the client it was asked of. Whether
+an update is acceptable (keys, rank-truncated shapes, dtypes, values, sample count, norm) is decided by
+the one validator the shared loop applies to every engine (server/validation.py), so a method's result
+cannot depend on the engine.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from fedhello.rundir import FLOWER_LOG, new_run_dir
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
-from fedhello.server.loop import run_rounds
+from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
 
 LOGGER = logging.getLogger("fedhello.flower")
@@ -193,7 +198,7 @@ class FlowerDispatch:
                     continue
                 try:
                     update = read_update_content(reply.content, plans[cid])
-                    check_update(update, cid, state)
+                    check_update(update, cid)
                 except (KeyError, ValueError, TypeError, FedHelloError) as err:
                     self.lose(round_num, cid, node, f"malformed reply: {err}")
                     continue
@@ -218,13 +223,13 @@ class FlowerDispatch:
         return updates
 
 
-def check_update(update: ClientUpdate, client_id: int, state: dict[str, torch.Tensor]) -> None:
-    """A reply must be for the asked client and hold only known tensors of the right shape."""
+def check_update(update: ClientUpdate, client_id: int) -> None:
+    """Transport-level check: the reply must be for the client it was asked of. Everything about its
+    content (keys, shapes -- rank-truncated LoRA factors are smaller than the global tensors -- dtypes,
+    values, sample count) is the shared validator's job in the round loop, so it is judged alike in
+    every engine and a refusal is logged in metrics.jsonl with its reason."""
     if update.client_id != client_id:
         raise FedHelloError(f"reply is for client {update.client_id}")
-    for name, tensor in update.tensors.items():
-        if name not in state or state[name].shape != tensor.shape:
-            raise FedHelloError(f"unexpected tensor '{name}' {tuple(tensor.shape)}")
 
 
 def serve(
@@ -234,16 +239,20 @@ def serve(
     show_progress: bool = False,
     resume: bool = False,
     observers: Sequence[RunObserver] = (),
+    holds_partitions: bool = False,
 ) -> dict[str, Any]:
     """Run every round of `config` over `grid`; write the run folder like the local engine does
-    (`resume`: continue the folder from its last checkpoint; `observers`: the caller's own)."""
+    (`resume`: continue the folder from its last checkpoint; `observers`: the caller's own).
+    `holds_partitions`: the clients' data are this server's own partitions (simulation), so their sample
+    counts are known, not claimed."""
     quiet_libraries()
     watchers = run_observers(config, show_progress, observers)
     federation = build_federation(config)
     coordinator = Coordinator(federation)
     dispatch = FlowerDispatch(grid, config, EngineLog(run_dir / FLOWER_LOG))
+    counts = partition_sizes(federation) if holds_partitions else None
     try:
-        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume)
+        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume, sample_counts=counts)
     except Exception as err:
         dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)
         raise
@@ -257,18 +266,19 @@ def config_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path,
 
 
 def build_server_app(
-    config: RunConfig,
-    run_dir: Path,
+    runs: Sequence[tuple[RunConfig, Path]],
     show_progress: bool = False,
     resume: bool = False,
     observers: Sequence[RunObserver] = (),
 ) -> ServerApp:
-    """A ServerApp bound to an already resolved config (the simulation engine runs it in-process)."""
+    """A ServerApp bound to already resolved configs, served one after another over the same grid (the
+    simulation engine runs it in-process; its clients hold the server's own partitions)."""
     server = ServerApp()
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        serve(grid, config, run_dir, show_progress, resume, observers)
+        for config, run_dir in runs:
+            serve(grid, config, run_dir, show_progress, resume, observers, holds_partitions=True)
 
     return server
 
@@ -278,7 +288,8 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Entry point for `flwr run` and `flower-superlink`: everything comes from the run config."""
+    """Entry point for `flwr run` and `flower-superlink`: everything comes from the run config. The
+    SuperNodes hold their own data, so their sample counts are claims the validator bounds."""
     config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
     serve(grid, config, run_dir, resume=resume)

@@ -53,6 +53,27 @@ class FlowerSimEngine(Engine):
         resume: bool = False,
         observers: Sequence[RunObserver] = (),
     ) -> dict[str, Any]:
+        return self.run_many([(config, run_dir)], show_progress=show_progress, resume=resume, observers=observers)[0]
+
+    def run_many(
+        self,
+        runs: Sequence[tuple[RunConfig, Path]],
+        show_progress: bool = False,
+        resume: bool = False,
+        observers: Sequence[RunObserver] = (),
+    ) -> list[dict[str, Any]]:
+        """Several runs one after another in ONE Flower simulation, so Ray starts once (a method
+        comparison on a small model spends most of its time there). The runs must share
+        `federation.num_clients` and `flower.client_cpus`: the virtual SuperNodes and actors are set up once."""
+        if not runs:
+            return []
+        config = runs[0][0]
+        shared = {(c.federation.num_clients, c.flower.client_cpus) for c, _ in runs}
+        if len(shared) > 1:
+            raise FedHelloError(
+                "flower-sim: runs sharing one simulation need the same federation.num_clients and "
+                f"flower.client_cpus, got {sorted(shared)}"
+            )
         quiet_flower()
         import ray
         from flwr.simulation import run_simulation
@@ -65,7 +86,7 @@ class FlowerSimEngine(Engine):
         logging.getLogger("flwr").addFilter(hide)
         try:
             run_simulation(
-                server_app=build_server_app(config, run_dir, show_progress, resume, observers),
+                server_app=build_server_app(runs, show_progress, resume, observers),
                 client_app=client_app,
                 num_supernodes=config.federation.num_clients,
                 backend_config=backend_config(config),
@@ -79,7 +100,7 @@ class FlowerSimEngine(Engine):
             logging.getLogger("flwr").removeFilter(hide)
             if started_ray and ray.is_initialized():
                 ray.shutdown()  # stops the raylet and workers this run started
-        return finished_summary(run_dir)
+        return [finished_summary(run_dir) for _, run_dir in runs]
 
 
 def finished_summary(run_dir: Path) -> dict[str, Any]:
