@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedhello.config import RunConfig, parse_override, read_yaml_tree, set_dotted
+from fedhello.config import RunConfig, config_from_dict, parse_override, read_yaml_tree, set_dotted
 from fedhello.errors import ConfigError
 from fedhello.methods import METHODS, method_config
 from fedhello.rundir import CONFIG_FILE, read_summary
@@ -54,11 +54,15 @@ class Cell:
 
     @property
     def done(self) -> bool:
-        """Finished with this very config (a folder left by other settings does not count)."""
+        """Finished with this very config (a folder left by other settings does not count). The saved config
+        is read with today's defaults, so a field added since the cell ran does not make it unfinished."""
         if read_summary(self.run_dir) is None or not (self.run_dir / CONFIG_FILE).is_file():
             return False
-        saved = yaml.safe_load((self.run_dir / CONFIG_FILE).read_text())
-        return saved == self.config.model_dump(mode="json")
+        try:
+            saved = config_from_dict(yaml.safe_load((self.run_dir / CONFIG_FILE).read_text()) or {})
+        except ConfigError:  # written with settings this version no longer has
+            return False
+        return saved.model_dump(mode="json") == self.config.model_dump(mode="json")
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None) -> list[Cell]:

@@ -13,7 +13,10 @@ ROOT = Path(fedhello.__file__).parent
 # lowest first; a name is a top-level module or package of fedhello
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "registry", "config", "plan", "seeding", "runtime", "events", "rundir", "models"},
-    {"data", "tasks", "training", "allocation", "aggregation", "resources", "figures", "loggers", "experiment", "methods"},
+    {
+        "data", "tasks", "training", "allocation", "aggregation", "resources",
+        "figures", "loggers", "experiment", "methods",
+    },
     {"server"},
     {"engines"},
     {"cli", "compare", "reporting", "testing"},
