@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
+from fedhello.allocation.importance import layer_scores
 from fedhello.config import StrategyConfig
-from fedhello.plan import Plan
+from fedhello.plan import ClientUpdate, Plan
 from fedhello.registry import Registry
 
 ALLOCATORS: Registry = Registry("allocation strategy")
@@ -34,9 +37,18 @@ class Allocator(ABC):
         """Whether the server should estimate layer importance before allocating this round."""
         return False
 
+    def score_layers(self, fisher: dict[str, torch.Tensor], layout: dict[str, int]) -> np.ndarray:
+        """Per-layer importance from the proxy set's empirical Fisher diagonal (computed by the server when
+        `wants_importance`); the default is FIM-HLA's score (sum of the Frobenius norms per layer)."""
+        return layer_scores(fisher, layout, self.num_layers)
+
     def set_importance(self, round_num: int, scores: np.ndarray) -> dict[str, Any]:
         """Receive per-layer importance scores; returns what to log (e.g. the new probabilities)."""
         return {}
+
+    def observe(self, round_num: int, updates: Sequence[ClientUpdate]) -> None:
+        """See the round's accepted updates (their metrics, e.g. gradient norms) after aggregation."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -17,6 +17,7 @@ from fedhello.plan import ClientUpdate, Plan
 from fedhello.server import Coordinator, build_federation, client_seed
 from fedhello.server.loop import run_rounds
 from fedhello.training import LocalTrainer
+from fedhello.training.schedule import round_lr
 
 
 @ENGINES.register("local")
@@ -29,8 +30,11 @@ class LocalEngine(Engine):
         trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
 
         def dispatch(round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
+            lr = round_lr(config.train, round_num, config.federation.rounds)
             return [
-                trainer.train(cid, plan, state, federation.client_data(cid), client_seed(config.seed, round_num, cid))
+                trainer.train(
+                    cid, plan, state, federation.client_data(cid), client_seed(config.seed, round_num, cid), lr=lr
+                )
                 for cid, plan in plans.items()
             ]
 

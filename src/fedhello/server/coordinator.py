@@ -16,7 +16,7 @@ import torch
 from fedhello.aggregation import AGGREGATORS, Aggregator
 from fedhello.allocation import ALLOCATORS, Allocator
 from fedhello.allocation.constraints import DepthAwareAllocator
-from fedhello.allocation.importance import empirical_fisher, layer_scores
+from fedhello.allocation.importance import empirical_fisher
 from fedhello.errors import ConfigError
 from fedhello.models.layers import HEAD
 from fedhello.plan import ClientUpdate, Plan
@@ -24,6 +24,7 @@ from fedhello.server.federation import Federation
 from fedhello.training.trainer import extract_state, load_state
 
 _SAMPLING, _ALLOCATION = 0, 1  # independent random streams per round
+_EVAL_SUBSET = 3  # stream of the fixed evaluation subset (the loop's dropout stream is 2)
 
 
 def build_allocator(federation: Federation) -> Allocator:
@@ -32,7 +33,9 @@ def build_allocator(federation: Federation) -> Allocator:
         raise ConfigError("strategy.name", f"unknown strategy '{strategy.name}'", f"use one of {ALLOCATORS.names()}")
     cls = ALLOCATORS.get(strategy.name)
     # rank-heterogeneous allocators (HetLoRA, FlexLoRA, LEGEND) hand out ranks up to the adapter's rank
-    extra = {"lora_rank": federation.config.lora.r} if getattr(cls, "needs_lora_rank", False) else {}
+    extra: dict[str, Any] = {"lora_rank": federation.config.lora.r} if getattr(cls, "needs_lora_rank", False) else {}
+    if getattr(cls, "needs_constraints", False):  # budget-true allocators solve their own knapsack
+        extra["constraints"] = federation.client_constraints()
     allocator = cls(strategy, federation.num_layers, federation.tier_budgets, **extra)
     if strategy.depth_aware:  # budget tiers: keep every plan at or above its tier's lowest affordable layer
         allocator = DepthAwareAllocator(allocator, federation.client_constraints())
@@ -59,6 +62,7 @@ class Coordinator:
         self.allocator = allocator or build_allocator(federation)
         self.aggregator = aggregator or build_aggregator(federation)
         self.global_state: dict[str, torch.Tensor] = extract_state(federation.model, list(federation.layout))
+        self._eval_subset = None
 
     def _rng(self, round_num: int, stream: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, round_num, stream])
@@ -83,15 +87,25 @@ class Coordinator:
         load_state(fed.model, self.global_state)
         names = [n for n, layer in fed.layout.items() if layer != HEAD]
         fisher = empirical_fisher(fed.model, fed.task.loss, fed.proxy, fed.task.collate, names)
-        scores = layer_scores(fisher, fed.layout, fed.num_layers)
+        scores = self.allocator.score_layers(fisher, fed.layout)
         return {"round": round_num, **self.allocator.set_importance(round_num, scores)}
 
-    def aggregate(self, updates: Sequence[ClientUpdate]) -> None:
+    def aggregate(self, updates: Sequence[ClientUpdate], round_num: int = 0) -> None:
         self.global_state = self.aggregator.aggregate(self.global_state, updates)
+        self.allocator.observe(round_num, updates)
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, full: bool = True) -> dict[str, float]:
+        """Metrics of the global model on the test split, or (`full=False` with `federation.eval_subset`) on
+        a fixed seeded subset of it: cheap intermediate evaluations, the same samples every time."""
         load_state(self.federation.model, self.global_state)
-        return self.federation.task.evaluate(self.federation.model, self.federation.test)
+        test = self.federation.test
+        size = self.config.federation.eval_subset
+        if not full and size is not None and size < len(test):
+            if self._eval_subset is None:
+                picked = np.random.default_rng([self.config.seed, _EVAL_SUBSET]).permutation(len(test))[:size]
+                self._eval_subset = test.select(sorted(int(i) for i in picked))
+            test = self._eval_subset
+        return self.federation.task.evaluate(self.federation.model, test)
 
 
 def round_record(
@@ -117,6 +131,8 @@ def round_record(
         "round": round_num,
         "accuracy": evaluation["accuracy"] if evaluation else None,
         "loss": evaluation["loss"] if evaluation else None,
+        "macro_f1": evaluation.get("macro_f1") if evaluation else None,
+        "eval_samples": int(evaluation["samples"]) if evaluation and "samples" in evaluation else None,
         "train_loss": float(np.mean([u.metrics.get("train_loss", np.nan) for u in updates])) if updates else None,
         "wall_seconds": wall_seconds,
         "train_seconds": sum(u.metrics.get("seconds", 0.0) for u in updates),

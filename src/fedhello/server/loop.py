@@ -182,9 +182,9 @@ def run_rounds(
             outcome = collect_updates(config, round_num, plans, coordinator.global_state, dispatch, validator)
             skipped = len(outcome.accepted) < config.reliability.min_clients
             if not skipped:
-                coordinator.aggregate(outcome.accepted)
+                coordinator.aggregate(outcome.accepted, round_num)
             evaluate = round_num % config.federation.eval_every == 0 or round_num == rounds
-            evaluation = coordinator.evaluate() if evaluate else None
+            evaluation = coordinator.evaluate(full=round_num == rounds) if evaluate else None
             record = round_record(
                 round_num, federation, outcome.accepted, download_bytes, time.perf_counter() - started, evaluation
             )

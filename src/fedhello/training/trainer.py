@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from fedhello.config import TrainConfig
 from fedhello.errors import ConfigError
-from fedhello.models.layers import keys_for_layers
+from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
@@ -97,9 +97,19 @@ class LocalTrainer:
         return meter
 
     def train(
-        self, client_id: int, plan: Plan, global_state: dict[str, torch.Tensor], data: Dataset, seed: int
+        self,
+        client_id: int,
+        plan: Plan,
+        global_state: dict[str, torch.Tensor],
+        data: Dataset,
+        seed: int,
+        lr: float | None = None,
     ) -> ClientUpdate:
-        """Start from `global_state`, train the plan's parameters on `data`, return their new values."""
+        """Start from `global_state`, train the plan's parameters on `data`, return their new values.
+
+        `lr` is this round's learning rate (the server's schedule, `training.schedule.round_lr`); None means
+        `train.lr`. Besides the tensors, the update's metrics carry `grad_norm.<layer>`: the root-mean-square
+        over optimizer steps of each trained layer's LoRA gradient norm (what Fed-pilot's value uses)."""
         started = time.perf_counter()
         load_state(self.model, global_state)
         if plan.ranks:  # rank-heterogeneous methods: this client is a rank-r adapter on those layers
@@ -108,8 +118,10 @@ class LocalTrainer:
         names = freeze_for_plan(self.model, self.layout, plan)
         params = dict(self.model.named_parameters())
         optimizer = torch.optim.AdamW(
-            [params[n] for n in names], lr=self.config.lr, weight_decay=self.config.weight_decay
+            [params[n] for n in names], lr=self.config.lr if lr is None else lr, weight_decay=self.config.weight_decay
         )
+        layer_of = {n: self.layout[n] for n in names if self.layout[n] != HEAD}
+        grad_sq: dict[int, float] = {}
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # dropout masks
         loader = DataLoader(
@@ -122,7 +134,8 @@ class LocalTrainer:
         steps, micro, loss_sum = 0, 0, 0.0
         optimizer.zero_grad(set_to_none=True)
         step_times: list[float] = []
-        step_clock = time.perf_counter()
+        step_cpu: list[float] = []  # CPU time per step: robust to other processes on a shared machine
+        step_clock, cpu_clock = time.perf_counter(), time.process_time()
         for _ in range(self.config.local_epochs):
             for i, batch in enumerate(loader):
                 batch = {k: v.to(device) for k, v in batch.items()}
@@ -137,6 +150,11 @@ class LocalTrainer:
                 if (i + 1) % accum and i + 1 != len(loader):
                     continue
                 if scaler:
+                    scaler.unscale_(optimizer)
+                _accumulate_layer_norms(grad_sq, params, layer_of)
+                if self.config.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_([params[n] for n in names], self.config.max_grad_norm)
+                if scaler:
                     scaler.step(optimizer)
                     scaler.update()
                 else:
@@ -145,7 +163,8 @@ class LocalTrainer:
                 steps += 1
                 if meter is not None:
                     step_times.append(time.perf_counter() - step_clock)
-                    step_clock = time.perf_counter()
+                    step_cpu.append(time.process_time() - cpu_clock)
+                    step_clock, cpu_clock = time.perf_counter(), time.process_time()
                 if self.config.max_steps and steps >= self.config.max_steps:
                     break
             if self.config.max_steps and steps >= self.config.max_steps:
@@ -160,10 +179,25 @@ class LocalTrainer:
             "steps": float(steps),
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
+            **{f"grad_norm.{layer}": (total / max(steps, 1)) ** 0.5 for layer, total in sorted(grad_sq.items())},
         }
         if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
             peak = meter.peak_mb()
             update.metrics["step_seconds"] = statistics.median(step_times[1:] or step_times or [0.0])
+            update.metrics["step_cpu_seconds"] = statistics.median(step_cpu[1:] or step_cpu or [0.0])
             if peak is not None:
                 update.metrics["peak_mem_mb"] = peak
         return update
+
+
+def _accumulate_layer_norms(
+    totals: dict[int, float], params: dict[str, torch.nn.Parameter], layer_of: dict[str, int]
+) -> None:
+    """Add each trained layer's squared gradient norm of this step (before clipping) to `totals`."""
+    step: dict[int, float] = {}
+    for name, layer in layer_of.items():
+        grad = params[name].grad
+        if grad is not None:
+            step[layer] = step.get(layer, 0.0) + float(grad.detach().float().pow(2).sum())
+    for layer, value in step.items():
+        totals[layer] = totals.get(layer, 0.0) + value
