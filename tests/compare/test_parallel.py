@@ -114,3 +114,27 @@ def test_worker_count_and_reference_validation(tiny_model_dir, tiny_data_dir, mo
     assert "\n" not in str(err.value)
     result = runner.invoke(app, ["compare", "configs/compare/ci.yaml", "--set", "compare.reference=nope"])
     assert result.exit_code == 2 and "compare.reference" in result.output
+
+
+def test_budget_tiers_run_the_first_cell_alone_so_the_profile_is_measured_once(
+    tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch
+):
+    from fedhello.compare import runner as runner_module
+    from fedhello.compare.runner import CellOutcome
+
+    calls = []
+
+    def fake_pool(batches, workers, finished):
+        calls.append([[cell.label for _, cell in batch] for batch in batches])
+        for batch in batches:
+            for index, _ in reversed(batch):  # completion order differs from grid order
+                finished(index, CellOutcome(1.0, "boom" if index == 1 else None))
+
+    monkeypatch.setattr(runner_module, "_run_in_pool", fake_pool)
+    args = grid_args(tiny_model_dir, tiny_data_dir)
+    run = run_grid(load_grid("configs/compare/ci.yaml", args, tmp_path / "a"), show_progress=False, workers=2)
+    assert [len(batch) for batch in calls[0]] == [4]
+    assert run.ran == 3 and [(cell.label, error) for cell, error in run.failed] == [("iid / fedit / seed 2", "boom")]
+    budget = [*args, "tiers=[{share: 1/2, memory_mb: 40}, {share: 1/2, layers: 4}]"]
+    run_grid(load_grid("configs/compare/ci.yaml", budget, tmp_path / "b"), show_progress=False, workers=2)
+    assert [len(batch) for batch in calls[1]] == [1, 3] and calls[1][0] == ["iid / fedit / seed 1"]

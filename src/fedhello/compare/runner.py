@@ -5,7 +5,8 @@ processes, reused across cells. Each worker limits torch, OpenMP and MKL to one 
 imported, and runs a cell exactly as the sequential path does, so on CPU its numbers are identical to a
 sequential run with one thread (`OMP_NUM_THREADS=1`, as the test suite runs). Results are kept in grid order
 whatever the completion order. A cell that fails is reported in one line (its traceback goes to
-`RUN_DIR/error.txt`) and the other cells go on.
+`RUN_DIR/error.txt`) and the other cells go on. With memory / time budget tiers, the first cell runs alone
+before the others start, so that the budget profile they all share is measured once (and not concurrently).
 """
 
 from __future__ import annotations
@@ -116,18 +117,27 @@ def _progress(show: bool) -> Progress:
     )
 
 
-def _run_in_pool(todo: list[tuple[int, Cell]], workers: int, finished: Callable[[int, CellOutcome], None]) -> None:
-    """Run the cells in `workers` spawned processes; call `finished(index, outcome)` as each one ends."""
+def _needs_profile(cells: Sequence[Cell]) -> bool:
+    """Whether the cells declare memory / time budget tiers, i.e. read (or first measure) the budget profile."""
+    return any(tier.has_budget for cell in cells for tier in cell.config.tiers)
+
+
+def _run_in_pool(
+    batches: list[list[tuple[int, Cell]]], workers: int, finished: Callable[[int, CellOutcome], None]
+) -> None:
+    """Run the batches of cells one after another, each batch's cells in `workers` spawned processes (the
+    pool is shared); call `finished(index, outcome)` as each cell ends."""
     context = get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
     try:
-        futures: dict[Future[CellOutcome], int] = {pool.submit(run_cell, cell): i for i, cell in todo}
-        for future in as_completed(futures):
-            try:
-                outcome = future.result()
-            except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory (BrokenProcessPool)
-                outcome = CellOutcome(0.0, _one_line(err))
-            finished(futures[future], outcome)
+        for batch in batches:
+            futures: dict[Future[CellOutcome], int] = {pool.submit(run_cell, cell): i for i, cell in batch}
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory (BrokenProcessPool)
+                    outcome = CellOutcome(0.0, _one_line(err))
+                finished(futures[future], outcome)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -163,7 +173,10 @@ def run_grid(cells: list[Cell], show_progress: bool = True, workers: int = 1) ->
                 finished(index, run_cell(cell))
         else:
             progress.update(bar, description=f"{result.workers} workers")
-            _run_in_pool(todo, result.workers, finished)
+            # budget tiers: the first cell runs alone, so the budget profile is measured once, without other
+            # cells competing for the cores, cached, and then read by every other cell
+            batches = [todo[:1], todo[1:]] if _needs_profile([c for _, c in todo]) else [todo]
+            _run_in_pool(batches, result.workers, finished)
     result.ran = sum(o.error is None for o in outcomes.values())
     result.failed = [(cells[i], outcomes[i].error or "") for i in sorted(outcomes) if outcomes[i].error]
     result.seconds = time.perf_counter() - started
