@@ -53,3 +53,17 @@ def test_cli_run_writes_run_folder(tiny_config, tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads((out / "summary.json").read_text())["rounds"] == 1
     assert (out / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_strategy_that_ignores_budgets_says_so(tiny_config, tmp_path):
+    import yaml
+
+    tree = tiny_config.model_dump(mode="json")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    for strategy, says in (("ffa", True), ("full", True), ("gd", False)):
+        result = runner.invoke(app, ["run", str(path), "--dry-run", "--set", f"strategy.name={strategy}"])
+        assert result.exit_code == 0, result.output
+        assert ("ignores the tier budgets" in result.stderr) == says, (strategy, result.stderr)
+    listing = runner.invoke(app, ["strategies"]).output
+    assert "ignore the tier budgets, every client trains every layer: ffa, full" in listing

@@ -89,3 +89,43 @@ def test_strategy_configs_select_their_strategy():
     for path in Path("configs/strategies").glob("*.yaml"):
         config = load_config(path)
         assert config.strategy.name in path.stem or path.stem.startswith(config.strategy.name)
+
+
+@pytest.mark.parametrize("strategy", ["legend", "tier_rank"])
+def test_rank_allocator_with_plain_fedavg_is_refused_at_load(strategy):
+    """FedAvg of rank-truncated factors used to be accepted and broadcast a rank-r factor into the global one."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"strategy.name={strategy}"])  # aggregation.name stays the default, fedavg
+    message = str(info.value)
+    assert "'aggregation.name'" in message and "rank-truncated" in message and "\n" not in message
+    assert all(name in message for name in ("hetlora", "flexlora", "rank_fedavg"))
+    assert load_config(None, [f"strategy.name={strategy}", "aggregation.name=rank_fedavg"]).strategy.name == strategy
+
+
+def test_every_strategy_aggregator_pair_is_decided_by_the_declarations():
+    from fedhello.aggregation import AGGREGATORS
+    from fedhello.allocation import ALLOCATORS
+
+    for strategy in ALLOCATORS.names():
+        for aggregation in AGGREGATORS.names():
+            overrides = [f"strategy.name={strategy}", f"aggregation.name={aggregation}"]
+            fits = ALLOCATORS.get(strategy).uploads <= AGGREGATORS.get(aggregation).accepts
+            if fits:
+                assert load_config(None, overrides).aggregation.name == aggregation
+            else:
+                with pytest.raises(ConfigError, match="'aggregation.name'"):
+                    load_config(None, overrides)
+
+
+def test_self_pruning_needs_a_rank_aware_aggregator():
+    with pytest.raises(ConfigError, match="self_prune_threshold"):
+        load_config(None, ["strategy.name=tier_rank", "aggregation.name=fedavg", "lora.self_prune_threshold=0.1"])
+    assert load_config(None, ["strategy.name=tier_rank", "aggregation.name=hetlora", "lora.self_prune_threshold=0.1"])
+
+
+def test_importance_strategy_without_proxy_data_is_refused_at_load():
+    for strategy in ("fim", "fim+gd"):
+        with pytest.raises(ConfigError) as info:
+            load_config(None, [f"strategy.name={strategy}", "data.proxy_size=0"])
+        assert "'data.proxy_size'" in str(info.value) and "Fisher" in str(info.value)
+    assert load_config(None, ["strategy.name=rgd", "data.proxy_size=0"]).data.proxy_size == 0

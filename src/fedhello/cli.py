@@ -69,6 +69,7 @@ def run(
     """Run a federated fine-tuning experiment and write its run folder."""
     from fedhello.config import load_config
     from fedhello.engines import ENGINES
+    from fedhello.methods.compatibility import budget_note
     from fedhello.reporting import new_run_dir
 
     try:
@@ -87,6 +88,9 @@ def run(
             resolved = load_config(config, overrides)
         if engine not in ENGINES:
             raise FedHelloError(f"option '--engine': unknown engine '{engine}' (fix: use one of {ENGINES.names()})")
+        note = budget_note(resolved)
+        if note:
+            console.print(note, highlight=False, soft_wrap=True)
         if dry_run:
             from fedhello.tasks.dry_run import describe_plan
 
@@ -146,6 +150,8 @@ def strategies() -> None:
     from fedhello.data import PARTITIONERS, SOURCES
 
     typer.echo(f"strategies:   {', '.join(ALLOCATORS.names())}")
+    ignoring = [name for name in ALLOCATORS.names() if not ALLOCATORS.get(name).respects_budgets]
+    typer.echo(f"              (ignore the tier budgets, every client trains every layer: {', '.join(ignoring)})")
     typer.echo(f"patterns:     {', '.join(PATTERNS)}")
     typer.echo(f"aggregators:  {', '.join(AGGREGATORS.names())}")
     typer.echo(f"partitioners: {', '.join(PARTITIONERS.names())}")

@@ -37,6 +37,26 @@ class LoraSettings(Section):
         default_factory=lambda: ["classifier"],
         description="modules trained in full and federated on every client (the task head)",
     )
+    rank_scaling: Literal["fixed", "per_rank"] = Field(
+        "fixed",
+        description="scale of a rank-r client's LoRA update: fixed = alpha / r_max for everyone (peft's); "
+        "per_rank = alpha / r, as a rank-r adapter trained alone (HetLoRA). The server always stores factors "
+        "at alpha / r_max (docs/compare.md)",
+    )
+    self_prune_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        description="HetLoRA rank self-pruning (0 = off): after local training a client drops the top "
+        "components of a LoRA pair when the norm of their product is at most this fraction of the norm of "
+        "the kept components' product; the dropped components are sent as zeros",
+    )
+    self_prune_ratio: float = Field(
+        0.75,
+        gt=0.0,
+        lt=1.0,
+        description="rank kept by a self-pruning client, as a fraction of its rank (rounded down, at least 1, "
+        "at least one component dropped)",
+    )
 
 
 class DataConfig(Section):
@@ -217,7 +237,20 @@ class ReliabilityConfig(Section):
     norm_bound: float | None = Field(
         None,
         gt=0.0,
-        description="reject an update whose RMS change exceeds norm_bound x the round's median (None = off)",
+        description="reject an update whose RMS change exceeds norm_bound x the median of the round's "
+        "well-formed updates, all attempts together (None = off)",
+    )
+    num_samples_bound: float | None = Field(
+        10.0,
+        gt=0.0,
+        description="engines where the server does not know the clients' partition sizes (flower-deploy): "
+        "reject an update claiming more than num_samples_bound x the median claim of the round (None = off; "
+        "local and flower-sim instead require the claim to equal the server's own partition size)",
+    )
+    max_num_samples: int | None = Field(
+        None,
+        ge=0,
+        description="flower-deploy: reject an update claiming more than this many training samples (None = no cap)",
     )
 
 
@@ -277,6 +310,10 @@ class RunConfig(Section):
             raise ValueError("federation.clients_per_round: larger than federation.num_clients; lower it")
         if self.reliability.min_clients > self.federation.clients_per_round:
             raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
+        # imported here: the check reads the allocator and aggregator registries, which import this module
+        from fedhello.methods.compatibility import check_run_config
+
+        check_run_config(self)
         return self
 
 

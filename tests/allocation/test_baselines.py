@@ -6,6 +6,7 @@ import pytest
 from fedhello.allocation import ALLOCATORS
 from fedhello.allocation.baselines import budget_rank, depth_ranks
 from fedhello.config import StrategyConfig
+from fedhello.errors import ConfigError
 
 L, BUDGETS = 6, [3, 4, 6]
 CLIENTS = {0: 3, 1: 4, 2: 6, 3: 3, 4: 6}  # client -> layer budget (its tier's)
@@ -32,6 +33,14 @@ def test_exclusive_only_strongest_tier_trains_everything():
     assert all(p.layers == tuple(range(L)) and p.ranks is None for p in plans.values())
     none_strong = make("exclusive").allocate(1, {0: 3, 1: 4}, np.random.default_rng(0))
     assert none_strong == {}
+
+
+def test_exclusive_refuses_tiers_that_cannot_train_the_whole_model():
+    """Published rule: only clients able to train the whole model take part. With budgets 3/4/5 of 6 the old
+    allocator gave all 6 layers to the 5-layer tier, over its budget."""
+    with pytest.raises(ConfigError) as info:
+        ALLOCATORS.get("exclusive")(StrategyConfig(name="exclusive"), L, [3, 4, 5])
+    assert "'tiers'" in str(info.value) and "all 6 layers" in str(info.value)
 
 
 def test_tier_rank_trains_all_layers_at_a_rank_growing_with_the_budget():

@@ -118,3 +118,20 @@ def test_fim_state_round_trips():
     clone.load_state_dict(allocator.state_dict())
     assert np.allclose(clone.probabilities, allocator.probabilities)
     assert clone.refreshed_at == 5
+
+
+def test_equal_scores_share_a_level():
+    """An all-zero Fisher (e.g. an empty proxy set) must not rank layers by their index."""
+    levels = importance_levels(np.zeros(6), 3)
+    assert levels.tolist() == [0] * 6
+    probs, _ = level_probabilities(np.zeros(6), 3)
+    assert probs.tolist() == pytest.approx([1 / 6] * 6)
+    assert importance_levels(np.array([1.0, 1.0, 5.0, 5.0, 5.0, 9.0]), 3).tolist() == [0, 0, 1, 1, 1, 2]
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        scores = rng.integers(0, 4, size=int(rng.integers(2, 12))).astype(float)
+        levels = importance_levels(scores, 3)
+        for value in np.unique(scores):
+            assert len(set(levels[scores == value])) == 1, (scores, levels)
+        order = np.argsort(scores)
+        assert np.all(np.diff(levels[order]) >= 0)

@@ -7,7 +7,8 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification
 
 from fedhello.engines import ENGINES
-from fedhello.server import build_federation
+from fedhello.plan import state_bytes
+from fedhello.server import Coordinator, build_federation
 
 
 def test_tiny_run_learns_and_writes_outputs(tiny_config, tmp_path):
@@ -20,10 +21,14 @@ def test_tiny_run_learns_and_writes_outputs(tiny_config, tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == list(range(1, 7))
     assert records[-1]["accuracy"] >= 0.6, "4 keyword classes: chance is 0.25"
-    assert summary["best_accuracy"] >= records[0]["accuracy"]
+    accuracies = [r["accuracy"] for r in records]
+    assert summary["final_accuracy"] == accuracies[-1] and summary["best_accuracy"] == max(accuracies)
+    assert accuracies[summary["best_round"] - 1] == max(accuracies)
+    download = state_bytes(Coordinator(build_federation(config)).global_state)  # the adapter sent to each client
     for record in records:
         assert len(record["clients"]) == 3
         assert record["bytes_up"] == sum(c["bytes_up"] for c in record["clients"])
+        assert record["bytes_down"] == 3 * download
         for client in record["clients"]:
             budget = config.tiers[client["tier"]].layers
             assert len(client["layers"]) == budget

@@ -108,6 +108,37 @@ def test_rounds_logged_after_the_checkpoint_are_dropped_and_a_run_can_be_extende
     assert files == ["adapter-000003.safetensors", STATE_FILE], "superseded checkpoint files are removed"
 
 
+def test_resume_between_fim_refreshes_restores_the_held_probabilities(fast_config, tmp_path):
+    """Rounds 3 and 4 neither refresh FIM (refreshes at 2, 5, ...) nor start fresh: they draw layers with
+    the probabilities estimated in round 2, which only the checkpoint's allocator state carries over."""
+    config = resumable_config(fast_config, rounds=2)
+    config.federation.clients_per_round = 6  # four budget-limited draws per round
+    config.strategy.fim_warmup, config.strategy.fim_every, config.strategy.fim_hold = 1, 3, True
+    run_dir = tmp_path / "run"
+    ENGINES.get("local")().run(config, run_dir, show_progress=False)
+    longer = config.model_copy(deep=True)
+    longer.federation.rounds = 4
+    summary = ENGINES.get("local")().run(longer, run_dir, show_progress=False, resume=True)
+    assert summary["resumed_from"] == 2
+    reference = tmp_path / "reference"
+    ENGINES.get("local")().run(longer, reference, show_progress=False)
+    assert_same_run(run_dir, reference)
+    records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["importance_refresh"] for r in records] == [False, True, False, False]
+
+    # the check can fail: an allocator without the held probabilities (what skipping its restore leaves)
+    # falls back to the warm-up pattern and allocates rounds 3 and 4 differently
+    forgetful = longer.model_copy(deep=True)
+    forgetful.strategy.fim_hold = False
+    forgetful.output.save_adapter = False
+    ENGINES.get("local")().run(forgetful, tmp_path / "forgetful", show_progress=False)
+
+    def after_resume(run: Path) -> list[str]:
+        return [row for row in (run / "allocations.csv").read_text().splitlines() if row.split(",")[0] in {"3", "4"}]
+
+    assert after_resume(tmp_path / "forgetful") != after_resume(reference)
+
+
 def test_resume_before_the_first_checkpoint_restarts_cleanly(fast_config, tmp_path):
     config = resumable_config(fast_config, rounds=1)
     config.checkpoint.every = 0  # never checkpointed: resuming starts from round 1 with empty logs

@@ -104,15 +104,110 @@ def test_30_percent_dropout_run_completes_and_logs_failures(fast_config, tmp_pat
         assert record["skipped"] == (len(trained) < 2)
 
 
-def test_rounds_without_enough_clients_are_skipped_and_leave_the_model_unchanged(fast_config, tmp_path):
+def run_with(config: RunConfig, run_dir, wrap):  # noqa: ANN001, ANN201
+    """The local engine's round loop with `wrap(dispatch)` between the server and the clients; returns
+    the initial and the final global state."""
+    from fedhello.server import Coordinator, build_federation, client_seed
+    from fedhello.server.loop import partition_sizes, run_rounds
+    from fedhello.training import LocalTrainer
+
+    federation = build_federation(config)
+    coordinator = Coordinator(federation)
+    initial = {k: v.clone() for k, v in coordinator.global_state.items()}
+    trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
+
+    def dispatch(round_num, plans, state):  # noqa: ANN001, ANN202
+        return [
+            trainer.train(cid, plan, state, federation.client_data(cid), client_seed(config.seed, round_num, cid))
+            for cid, plan in plans.items()
+        ]
+
+    run_rounds(
+        federation, coordinator, wrap(dispatch), run_dir, show_progress=False, sample_counts=partition_sizes(federation)
+    )
+    return initial, coordinator.global_state
+
+
+def test_rounds_with_too_few_updates_are_skipped_and_leave_the_model_unchanged(fast_config, tmp_path):
     config = fast_config.model_copy(deep=True)
     config.federation.rounds = 2
-    config.reliability.client_timeout_s = 1e-9  # every client is too slow
+    config.reliability.min_clients = 3
     config.reliability.on_too_few = "skip"
     config.strategy.name = "gd"
-    ENGINES.get("local")().run(config, tmp_path / "run", show_progress=False)
+
+    def last_client_silent(dispatch):  # noqa: ANN001, ANN202 - 2 of the 3 sampled clients answer
+        return lambda round_num, plans, state: dispatch(round_num, plans, state)[:-1]
+
+    initial, final = run_with(config, tmp_path / "run", last_client_silent)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["skipped"] and r["attempts"] == 1 and not r["clients"] for r in records)
-    assert all(len(r["failed_clients"]) == 3 for r in records)
-    # no aggregation happened: the saved adapter is the initial one, so both evaluations agree exactly
+    # updates did arrive and were valid, only too few of them
+    assert all(r["skipped"] and r["attempts"] == 1 and len(r["clients"]) == 2 and not r["rejected"] for r in records)
+    assert all([f["reason"] for f in r["failed_clients"]] == ["no reply"] for r in records)
+    assert all(torch.equal(final[k], initial[k]) for k in initial), "a skipped round must not aggregate"
     assert records[0]["accuracy"] == records[1]["accuracy"] and records[0]["loss"] == records[1]["loss"]
+
+
+def test_bytes_down_counts_only_the_plans_actually_sent(fast_config, tmp_path):
+    from fedhello.plan import state_bytes
+
+    config = fast_config.model_copy(deep=True)
+    config.federation.rounds = 3
+    config.reliability.dropout = 0.5
+    config.reliability.on_too_few = "retry"
+    config.reliability.min_clients = 2
+    config.output.save_adapter = False
+    received: list[int] = []
+
+    def count(dispatch):  # noqa: ANN001, ANN202
+        def counted(round_num, plans, state):  # noqa: ANN001, ANN202
+            while len(received) < round_num:
+                received.append(0)
+            received[round_num - 1] += len(plans)
+            return dispatch(round_num, plans, state)
+
+        return counted
+
+    initial, _ = run_with(config, tmp_path / "run", count)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    dropouts = sum(f["reason"] == "dropout" for r in records for f in r["failed_clients"])
+    assert dropouts, "the seed must drop some clients, or this test checks nothing"
+    assert [r["bytes_down"] for r in records] == [state_bytes(initial) * n for n in received]
+
+
+def outlier_dispatch(first_attempt: set[int], outlier: int, calls: list[set[int]]):  # noqa: ANN201
+    """Clients in `first_attempt` answer the first send, the others only the re-send; `outlier` sends a
+    50x larger change than the honest clients (whose changes differ slightly)."""
+
+    def dispatch(round_num, plans, state):  # noqa: ANN001, ANN202
+        calls.append(set(plans))
+        answering = [cid for cid in plans if len(calls) > 1 or cid in first_attempt]
+        return [
+            ClientUpdate(
+                cid, plans[cid], {n: v + (50.0 if cid == outlier else 1.0 + cid / 100) for n, v in state.items()}, 5
+            )
+            for cid in answering
+        ]
+
+    return dispatch
+
+
+def test_the_norm_bound_judges_an_update_against_the_whole_round_not_its_attempt():
+    config = settings(norm_bound=5.0, min_clients=5, on_too_few="retry", max_retries=1)
+    plans = {cid: Plan((0,)) for cid in range(5)}
+    # an outlier that arrives on the retry, with only one other update in its attempt
+    calls: list[set[int]] = []
+    validator = UpdateValidator(LAYOUT, config.reliability)
+    outcome = collect_updates(config, 1, plans, STATE, outlier_dispatch({0, 1, 2}, 4, calls), validator)
+    assert calls == [{0, 1, 2, 3, 4}, {3, 4}]
+    assert [u.client_id for u in outcome.accepted] == [0, 1, 2, 3]
+    assert [(r["id"], r["attempt"]) for r in outcome.rejected] == [(4, 1)] and "norm bound" in outcome.rejected[0][
+        "reason"
+    ]
+    # an outlier in a first attempt too small for a median is judged once the round has enough updates
+    calls = []
+    outcome = collect_updates(config, 1, plans, STATE, outlier_dispatch({0, 4}, 4, calls), validator)
+    assert calls == [{0, 1, 2, 3, 4}, {1, 2, 3}]
+    assert [u.client_id for u in outcome.accepted] == [0, 1, 2, 3]
+    assert [(r["id"], r["attempt"]) for r in outcome.rejected] == [(4, 0)] and "norm bound" in outcome.rejected[0][
+        "reason"
+    ]

@@ -235,3 +235,97 @@ def test_honest_updates_of_every_method_are_accepted(method, fast_config, tmp_pa
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     # (some methods, e.g. `exclusive`, plan only part of the sampled clients: no client may be refused)
     assert record["rejected"] == [] and record["failed_clients"] == [] and record["clients"]
+
+
+HONEST_SAMPLES = 10
+
+
+def plus_minus_round(liar_claim: int) -> tuple[dict[int, Plan], list[ClientUpdate], dict[str, torch.Tensor]]:
+    """Four honest clients move every value by +1 and report their 10 samples; client 5 moves it by -1
+    and claims `liar_claim` samples."""
+    state = {name: torch.zeros_like(t) for name, t in global_state().items()}
+    plans = {cid: Plan((0,)) for cid in range(1, 6)}
+    updates = [
+        ClientUpdate(
+            cid,
+            plan,
+            {n: state[n] + (1.0 if cid < 5 else -1.0) for n in expected_shapes(plan, state, LAYOUT)},
+            num_samples=HONEST_SAMPLES if cid < 5 else liar_claim,
+        )
+        for cid, plan in plans.items()
+    ]
+    return plans, updates, state
+
+
+def test_a_huge_sample_claim_cannot_own_a_samples_weighted_average():
+    plans, updates, state = plus_minus_round(liar_claim=10**12)
+    trained = (A0, B0, HEAD_W)
+    # the attack is real: trusting the claim, the liar's -1 is the round's average
+    trusting = UpdateValidator(LAYOUT, ReliabilityConfig(num_samples_bound=None))
+    accepted, _ = trusting.split(plans, updates, state)
+    assert float(masked_fedavg(state, accepted, "samples")[A0].mean()) < -0.99
+
+    simulation = UpdateValidator(LAYOUT, ReliabilityConfig(), sample_counts=lambda cid: HONEST_SAMPLES)
+    deployment = UpdateValidator(LAYOUT, ReliabilityConfig())  # no partition sizes: the median rule bounds claims
+    for validator, reason in (
+        (simulation, "num_samples: claims 1000000000000, the server's partition of this client holds 10"),
+        (deployment, "num_samples: claims 1000000000000 > 10 x round median 10"),
+    ):
+        accepted, rejected = validator.split(plans, updates, state)
+        assert [(r.client_id, r.reason) for r in rejected] == [(5, reason)]
+        new = masked_fedavg(state, accepted, "samples")
+        assert all(torch.equal(new[n], state[n] + 1.0) for n in trained), "the honest +1 stands"
+
+
+def test_simulation_counts_are_exact_and_deployment_claims_are_capped():
+    # with the server's counts, under-claiming (to hide) is refused too, and a client whose partition
+    # really is 100x the others' is not an outlier
+    plans, updates, state = plus_minus_round(liar_claim=HONEST_SAMPLES)
+    counts = {1: 10, 2: 10, 3: 10, 4: 3, 5: 1000}
+    updates[4].num_samples = 1000
+    accepted, rejected = UpdateValidator(LAYOUT, ReliabilityConfig(), sample_counts=counts.__getitem__).split(
+        plans, updates, state
+    )
+    assert [(r.client_id, r.reason) for r in rejected] == [
+        (4, "num_samples: claims 10, the server's partition of this client holds 3")
+    ]
+    assert [u.client_id for u in accepted] == [1, 2, 3, 5]
+    # deployment with two clients: no median to speak of, the absolute cap still holds
+    two = {1: plans[1], 5: plans[5]}
+    capped = UpdateValidator(LAYOUT, ReliabilityConfig(max_num_samples=500))
+    accepted, rejected = capped.split(two, [updates[0], updates[4]], state)
+    assert [u.client_id for u in accepted] == [1]
+    assert [(r.client_id, r.reason) for r in rejected] == [
+        (5, "num_samples: claims 1000, more than max_num_samples 500")
+    ]
+
+
+def test_the_local_engine_holds_claims_to_its_own_partition_sizes(fast_config, tmp_path, monkeypatch):
+    import json
+
+    from fedhello.engines import ENGINES
+    from fedhello.methods.presets import method_config
+    from fedhello.training import LocalTrainer
+
+    tree = fast_config.model_dump(mode="json")
+    tree["federation"]["rounds"] = 2
+    tree["output"]["save_adapter"] = False
+    config = method_config(tree, "flexlora")
+    liars: list[int] = []
+    trained: list[int] = []
+
+    def train(self, client_id, plan, state, data, seed):  # noqa: ANN001, ANN202 - a client that boasts
+        update = LocalTrainer.train(self, client_id, plan, state, data, seed)
+        trained.append(client_id)
+        if len(trained) % config.federation.clients_per_round == 1:  # the first client of each round
+            liars.append(client_id)
+            update.num_samples = 10**12
+        return update
+
+    monkeypatch.setattr("fedhello.engines.local.LocalTrainer", type("Boasting", (LocalTrainer,), {"train": train}))
+    ENGINES.get("local")().run(config, tmp_path / "run", show_progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [[r["id"] for r in record["rejected"]] for record in records] == [[liar] for liar in liars]
+    for record in records:
+        assert "the server's partition of this client holds" in record["rejected"][0]["reason"]
+        assert len(record["clients"]) == config.federation.clients_per_round - 1

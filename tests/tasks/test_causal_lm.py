@@ -114,3 +114,38 @@ def test_causal_lm_federated_run_scores_rouge(dolly_config, tmp_path):
     for record in records:
         for client in record["clients"]:
             assert len(client["layers"]) == dolly_config.tiers[client["tier"]].layers
+
+
+def test_accumulation_weighs_every_response_token_equally(dolly_config, monkeypatch):
+    """A causal LM's loss is a mean over predicted tokens, and micro-batches of equal size hold different
+    numbers of them: accumulating 3 micro-batches of 2 must give the gradient of one batch of 6."""
+    config = dolly_config.model_copy(deep=True)
+    federation = build_federation(config)
+    for module in federation.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    data = federation.train.select(range(6))
+    params = dict(federation.model.named_parameters())
+    state = {n: p.detach().clone() for n, p in params.items() if n in federation.layout}
+    tokens = [int((federation.task.collate([data[i]])["labels"][:, 1:] != IGNORE).sum()) for i in range(6)]
+    assert len(set(tokens)) > 1, "the test needs responses of different lengths"
+
+    def first_step_gradient(batch_size: int, accum: int) -> dict[str, torch.Tensor]:
+        seen: list[dict[str, torch.Tensor]] = []
+
+        class Recording(torch.optim.AdamW):
+            def step(self, *args, **kwargs):
+                seen.append({n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None})
+                return super().step(*args, **kwargs)
+
+        monkeypatch.setattr(torch.optim, "AdamW", Recording)
+        config.train.batch_size, config.train.grad_accum = batch_size, accum
+        LocalTrainer(federation.model, federation.task, federation.layout, config.train).train(
+            0, Plan(layers=(0, 1, 2, 3)), state, data, seed=2
+        )
+        return seen[0]
+
+    full, accumulated = first_step_gradient(6, 1), first_step_gradient(2, 3)
+    assert set(full) == set(accumulated) and full
+    for name, grad in full.items():
+        assert torch.allclose(accumulated[name], grad, rtol=1e-4, atol=1e-7), name

@@ -37,6 +37,44 @@ def test_accumulated_micro_batches_equal_one_big_batch(tiny_config):
     assert any(not torch.allclose(t, plain.tensors[n], atol=1e-5) for n, t in big.tensors.items())
 
 
+def step_gradients(federation, config, state, data, monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """The gradients every optimizer step of one client's training from `state` sees (recorded just before
+    the step)."""
+    seen: list[dict[str, torch.Tensor]] = []
+    params = dict(federation.model.named_parameters())
+
+    class Recording(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            seen.append({n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None})
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    LocalTrainer(federation.model, federation.task, federation.layout, config.train).train(
+        0, Plan(layers=(0, 1, 2, 3)), state, data, seed=4
+    )
+    return seen
+
+
+def test_uneven_micro_batches_give_the_full_batch_gradient(tiny_config, monkeypatch):
+    """14 samples in micro-batches of 4, 4, 4 and 2: each sample must weigh 1/14, as in one batch of 14
+    (averaging the four micro-batch means would give the last two samples 1/8 each)."""
+    config = tiny_config.model_copy(deep=True)
+    config.lora.dropout = 0.0
+    federation = build_federation(config)
+    for module in federation.model.modules():  # no dropout: batch splits must not change the random masks
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    data = federation.train.select(range(14))
+    state = {n: p.detach().clone() for n, p in federation.model.named_parameters() if n in federation.layout}
+    config.train.batch_size = 14
+    (full,) = step_gradients(federation, config, state, data, monkeypatch)
+    config.train.batch_size, config.train.grad_accum = 4, 4
+    (accumulated,) = step_gradients(federation, config, state, data, monkeypatch)
+    assert set(full) == set(accumulated) and full
+    for name, grad in full.items():
+        assert torch.allclose(accumulated[name], grad, rtol=1e-4, atol=1e-7), name
+
+
 def test_effective_batch_must_be_a_multiple():
     assert TrainConfig(batch_size=8, effective_batch_size=32).grad_accum == 4
     with pytest.raises(ValueError, match="multiple"):

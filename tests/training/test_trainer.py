@@ -68,3 +68,15 @@ def test_training_is_seeded(tiny_config):
     c = trainer.train(0, Plan((0, 1)), coordinator.global_state, fed.client_data(0), seed=8)
     assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
     assert any(not torch.equal(a.tensors[k], c.tensors[k]) for k in a.tensors)
+
+
+def test_load_state_refuses_a_shape_that_copy_would_broadcast(tiny_config):
+    import pytest
+
+    from fedhello.training import load_state
+
+    fed = build_federation(tiny_config)
+    name = next(n for n in fed.layout if ".lora_A." in n)
+    row = dict(fed.model.named_parameters())[name].detach()[:1].clone()
+    with pytest.raises(ValueError, match="shape"):
+        load_state(fed.model, {name: row})

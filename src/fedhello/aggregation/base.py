@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
+from fedhello.allocation.base import Upload
 from fedhello.plan import ClientUpdate
 from fedhello.registry import Registry
 
@@ -32,6 +33,14 @@ def weighted_mean(tensors: Sequence[torch.Tensor], weights: torch.Tensor, like: 
 
 
 class Aggregator(ABC):
+    """Merges a round's accepted updates into the global state.
+
+    `accepts` declares which kinds of upload (`Upload`) the rule merges correctly; the config loader refuses
+    a strategy whose uploads an aggregator does not accept (see `fedhello.methods.compatibility`).
+    """
+
+    accepts: ClassVar[frozenset[Upload]] = frozenset({Upload.FULL})
+
     def __init__(self, weighting: Literal["uniform", "samples"] = "uniform") -> None:
         self.weighting = weighting
 

@@ -22,6 +22,7 @@ import torch
 
 from fedhello.aggregation.base import AGGREGATORS, Aggregator
 from fedhello.aggregation.fedavg import masked_fedavg
+from fedhello.allocation.base import Upload
 
 DECAY = 0.8  # weight of the past in the moving update counts
 MAX_SCALE = 1.5  # largest step multiplier of an under-updated tensor
@@ -30,6 +31,8 @@ MAX_SCALE = 1.5  # largest step multiplier of an under-updated tensor
 @AGGREGATORS.register("fedpilot")
 class FedPilotAggregator(Aggregator):
     """Masked FedAvg plus a per-tensor step multiplier that compensates rarely updated tensors."""
+
+    accepts = frozenset({Upload.FULL, Upload.ONE_FACTOR})  # per tensor, like masked FedAvg
 
     def __init__(self, weighting="samples") -> None:  # noqa: ANN001
         super().__init__(weighting)

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from fedhello.aggregation.base import AGGREGATORS, Aggregator, client_weights, weighted_mean
+from fedhello.allocation.base import Upload
 from fedhello.plan import ClientUpdate
 from fedhello.training.ranks import lora_factor, partner_name
 
@@ -67,7 +68,10 @@ def flexlora_aggregate(
 
 @AGGREGATORS.register("flexlora")
 class FlexLoRAAggregator(Aggregator):
-    """FlexLoRA: SVD of the weighted sum of full products B_k A_k per layer (use weighting: samples)."""
+    """FlexLoRA: SVD of the weighted sum of full products B_k A_k per layer (use weighting: samples).
+    Needs both factors of every pair (no FFA-LoRA)."""
+
+    accepts = frozenset({Upload.FULL, Upload.TRUNCATED})
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         return flexlora_aggregate(global_state, updates, self.weighting)

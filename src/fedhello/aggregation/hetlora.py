@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from fedhello.aggregation.base import AGGREGATORS, Aggregator
+from fedhello.allocation.base import Upload
 from fedhello.plan import ClientUpdate
 from fedhello.training.ranks import coverage, lora_factor, pad, partner_name
 
@@ -87,7 +88,9 @@ def hetlora_aggregate(
 
 @AGGREGATORS.register("rank_fedavg")
 class RankMaskedFedAvg(Aggregator):
-    """Masked FedAvg per entry, for uploads of differing ranks (LEGEND)."""
+    """Masked FedAvg per entry, for uploads of differing ranks (LEGEND); each tensor on its own."""
+
+    accepts = frozenset({Upload.FULL, Upload.TRUNCATED, Upload.ONE_FACTOR})
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         return rank_masked_fedavg(global_state, updates, self.weighting)
@@ -95,7 +98,10 @@ class RankMaskedFedAvg(Aggregator):
 
 @AGGREGATORS.register("hetlora")
 class HetLoRAAggregator(Aggregator):
-    """HetLoRA: zero-pad to r_max, Frobenius-norm-weighted average; clients truncate back to their rank."""
+    """HetLoRA: zero-pad to r_max, Frobenius-norm-weighted average; clients truncate back to their rank.
+    Weights come from B_k A_k, so both factors of every pair must be uploaded (no FFA-LoRA)."""
+
+    accepts = frozenset({Upload.FULL, Upload.TRUNCATED})
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         return hetlora_aggregate(global_state, updates, self.weighting)

@@ -5,7 +5,7 @@ from fedhello.allocation import (
     budget_true,  # noqa: F401  (registers)
     strategies,  # noqa: F401  (registers)
 )
-from fedhello.allocation.base import ALLOCATORS, Allocator, sample_layers
+from fedhello.allocation.base import ALLOCATORS, Allocator, Upload, sample_layers
 from fedhello.allocation.patterns import PATTERNS, pattern_counts, tier_layers
 
-__all__ = ["ALLOCATORS", "PATTERNS", "Allocator", "pattern_counts", "sample_layers", "tier_layers"]
+__all__ = ["ALLOCATORS", "PATTERNS", "Allocator", "Upload", "pattern_counts", "sample_layers", "tier_layers"]

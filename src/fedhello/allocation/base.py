@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from enum import StrEnum
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -17,12 +18,31 @@ from fedhello.registry import Registry
 ALLOCATORS: Registry = Registry("allocation strategy")
 
 
+class Upload(StrEnum):
+    """The kind of tensors a client sends back. Allocators declare what their plans make clients upload and
+    aggregators what they can merge, so an impossible pairing is refused when the config is loaded
+    (`fedhello.methods.compatibility`) instead of corrupting the global adapter."""
+
+    FULL = "full-rank"  # every trained LoRA factor at the adapter's rank r_max
+    TRUNCATED = "rank-truncated"  # the first r < r_max components of each factor (or zeros beyond r)
+    ONE_FACTOR = "one-factor"  # only one factor of each LoRA pair (FFA-LoRA sends B, never A)
+
+
 class Allocator(ABC):
     """Heterogeneous LoRA allocation. `budgets` maps each sampled client to how many layers it can train.
 
     Allocators are pure decision-makers: they never touch models or the network. Those that need layer
     importance say so through `wants_importance`, and the server hands them scores via `set_importance`.
+
+    Class-level declarations, read when the config is loaded (before anything is built):
+    `uploads` -- the kinds of upload its plans produce; `needs_importance` -- it needs Fisher scores, so the
+    proxy set must not be empty; `respects_budgets` -- False for baselines that give every client the whole
+    model whatever its tier (FedIT, FFA-LoRA), which the CLI and `fedhello strategies` say.
     """
+
+    uploads: ClassVar[frozenset[Upload]] = frozenset({Upload.FULL})
+    needs_importance: ClassVar[bool] = False
+    respects_budgets: ClassVar[bool] = True
 
     def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int]) -> None:
         self.config = config

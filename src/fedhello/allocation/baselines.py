@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 
-from fedhello.allocation.base import ALLOCATORS, Allocator
+from fedhello.allocation.base import ALLOCATORS, Allocator, Upload
 from fedhello.allocation.patterns import tier_layers
 from fedhello.config import StrategyConfig
+from fedhello.errors import ConfigError
 from fedhello.plan import Plan
 
 
@@ -46,18 +47,29 @@ class StragglerAllocator(Allocator):
 
 @ALLOCATORS.register("exclusive")
 class ExclusiveAllocator(Allocator):
-    """Only clients of the strongest tier train (every layer); the others sit the round out, so a round may
-    have fewer (or no) participants."""
+    """Exclusive learning, as published: only clients whose budget covers the whole model train (every
+    layer); the others sit the round out, so a round may have fewer (or no) participants. When no tier can
+    train every layer nobody ever would, so the run is refused when the federation is built."""
+
+    def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int]) -> None:
+        super().__init__(config, num_layers, tier_budgets)
+        if max(tier_budgets) < num_layers:
+            raise ConfigError(
+                "tiers",
+                f"strategy 'exclusive' trains only clients that can train all {num_layers} layers, and no tier "
+                f"can (budgets {', '.join(map(str, tier_budgets))}): nobody would ever train",
+                f"give one tier layers: {num_layers}, or use another strategy (e.g. straggler)",
+            )
 
     def allocate(self, round_num, budgets, rng):  # noqa: ANN001
-        strongest = max(self.tier_budgets)
-        return {cid: Plan(tuple(range(self.num_layers))) for cid, k in budgets.items() if k == strongest}
+        return {cid: Plan(tuple(range(self.num_layers))) for cid, k in budgets.items() if k >= self.num_layers}
 
 
 class RankAllocator(Allocator):
     """Base of allocators that give clients per-layer LoRA ranks of at most `lora_rank`."""
 
     needs_lora_rank = True
+    uploads = frozenset({Upload.FULL, Upload.TRUNCATED})
 
     def __init__(
         self, config: StrategyConfig, num_layers: int, tier_budgets: list[int], lora_rank: int = 8
@@ -81,7 +93,12 @@ class TierRankAllocator(RankAllocator):
 @ALLOCATORS.register("ffa")
 class FrozenAAllocator(Allocator):
     """FFA-LoRA: every client trains every layer's B only; A stays at the shared seeded initialisation and
-    is never sent (half the upload)."""
+    is never sent (half the upload). As published, FFA-LoRA is a homogeneous method: every client trains the
+    whole model whatever its tier budget (like FedIT), so it is an upper bound on resources, not a
+    budget-respecting baseline; `respects_budgets = False` makes the CLI say so at the start of a run."""
+
+    uploads = frozenset({Upload.ONE_FACTOR})
+    respects_budgets = False
 
     def allocate(self, round_num, budgets, rng):  # noqa: ANN001
         return {cid: Plan(tuple(range(self.num_layers)), train_lora_a=False) for cid in budgets}

@@ -63,15 +63,21 @@ def layer_scores(fisher: dict[str, torch.Tensor], layout: dict[str, int], num_la
 
 
 def importance_levels(scores: np.ndarray, num_levels: int) -> np.ndarray:
-    """Level of each layer (0 = least important) from an exact 1-D k-means by dynamic programming."""
-    order = np.argsort(scores, kind="stable")
-    values = scores[order]
-    n, k = len(values), min(num_levels, len(values))
-    prefix = np.concatenate([[0.0], np.cumsum(values)])
-    prefix_sq = np.concatenate([[0.0], np.cumsum(values**2)])
+    """Level of each layer (0 = least important) from an exact 1-D k-means by dynamic programming.
 
-    def sse(i: int, j: int) -> float:  # squared error of values[i:j] around their mean
-        total, count = prefix[j] - prefix[i], j - i
+    Groups are cut only between distinct scores, so equal scores always share a level: layers that tie
+    (an all-zero Fisher, say) must not be told apart by their index. With fewer distinct scores than
+    `num_levels` there are only that many levels (all ties: every layer at level 0, uniform sampling).
+    """
+    values, inverse, counts = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True, return_counts=True)
+    n, k = len(values), min(num_levels, len(values))
+    weights = counts.astype(np.float64)
+    prefix_w = np.concatenate([[0.0], np.cumsum(weights)])
+    prefix = np.concatenate([[0.0], np.cumsum(weights * values)])
+    prefix_sq = np.concatenate([[0.0], np.cumsum(weights * values**2)])
+
+    def sse(i: int, j: int) -> float:  # squared error of the layers scoring values[i:j] around their mean
+        total, count = prefix[j] - prefix[i], prefix_w[j] - prefix_w[i]
         return prefix_sq[j] - prefix_sq[i] - total * total / count
 
     cost = np.full((k + 1, n + 1), np.inf)
@@ -83,15 +89,13 @@ def importance_levels(scores: np.ndarray, num_levels: int) -> np.ndarray:
                 candidate = cost[g - 1, i] + sse(i, j)
                 if candidate < cost[g, j] - 1e-15:
                     cost[g, j], cut[g, j] = candidate, i
-    levels_sorted = np.zeros(n, dtype=np.int64)
+    level_of_value = np.zeros(n, dtype=np.int64)
     j = n
     for g in range(k, 0, -1):
         i = cut[g, j]
-        levels_sorted[i:j] = g - 1
+        level_of_value[i:j] = g - 1
         j = i
-    levels = np.empty(n, dtype=np.int64)
-    levels[order] = levels_sorted
-    return levels
+    return level_of_value[inverse.reshape(-1)]
 
 
 def level_probabilities(scores: np.ndarray, num_levels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,8 @@ from fedhello.plan import Plan
 class FullAllocator(Allocator):
     """Every client trains every layer (FedIT, the homogeneous upper bound; ignores budgets)."""
 
+    respects_budgets = False
+
     def allocate(self, round_num, budgets, rng):  # noqa: ANN001
         return {cid: Plan(tuple(range(self.num_layers))) for cid in budgets}
 
@@ -62,6 +64,8 @@ class FisherAllocator(Allocator):
     Before the first estimate (and, with `fim_hold: false`, between refreshes, as the official code) the
     `fallback` allocator decides: uniform random here, the GD/RGD pattern in the co-design.
     """
+
+    needs_importance = True
 
     def __init__(self, config, num_layers, tier_budgets) -> None:  # noqa: ANN001
         super().__init__(config, num_layers, tier_budgets)

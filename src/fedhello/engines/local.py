@@ -15,7 +15,7 @@ from fedhello.config import RunConfig
 from fedhello.engines.base import ENGINES, Engine
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.server import Coordinator, build_federation, client_seed
-from fedhello.server.loop import run_rounds
+from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.training import LocalTrainer
 from fedhello.training.schedule import round_lr
 
@@ -38,4 +38,8 @@ class LocalEngine(Engine):
                 for cid, plan in plans.items()
             ]
 
-        return run_rounds(federation, coordinator, dispatch, run_dir, show_progress, resume=resume)
+        # the clients' data are this process's own partitions: their sample counts are known, not claimed
+        counts = partition_sizes(federation)
+        return run_rounds(
+            federation, coordinator, dispatch, run_dir, show_progress, resume=resume, sample_counts=counts
+        )

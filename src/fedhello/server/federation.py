@@ -15,6 +15,7 @@ from flwr_datasets.partitioner import Partitioner
 from fedhello.config import RunConfig, TierConfig
 from fedhello.data import build_partitioner, load_source
 from fedhello.errors import ConfigError
+from fedhello.methods.compatibility import check_proxy_set
 from fedhello.models.layers import num_blocks, trainable_layout
 from fedhello.resources.budgets import resolve_budgets
 from fedhello.resources.cost import LayerConstraint
@@ -94,6 +95,7 @@ def build_federation(config: RunConfig) -> Federation:
 
     train = raw["train"].shuffle(seed=config.seed)
     proxy_size = min(config.data.proxy_size, len(train) // 10)
+    check_proxy_set(config, proxy_size, len(train))
     proxy, train = train.select(range(proxy_size)), train.select(range(proxy_size, len(train)))
     train = _take(train, config.data.max_train_samples)
     test = _take(raw["test"], config.data.max_test_samples)

@@ -33,7 +33,7 @@ from fedhello.server.checkpoint import (
 )
 from fedhello.server.coordinator import Coordinator, round_record
 from fedhello.server.federation import Federation
-from fedhello.server.validation import UpdateValidator
+from fedhello.server.validation import Rejection, SampleCounts, UpdateValidator
 from fedhello.training.trainer import load_state
 
 Dispatch = Callable[[int, dict[int, Plan], dict[str, torch.Tensor]], list[ClientUpdate]]
@@ -61,7 +61,7 @@ class RoundOutcome:
     failed: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
-    contacted: int = 0
+    sent: int = 0  # plans actually handed to the engine (simulated dropouts are never sent one)
 
 
 def collect_updates(
@@ -73,16 +73,26 @@ def collect_updates(
     validator: UpdateValidator,
 ) -> RoundOutcome:
     """Send the plans, drop late or missing replies, validate the rest; with `on_too_few: retry`, re-send
-    to the clients that failed until `min_clients` updates are accepted or the retries run out."""
+    to the clients that failed until `min_clients` updates are accepted or the retries run out.
+
+    Each reply is checked on its own as it arrives; the round-level rules (the median-relative norm and
+    sample-count bounds) judge all the round's well-formed updates together after every attempt, so an
+    update that arrives on a retry is held against the whole round, not against the one or two other
+    replies of its attempt.
+    """
     settings = config.reliability
     outcome = RoundOutcome()
     pending = dict(plans)
     tries = 1 + (settings.max_retries if settings.on_too_few == "retry" else 0)
+    wellformed: list[ClientUpdate] = []
+    arrived: dict[int, int] = {}  # client -> the attempt its well-formed update came in
+    seen: set[int] = set()  # clients heard from this round (a second update is a duplicate)
+    outliers: list[Rejection] = []
     for attempt in range(tries):
         outcome.attempts = attempt + 1
         dropped = simulated_dropouts(config, round_num, attempt, sorted(pending))
         sent = {cid: plan for cid, plan in pending.items() if cid not in dropped}
-        outcome.contacted += len(pending)
+        outcome.sent += len(sent)
         updates = dispatch(round_num, sent, global_state) if sent else []
         failed = {cid: "dropout" for cid in dropped}
         if settings.client_timeout_s is not None:
@@ -92,18 +102,34 @@ def collect_updates(
             updates = [u for u in updates if failed.get(u.client_id) != "timeout"]
         replied = {u.client_id for u in updates}
         failed.update({cid: "no reply" for cid in sent if cid not in replied and cid not in failed})
-        accepted, rejected = validator.split(sent, updates, global_state)
-        outcome.accepted.extend(accepted)
-        outcome.rejected.extend({**r.to_json(), "attempt": attempt} for r in rejected)
+        good, malformed = validator.screen(sent, updates, global_state, seen)
+        wellformed.extend(good)
+        arrived.update({u.client_id: attempt for u in good})
+        outcome.rejected.extend({**r.to_json(), "attempt": attempt} for r in malformed)
         outcome.failed.extend({"id": cid, "reason": why, "attempt": attempt} for cid, why in sorted(failed.items()))
+        outcome.accepted, outliers = validator.bound(wellformed, global_state)
         if len(outcome.accepted) >= settings.min_clients:
             break
         pending = {cid: plans[cid] for cid in sorted(failed)}  # hostile clients are not asked again
         if not pending:
             break
+    outcome.rejected.extend({**r.to_json(), "attempt": arrived[r.client_id]} for r in outliers)
     # aggregation order must not depend on arrival order (floating-point sums are not associative)
     outcome.accepted.sort(key=lambda u: u.client_id)
     return outcome
+
+
+def partition_sizes(federation: Federation) -> SampleCounts:
+    """The server's own training-sample count of every client (its partition's size), for engines whose
+    server holds the federation's partitioner: `UpdateValidator` then refuses any other claim."""
+    sizes: dict[int, int] = {}
+
+    def size(client_id: int) -> int:
+        if client_id not in sizes:  # only sampled clients are asked (others are refused as unsolicited)
+            sizes[client_id] = len(federation.client_data(client_id))
+        return sizes[client_id]
+
+    return size
 
 
 def _resume(federation: Federation, coordinator: Coordinator, run_dir: Path) -> int:
@@ -149,17 +175,20 @@ def run_rounds(
     run_dir: Path,
     show_progress: bool = True,
     resume: bool = False,
+    sample_counts: SampleCounts | None = None,
 ) -> dict[str, Any]:
     """Run every configured round, write the run folder, return the summary.
 
     With `resume`, continue `run_dir` from its last checkpoint (see server/checkpoint.py); the result is
-    bitwise the one of an uninterrupted run on the same hardware.
+    bitwise the one of an uninterrupted run on the same hardware. `sample_counts` is the server's own
+    count of each client's samples (`partition_sizes`) where the engine's server holds the partitions
+    (local, flower-sim); without it clients' claims are only bounded (see server/validation.py).
     """
     config = federation.config
     start = _resume(federation, coordinator, run_dir) if resume else 0
     writer = RunWriter(run_dir, config)
     write_partition_stats(federation, run_dir)
-    validator = UpdateValidator(federation.layout, config.reliability, coordinator.aggregator)
+    validator = UpdateValidator(federation.layout, config.reliability, coordinator.aggregator, sample_counts)
     rounds = config.federation.rounds
     every = config.checkpoint.every
     download_bytes = state_bytes(coordinator.global_state)
@@ -189,7 +218,7 @@ def run_rounds(
                 round_num, federation, outcome.accepted, download_bytes, time.perf_counter() - started, evaluation
             )
             record["importance_refresh"] = importance is not None
-            record["bytes_down"] = download_bytes * outcome.contacted
+            record["bytes_down"] = download_bytes * outcome.sent  # what went out, not who was sampled
             record["attempts"] = outcome.attempts
             record["skipped"] = skipped
             record["failed_clients"] = outcome.failed

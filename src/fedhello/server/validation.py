@@ -1,16 +1,24 @@
 """Server-side checks on client updates before aggregation.
 
 A client is not trusted: its update must carry exactly the tensors its plan trains (the server's plan,
-not the one the client claims), with the shapes and dtypes that plan implies, finite values, a sane
-sample count, and -- optionally -- a change no larger than `norm_bound` times the round's median. A
-rejected update is logged with its reason and never reaches the aggregator, so it cannot change the
-global model.
+not the one the client claims), with the shapes and dtypes that plan implies, finite values, and a
+sample count the server can vouch for. Where the server knows each client's partition size (the local
+and flower-sim engines build the federation's partitioner) the claim must equal it; elsewhere
+(flower-deploy) it must stay within `max_num_samples` and `num_samples_bound` times the round's median
+claim. Optionally the change must be no larger than `norm_bound` times the round's median change.
+
+The two median rules judge a round, not one reply: `bound` is handed every well-formed update of the
+round so far (all attempts), so an outlier cannot slip through on a retry where only one or two updates
+arrive. A rejected update is logged with its reason and never reaches the aggregator, so it cannot
+change the global model, and the aggregator only ever sees sample counts the server trusts.
+
+Engines do not judge updates: they only move them (see engines/flower/serverapp.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,12 +74,27 @@ def _slice_like(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return tensor[tuple(slice(0, n) for n in shape)]
 
 
-class UpdateValidator:
-    """Splits a round's updates into accepted and rejected ones (see the module docstring)."""
+SampleCounts = Callable[[int], int]
+"""client id -> the number of training samples the server knows that client holds."""
 
-    def __init__(self, layout: dict[str, int], settings: ReliabilityConfig, aggregator: object | None = None) -> None:
+
+class UpdateValidator:
+    """Splits a round's updates into accepted and rejected ones (see the module docstring).
+
+    `sample_counts` is the server's own count of each client's training samples, where it has one (the
+    simulation engines); without it, claims are only bounded (`max_num_samples`, `num_samples_bound`).
+    """
+
+    def __init__(
+        self,
+        layout: dict[str, int],
+        settings: ReliabilityConfig,
+        aggregator: object | None = None,
+        sample_counts: SampleCounts | None = None,
+    ) -> None:
         self.layout = layout
         self.settings = settings
+        self.sample_counts = sample_counts
         declared = getattr(aggregator, "expected_shapes", None)
         self._shapes = declared if callable(declared) else expected_shapes
 
@@ -98,9 +121,22 @@ class UpdateValidator:
                 return f"{name}: dtype {tensor.dtype}, expected {global_state[name].dtype}"
             if not bool(torch.isfinite(tensor).all()):
                 return f"{name}: contains NaN or Inf"
-        samples = update.num_samples
+        return self.check_samples(update.num_samples, update.client_id)
+
+    def check_samples(self, samples: object, client_id: int) -> str | None:
+        """Why a claimed sample count must be refused on its own (the median rule is in `bound`)."""
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
             return f"num_samples: {samples!r} is not a non-negative integer"
+        if self.sample_counts is not None:
+            # the server holds the partition: a different claim is a lie (or a broken client), and it
+            # would buy the client a larger share of a samples-weighted average
+            known = self.sample_counts(client_id)
+            if samples != known:
+                return f"num_samples: claims {samples}, the server's partition of this client holds {known}"
+            return None
+        cap = self.settings.max_num_samples
+        if cap is not None and samples > cap:
+            return f"num_samples: claims {samples}, more than max_num_samples {cap}"
         return None
 
     def change_rms(self, update: ClientUpdate, global_state: dict[str, torch.Tensor]) -> float:
@@ -114,15 +150,23 @@ class UpdateValidator:
             count += diff.numel()
         return math.sqrt(total / max(count, 1))
 
-    def split(
-        self, plans: dict[int, Plan], updates: Sequence[ClientUpdate], global_state: dict[str, torch.Tensor]
+    def screen(
+        self,
+        plans: dict[int, Plan],
+        updates: Sequence[ClientUpdate],
+        global_state: dict[str, torch.Tensor],
+        seen: set[int] | None = None,
     ) -> tuple[list[ClientUpdate], list[Rejection]]:
-        """Accepted updates (in arrival order) and rejections with their reasons."""
+        """The well-formed updates of one attempt (arrival order) and the rejected ones with their reasons.
+
+        `seen` holds the clients already heard from in this round (updated in place), so a second update
+        from a client is refused even when it comes in a later attempt.
+        """
         if not self.settings.validate_updates:
             return list(updates), []
-        accepted: list[ClientUpdate] = []
+        seen = set() if seen is None else seen
+        wellformed: list[ClientUpdate] = []
         rejected: list[Rejection] = []
-        seen: set[int] = set()
         for update in updates:
             if update.client_id in seen:
                 rejected.append(Rejection(update.client_id, "duplicate: a second update from this client"))
@@ -130,19 +174,42 @@ class UpdateValidator:
             seen.add(update.client_id)
             reason = self.check_one(update, plans.get(update.client_id), global_state)
             if reason is None:
-                accepted.append(update)
+                wellformed.append(update)
             else:
                 rejected.append(Rejection(update.client_id, reason))
+        return wellformed, rejected
+
+    def bound(
+        self, updates: Sequence[ClientUpdate], global_state: dict[str, torch.Tensor]
+    ) -> tuple[list[ClientUpdate], list[Rejection]]:
+        """The round-level rules: `updates` are ALL the round's well-formed updates so far; an update is
+        refused when its change RMS exceeds `norm_bound` x their median, or (without server-side sample
+        counts) its claim exceeds `num_samples_bound` x their median claim. Pure: judging the same round
+        again with more updates may refuse one that an earlier call kept."""
+        if not self.settings.validate_updates or len(updates) < 3:  # a median of one or two says nothing
+            return list(updates), []
+        reasons: dict[int, str] = {}  # position in `updates` -> why
         bound = self.settings.norm_bound
-        if bound is not None and len(accepted) >= 3:  # a median of one or two updates says nothing
-            changes = [self.change_rms(u, global_state) for u in accepted]
+        if bound is not None:
+            changes = [self.change_rms(u, global_state) for u in updates]
             median = float(np.median(changes))
-            kept = []
-            for update, change in zip(accepted, changes, strict=True):
+            for i, change in enumerate(changes):
                 if change > bound * median:
-                    reason = f"norm bound: change RMS {change:.3g} > {bound:g} x round median {median:.3g}"
-                    rejected.append(Rejection(update.client_id, reason))
-                else:
-                    kept.append(update)
-            accepted = kept
-        return accepted, rejected
+                    reasons[i] = f"norm bound: change RMS {change:.3g} > {bound:g} x round median {median:.3g}"
+        samples_bound = self.settings.num_samples_bound
+        if samples_bound is not None and self.sample_counts is None:
+            median = float(np.median([u.num_samples for u in updates]))
+            for i, update in enumerate(updates):
+                if i not in reasons and update.num_samples > samples_bound * median:
+                    claim = update.num_samples
+                    reasons[i] = f"num_samples: claims {claim} > {samples_bound:g} x round median {median:g}"
+        kept = [u for i, u in enumerate(updates) if i not in reasons]
+        return kept, [Rejection(updates[i].client_id, why) for i, why in sorted(reasons.items())]
+
+    def split(
+        self, plans: dict[int, Plan], updates: Sequence[ClientUpdate], global_state: dict[str, torch.Tensor]
+    ) -> tuple[list[ClientUpdate], list[Rejection]]:
+        """Judge a whole round at once: accepted updates (in arrival order) and rejections with reasons."""
+        wellformed, rejected = self.screen(plans, updates, global_state)
+        accepted, outliers = self.bound(wellformed, global_state)
+        return accepted, rejected + outliers

@@ -37,6 +37,11 @@ class Task(ABC):
         """Mean loss of a batch (the training and Fisher objective)."""
         return model(**batch).loss
 
+    def loss_weight(self, batch: dict[str, torch.Tensor]) -> float:
+        """How many terms `loss` averages over for this batch: its samples. Gradient accumulation weighs
+        micro-batches by it, so that the accumulated gradient equals the whole batch's."""
+        return float(len(batch["labels"]))
+
     @abstractmethod
     def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
         """Metrics of `model` on `dataset`, e.g. {"accuracy": ..., "loss": ...}."""

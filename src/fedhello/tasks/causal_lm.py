@@ -137,6 +137,10 @@ class CausalLMTask(Task):
             labels[row, sample["prompt_length"] : len(ids)] = ids[sample["prompt_length"] :]
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
+    def loss_weight(self, batch: dict[str, torch.Tensor]) -> float:
+        """The loss is the mean over predicted response tokens (labels shifted by one), not samples."""
+        return float((batch["labels"][:, 1:] != IGNORE).sum())
+
     def generate(self, model: torch.nn.Module, prompts: list[str], batch_size: int = 8) -> list[str]:
         """Greedy completions of `prompts` (left-padded batches), decoded without the prompt."""
         device = next(model.parameters()).device

@@ -9,25 +9,30 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from fedhello.config import TrainConfig
+from fedhello.config import LoraSettings, TrainConfig
 from fedhello.errors import ConfigError
 from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
-from fedhello.training.ranks import lora_factor, truncate, zero_beyond_rank
+from fedhello.training.ranks import PerRankScaling, lora_factor, self_prune, truncate, zero_beyond_rank
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy `state` into the model's parameters in place (no re-allocation)."""
+    """Copy `state` into the model's parameters in place (no re-allocation). Shapes must match exactly:
+    `copy_` would otherwise broadcast, e.g. a rank-1 factor into every row of a rank-8 one."""
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state.items():
+            if tuple(value.shape) != tuple(params[name].shape):
+                raise ValueError(f"{name}: state has shape {list(value.shape)}, the model {list(params[name].shape)}")
             params[name].copy_(value)
 
 
@@ -50,6 +55,31 @@ def freeze_for_plan(model: torch.nn.Module, layout: dict[str, int], plan: Plan) 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@dataclass
+class _Stats:
+    """What one client's optimisation loop counted."""
+
+    steps: int = 0
+    loss_sum: float = 0.0  # sum of micro-batch mean losses times their weights
+    weight_sum: float = 0.0
+    step_times: list[float] = field(default_factory=list)
+    step_cpu: list[float] = field(default_factory=list)  # CPU time per step: robust on a shared machine
+    grad_sq: dict[int, float] = field(default_factory=dict)  # per layer: squared gradient norms summed over steps
+
+
+def micro_batch_groups(loader: Iterable[dict[str, torch.Tensor]], size: int) -> Iterator[list[dict[str, torch.Tensor]]]:
+    """The loader's batches in groups of `size` (one optimizer step each); the last group of a pass may be
+    shorter. A group is collected before its first backward so its total weight is known up front."""
+    group: list[dict[str, torch.Tensor]] = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Mixed-precision context for `precision` (fp32: none). fp16 needs CUDA; bf16 also runs on CPU."""
     if precision == "fp32":
@@ -63,15 +93,28 @@ class LocalTrainer:
     """Trains a shared model for one client at a time; holds no per-client state.
 
     Options (all off by default): `precision` autocasts forward and loss (fp16 with a gradient scaler),
-    `grad_accum` sums gradients of that many micro-batches per optimizer step (the mean over them, so an
-    effective batch does not depend on how it is split), `gradient_checkpointing` recomputes activations.
+    `grad_accum` sums gradients of that many micro-batches per optimizer step, weighting every sample (every
+    predicted token of a causal LM) equally, so the step is the full batch's however it is split -- an
+    epoch's short last micro-batch included; `gradient_checkpointing` recomputes activations.
+    LoRA options (`lora`, default the task config's): `rank_scaling: per_rank` trains a rank-r plan as a
+    rank-r adapter with scale alpha / r (`PerRankScaling`), `self_prune_threshold` prunes ranks after
+    training (`self_prune`).
     """
 
-    def __init__(self, model: torch.nn.Module, task: Task, layout: dict[str, int], config: TrainConfig) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: Task,
+        layout: dict[str, int],
+        config: TrainConfig,
+        lora: LoraSettings | None = None,
+    ) -> None:
         self.model = model
         self.task = task
         self.layout = layout
         self.config = config
+        # rank scaling and self-pruning are LoRA settings; by default those the task's model was built with
+        self.lora = lora if lora is not None else task.config.lora
         if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             # non-reentrant checkpointing lets gradients reach LoRA inputs without grads on the embeddings
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -116,42 +159,93 @@ class LocalTrainer:
             zero_beyond_rank(self.model, self.layout, plan.ranks)
         meter = self._start_meter(data) if self.config.record_resources else None
         names = freeze_for_plan(self.model, self.layout, plan)
+        scaling = None
+        if plan.ranks and self.lora.rank_scaling == "per_rank":
+            scaling = PerRankScaling(self.model, self.layout, plan.ranks)
+            scaling.enter()
+        try:
+            stats = self._optimize(names, data, seed, meter, lr)
+        finally:  # the shared model must get peft's scale back even when training fails
+            if scaling is not None:
+                scaling.exit()
+        tensors = extract_state(self.model, names)
+        metrics: dict[str, float] = {}
+        if self.lora.self_prune_threshold > 0:
+            metrics.update(self._self_prune(plan, tensors))
+        if plan.ranks:  # upload only the client's rank-r factors
+            tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
+        update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
+        update.metrics = {
+            "train_loss": stats.loss_sum / stats.weight_sum if stats.weight_sum > 0 else 0.0,
+            "steps": float(stats.steps),
+            "seconds": time.perf_counter() - started,
+            "bytes_up": float(update.num_bytes),
+            **metrics,
+            **{f"grad_norm.{k}": (v / max(stats.steps, 1)) ** 0.5 for k, v in sorted(stats.grad_sq.items())},
+        }
+        if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
+            peak = meter.peak_mb()
+            update.metrics["step_seconds"] = statistics.median(stats.step_times[1:] or stats.step_times or [0.0])
+            update.metrics["step_cpu_seconds"] = statistics.median(stats.step_cpu[1:] or stats.step_cpu or [0.0])
+            if peak is not None:
+                update.metrics["peak_mem_mb"] = peak
+        return update
+
+    def _self_prune(self, plan: Plan, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+        """`lora.self_prune_threshold`: HetLoRA's rank self-pruning on the trained factors, in place. The upload
+        keeps the plan's shapes (dropped components are zeros), so the server's validation is unchanged; the
+        metrics say how many LoRA pairs dropped components and the mean rank actually sent."""
+        ranks = {}
+        for name, tensor in tensors.items():
+            if lora_factor(name) == "A":
+                planned = plan.ranks.get(self.layout[name]) if plan.ranks else None
+                ranks[name] = min(planned or tensor.shape[0], tensor.shape[0])
+        kept = self_prune(tensors, ranks, self.lora.self_prune_threshold, self.lora.self_prune_ratio)
+        if not kept:
+            return {}
+        return {
+            "pruned_pairs": float(sum(kept[n] < ranks[n] for n in kept)),
+            "mean_rank": sum(kept.values()) / len(kept),
+        }
+
+    def _optimize(
+        self, names: list[str], data: Dataset, seed: int, meter: MemoryMeter | None, lr: float | None = None
+    ) -> _Stats:
+        """AdamW over the parameters `names` for the configured epochs / steps; the model is changed in place."""
         params = dict(self.model.named_parameters())
         optimizer = torch.optim.AdamW(
             [params[n] for n in names], lr=self.config.lr if lr is None else lr, weight_decay=self.config.weight_decay
         )
         layer_of = {n: self.layout[n] for n in names if self.layout[n] != HEAD}
-        grad_sq: dict[int, float] = {}
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # dropout masks
         loader = DataLoader(
             data, batch_size=self.config.batch_size, shuffle=True, generator=generator, collate_fn=self.task.collate
         )
         device = next(self.model.parameters()).device
-        accum = self.config.grad_accum
         scaler = torch.amp.GradScaler("cuda") if self.config.precision == "fp16" else None
         self.model.train()
-        steps, micro, loss_sum = 0, 0, 0.0
+        stats = _Stats()
         optimizer.zero_grad(set_to_none=True)
-        step_times: list[float] = []
-        step_cpu: list[float] = []  # CPU time per step: robust to other processes on a shared machine
         step_clock, cpu_clock = time.perf_counter(), time.process_time()
         for _ in range(self.config.local_epochs):
-            for i, batch in enumerate(loader):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with autocast(device, self.config.precision):
-                    loss = self.task.loss(self.model, batch)
-                # an epoch's last group may hold fewer micro-batches: average over those it has
-                group = min(accum, len(loader) - (i // accum) * accum)
-                scaled = loss / group
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                micro += 1
-                loss_sum += loss.item()
-                if (i + 1) % accum and i + 1 != len(loader):
-                    continue
+            for group in micro_batch_groups(loader, self.config.grad_accum):
+                # each micro-batch's mean loss counts by how many terms it averages (samples; predicted tokens
+                # for a causal LM), so a short last micro-batch weighs no more per sample than the others and
+                # the accumulated gradient is the full batch's
+                weights = [float(self.task.loss_weight(batch)) for batch in group]
+                total = sum(weights)
+                for batch, weight in zip(group, weights, strict=True):
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    with autocast(device, self.config.precision):
+                        loss = self.task.loss(self.model, batch)
+                    scaled = loss * (weight / total) if total > 0 else loss / len(group)
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                    stats.loss_sum += loss.item() * weight
+                    stats.weight_sum += weight
                 if scaler:
                     scaler.unscale_(optimizer)
-                _accumulate_layer_norms(grad_sq, params, layer_of)
+                _accumulate_layer_norms(stats.grad_sq, params, layer_of)
                 if self.config.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_([params[n] for n in names], self.config.max_grad_norm)
                 if scaler:
@@ -160,34 +254,17 @@ class LocalTrainer:
                 else:
                     optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                steps += 1
+                stats.steps += 1
                 if meter is not None:
-                    step_times.append(time.perf_counter() - step_clock)
-                    step_cpu.append(time.process_time() - cpu_clock)
+                    stats.step_times.append(time.perf_counter() - step_clock)
+                    stats.step_cpu.append(time.process_time() - cpu_clock)
                     step_clock, cpu_clock = time.perf_counter(), time.process_time()
-                if self.config.max_steps and steps >= self.config.max_steps:
+                if self.config.max_steps and stats.steps >= self.config.max_steps:
                     break
-            if self.config.max_steps and steps >= self.config.max_steps:
+            if self.config.max_steps and stats.steps >= self.config.max_steps:
                 break
         optimizer.zero_grad(set_to_none=True)
-        tensors = extract_state(self.model, names)
-        if plan.ranks:  # upload only the client's rank-r factors
-            tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
-        update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
-        update.metrics = {
-            "train_loss": loss_sum / max(micro, 1),
-            "steps": float(steps),
-            "seconds": time.perf_counter() - started,
-            "bytes_up": float(update.num_bytes),
-            **{f"grad_norm.{layer}": (total / max(steps, 1)) ** 0.5 for layer, total in sorted(grad_sq.items())},
-        }
-        if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
-            peak = meter.peak_mb()
-            update.metrics["step_seconds"] = statistics.median(step_times[1:] or step_times or [0.0])
-            update.metrics["step_cpu_seconds"] = statistics.median(step_cpu[1:] or step_cpu or [0.0])
-            if peak is not None:
-                update.metrics["peak_mem_mb"] = peak
-        return update
+        return stats
 
 
 def _accumulate_layer_norms(
