@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedhello.compare.cells import accuracy_metrics, read_metrics
+from fedhello.compare.cells import accuracy_metrics, full_rank_strategy, read_metrics
 from fedhello.compare.grid import Cell, same_config
-from fedhello.compare.ratios import ResourceCell, partition_ratios, step_key, weak_tiers
+from fedhello.compare.ratios import PARTIAL_PLAN_STRATEGIES, ResourceCell, partition_ratios, step_key, weak_tiers
 from fedhello.compare.results import collect, write_results
 from fedhello.errors import FedHelloError
 from fedhello.methods import method_config
@@ -118,6 +118,15 @@ def test_resource_ratios_against_the_full_rank_all_layer_median():
     assert partition_ratios([bare])[0].memory is None
     # L = 4 from the tiers even when no client trained layer 3
     assert partition_ratios([ResourceCell("gd", tiers, partial.clients[:3])])[0].memory is None
+
+
+def test_full_rank_plans_follow_the_allocators_upload_declarations():
+    from fedhello.allocation import ALLOCATORS
+
+    assert {name for name in ALLOCATORS.names() if not full_rank_strategy(name)} == PARTIAL_PLAN_STRATEGIES
+    assert full_rank_strategy("no-such-strategy") is None
+    assert ResourceCell("legend", [], []).full_rank_plans is False  # the fallback for unregistered names
+    assert ResourceCell("legend", [], [], full_rank=True).full_rank_plans is True
 
 
 def test_collect_pairs_by_seed_and_fills_ratios(grid):

@@ -89,6 +89,14 @@ def accuracy_metrics(records: Sequence[dict[str, Any]], last_k: int) -> dict[str
     }
 
 
+def full_rank_strategy(name: str) -> bool | None:
+    """Whether the registered allocator `name` declares only full-rank uploads (None when not registered)."""
+    from fedhello.allocation import ALLOCATORS
+    from fedhello.allocation.base import Upload
+
+    return set(ALLOCATORS.get(name).uploads) == {Upload.FULL} if name in ALLOCATORS else None
+
+
 def read_cell(cell: Cell, last_k: int) -> tuple[CellResult, ResourceCell]:
     """The cell's numbers and what the resource ratios need from it (ratios are filled in per partition)."""
     records = read_metrics(cell.run_dir / "metrics.jsonl")
@@ -102,9 +110,11 @@ def read_cell(cell: Cell, last_k: int) -> tuple[CellResult, ResourceCell]:
         train_s_per_round=float(np.mean([r.get("train_seconds", 0.0) for r in records])) if records else 0.0,
         wall_seconds=float(sum(r.get("wall_seconds", 0.0) for r in records)),
     )
+    strategy = str((saved.get("strategy") or {}).get("name", ""))
     resources = ResourceCell(
-        strategy=str((saved.get("strategy") or {}).get("name", "")),
+        strategy=strategy,
         tiers=list(saved.get("tiers") or []),
         clients=[c for r in records for c in r.get("clients", [])],
+        full_rank=full_rank_strategy(strategy),
     )
     return result, resources

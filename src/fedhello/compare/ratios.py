@@ -6,8 +6,9 @@ next to its `tier` and trained `layers`.
 
 - *Full reference* of a partition: the median over all client entries, across every cell of the partition,
   that trained all L layers (L = max layer index + 1 over the entries, at least the largest tier's layer
-  count) with a full-rank, two-factor plan,
-  i.e. of a method whose allocator is not one of PARTIAL_PLAN_STRATEGIES (client entries do not carry ranks).
+  count) with a full-rank, two-factor plan, i.e. of a method whose allocator declares only full-rank uploads
+  (`Allocator.uploads`; client entries do not carry ranks). Without that declaration, the allocators of
+  PARTIAL_PLAN_STRATEGIES count as partial.
 - *Weak tiers*: every tier but the strongest (most layers, then the largest or no memory / time budget).
 - A cell's weak-tier ratio: the max over weak tiers of the median of that tier's entries / the full reference.
   A weak tier without entries (e.g. `exclusive`, whose weak clients never train) is left out; a cell with
@@ -27,16 +28,23 @@ CPU_STEP_KEY = "step_cpu_seconds"
 WALL_STEP_KEY = "step_seconds"
 # allocators whose plans are not full-rank on both LoRA factors: tier ranks (HetLoRA, FlexLoRA), LEGEND's
 # depth ranks, FFA-LoRA's frozen A. Their all-layer entries cost less than a full plan, so they are no reference.
+# (A fallback: `cells.read_cell` asks the allocator registry.)
 PARTIAL_PLAN_STRATEGIES = frozenset({"tier_rank", "legend", "ffa"})
 
 
 @dataclass(frozen=True)
 class ResourceCell:
-    """What the ratios need from one cell: its allocator, its tiers (config.yaml) and every client entry."""
+    """What the ratios need from one cell: its allocator, its tiers (config.yaml), every client entry, and
+    whether its plans are full-rank on both factors (None: decided by PARTIAL_PLAN_STRATEGIES)."""
 
     strategy: str
     tiers: list[dict[str, Any]]
     clients: list[dict[str, Any]]
+    full_rank: bool | None = None
+
+    @property
+    def full_rank_plans(self) -> bool:
+        return self.strategy not in PARTIAL_PLAN_STRATEGIES if self.full_rank is None else self.full_rank
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ def full_reference(cells: Sequence[ResourceCell], key: str, num_layers: int) -> 
     values = [
         c.get(key)
         for cell in cells
-        if cell.strategy not in PARTIAL_PLAN_STRATEGIES
+        if cell.full_rank_plans
         for c in cell.clients
         if is_full(c, num_layers)
     ]
