@@ -112,6 +112,12 @@ class FederationConfig(Section):
     clients_per_round: int = Field(5, gt=0)
     rounds: int = Field(20, gt=0)
     eval_every: int = Field(1, gt=0, description="evaluate the global model every N rounds (and the last)")
+    eval_subset: int | None = Field(
+        None,
+        gt=0,
+        description="evaluate intermediate rounds on this many test samples (a fixed seeded subset); the last "
+        "round always uses the whole test split (None = always the whole split)",
+    )
 
 
 class TierConfig(Section):
@@ -167,6 +173,12 @@ class StrategyConfig(Section):
         "(FIM only in refresh rounds, the pattern otherwise)",
     )
     fim_levels: int = Field(3, gt=0, description="importance levels (official: 3, probabilities 1:2:3)")
+    value_local_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="fedpilot: weight of the client's own gradient norms in a layer's value"
+    )
+    value_decay: float = Field(
+        0.5, ge=0.0, lt=1.0, description="fedpilot: moving-average decay of a client's reported gradient norms"
+    )
     depth_aware: bool = Field(
         False,
         description="keep every plan within its tier's memory_mb/seconds_per_step budget by construction: "
@@ -177,7 +189,17 @@ class StrategyConfig(Section):
 class TrainConfig(Section):
     local_epochs: int = Field(1, gt=0)
     batch_size: int = Field(16, gt=0)
-    lr: float = Field(5e-4, gt=0.0)
+    lr: float = Field(5e-4, gt=0.0, description="AdamW learning rate (peak of the schedule)")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="learning rate across rounds: constant, or cosine decay from lr to min_lr_ratio*lr at the last "
+        "round (after warmup_rounds of linear warm-up); every client of a round uses that round's rate",
+    )
+    warmup_rounds: int = Field(0, ge=0, description="rounds of linear learning-rate warm-up before the schedule")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine: final learning rate as a share of lr")
+    max_grad_norm: float | None = Field(
+        None, gt=0.0, description="clip the gradient norm of the trained tensors per optimizer step (None = off)"
+    )
     weight_decay: float = Field(0.01, ge=0.0)
     max_steps: int | None = Field(None, gt=0, description="cap on local optimizer steps per round")
     device: str = Field("cpu", description="cpu, cuda, or auto")

@@ -80,6 +80,27 @@ def curves(runs: Sequence[RunData]) -> Figure:
     return fig
 
 
+def frontier(
+    points: Mapping[str, tuple[float, float, float]], reference: tuple[str, float] | None, title: str
+) -> Figure:
+    """`fedhello compare`'s frontier: per method (x = weak-tier memory ratio, final accuracy mean, std) as a
+    labelled point with error bars; a dashed line at the reference method's mean."""
+    fig, (ax,) = _figure(7, 4.5)
+    for method, (x, mean, std) in points.items():
+        ax.errorbar([x], [mean], yerr=[std], fmt="o", capsize=3)
+        ax.annotate(method, (x, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if reference is not None:
+        ax.axhline(reference[1], linestyle="--", color="grey", label=f"{reference[0]} mean")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set(
+        xlabel="weak-tier peak memory / full-rank all-layer client",
+        ylabel="final test accuracy (%)",
+        title=f"{title}: accuracy vs. what weak devices need",
+    )
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def accuracy_vs_upload(runs: Sequence[RunData]) -> Figure:
     """Test accuracy against cumulative client upload: what each run paid for its accuracy."""
     fig, (ax,) = _figure(6.5, 3.8)

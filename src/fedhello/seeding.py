@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 SAMPLING, ALLOCATION, DROPOUT = 0, 1, 2  # per-round streams: which clients, which plans, who fails to reply
+EVAL_SUBSET = 3  # the fixed test subset of intermediate evaluations (`federation.eval_subset`), drawn once
 _TIERS = 7
 
 

@@ -39,7 +39,7 @@ def test_compare_grid_table_plots_and_resume(tiny_model_dir, tiny_data_dir, tmp_
     out = tmp_path / "grid"
     args = ["compare", "configs/compare/ci.yaml", "--out", str(out), "--no-progress",
             *tiny_overrides(tiny_model_dir, tiny_data_dir),
-            "--set", "compare.methods=[fedit, hetlora]", "--set", "compare.seeds=[1, 2]"]
+            "--set", "compare.methods=[fedit, hetlora]", "--set", "compare.seeds=[1, 2]", "--set", "compare.workers=1"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "ran 8 cells" in result.output
@@ -86,7 +86,7 @@ def test_every_method_runs_a_round_with_all_updates_accepted(tiny_model_dir, tin
         "compare", "configs/compare/ci.yaml", "--out", str(out), "--no-progress",
         *tiny_overrides(tiny_model_dir, tiny_data_dir),
         "--set", f"compare.methods=[{methods}]", "--set", "compare.partitions={iid: {kind: iid}}",
-        "--set", "federation.rounds=1", "--set", "federation.clients_per_round=6",
+        "--set", "federation.rounds=1", "--set", "federation.clients_per_round=6", "--set", "compare.workers=1",
     ])
     assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in read_csv(out / "results.csv")}

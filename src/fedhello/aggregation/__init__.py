@@ -1,6 +1,6 @@
 """Server-side aggregation of client updates. Importing registers the built-in aggregators."""
 
-from fedhello.aggregation import fedavg, flexlora, hetlora  # noqa: F401  (registers)
+from fedhello.aggregation import fedavg, fedpilot, flexlora, hetlora  # noqa: F401  (registers)
 from fedhello.aggregation.base import AGGREGATORS, Aggregator
 from fedhello.aggregation.fedavg import masked_fedavg
 

@@ -2,6 +2,7 @@
 
 from fedhello.allocation import (
     baselines,  # noqa: F401  (registers)
+    budget_true,  # noqa: F401  (registers)
     strategies,  # noqa: F401  (registers)
 )
 from fedhello.allocation.base import ALLOCATORS, Allocator, sample_layers

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
+from fedhello.allocation.importance import layer_scores
 from fedhello.config import StrategyConfig
-from fedhello.plan import Plan, Upload
+from fedhello.plan import ClientUpdate, Plan, Upload
 from fedhello.registry import Registry
 
 
@@ -37,6 +40,7 @@ class Allocator(ABC):
     uploads: ClassVar[frozenset[Upload]] = frozenset({Upload.FULL})
     needs_importance: ClassVar[bool] = False
     respects_budgets: ClassVar[bool] = True
+    needs_constraints: ClassVar[bool] = False  # built with each client's budget constraint (knapsack allocators)
 
     def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int], lora_rank: int = 8) -> None:
         self.config = config
@@ -52,9 +56,18 @@ class Allocator(ABC):
         """Whether the server should estimate layer importance before allocating this round."""
         return False
 
+    def score_layers(self, fisher: dict[str, torch.Tensor], layout: dict[str, int]) -> np.ndarray:
+        """Per-layer importance from the proxy set's empirical Fisher diagonal (computed by the server when
+        `wants_importance`); the default is FIM-HLA's score (sum of the Frobenius norms per layer)."""
+        return layer_scores(fisher, layout, self.num_layers)
+
     def set_importance(self, round_num: int, scores: np.ndarray) -> dict[str, Any]:
         """Receive per-layer importance scores; returns what to log (e.g. the new probabilities)."""
         return {}
+
+    def observe(self, round_num: int, updates: Sequence[ClientUpdate]) -> None:
+        """See the round's accepted updates (their metrics, e.g. gradient norms) after aggregation."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """State carried across rounds (stateless allocators: empty)."""

@@ -42,8 +42,14 @@ class DepthAwareAllocator(Allocator):
     def wants_importance(self, round_num: int) -> bool:
         return self.inner.wants_importance(round_num)
 
+    def score_layers(self, fisher, layout):  # noqa: ANN001
+        return self.inner.score_layers(fisher, layout)
+
     def set_importance(self, round_num: int, scores: np.ndarray) -> dict[str, Any]:
         return self.inner.set_importance(round_num, scores)
+
+    def observe(self, round_num, updates) -> None:  # noqa: ANN001
+        self.inner.observe(round_num, updates)
 
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()

@@ -239,32 +239,39 @@ def compare(
     progress: Annotated[bool, typer.Option(help="show a progress bar over cells")] = True,
     report_only: Annotated[bool, typer.Option("--report-only", help="only tabulate the finished cells")] = False,
 ) -> None:
-    """Run methods x partitions x seeds on one shared set-up (finished cells are kept) and write
-    results.md, results.csv and accuracy plots."""
+    """Run methods x partitions x seeds on one shared set-up (finished cells are kept, the others run in
+    compare.workers processes) and write results.md, results.csv, cells.csv and plots."""
     import shlex
+    import time
 
-    from fedhello.compare import load_grid, run_grid, write_results
+    from fedhello.compare import GridRun, load_compare, run_grid, write_results
     from fedhello.methods import METHODS
 
+    started = time.perf_counter()
     if list_methods:
         for name, method in METHODS.items():
             typer.echo(f"{name:22s}{method.summary}")
         return
     if config is None:
         raise FedHelloError("argument 'CONFIG': missing (fix: pass a comparison config, e.g. configs/compare/ci.yaml)")
-    cells = load_grid(config, overrides, out)
+    grid = load_compare(config, overrides, out)
+    cells, spec = grid.cells, grid.spec
     quiet_libraries()
-    root = cells[0].run_dir.parents[2]
-    current_run_dir.set(root)  # once it exists, a failure's traceback goes to <grid folder>/error.log
-    console.print(f"grid folder: {root} ({len(cells)} cells, {sum(c.done for c in cells)} already finished)")
+    current_run_dir.set(grid.root)  # once it exists, a failure's traceback goes to <grid folder>/error.log
     finished = sum(c.done for c in cells)
-    counts = {"ran": 0, "skipped": finished} if report_only else run_grid(cells, show_progress=progress)
+    console.print(f"grid folder: {grid.root} ({len(cells)} cells, {finished} already finished)")
+    run = GridRun(skipped=finished) if report_only else run_grid(cells, show_progress=progress, workers=spec.workers)
     run_args = [a for a in sys.argv[2:] if a != "--report-only"]  # the command that ran the cells
     command = "fedhello compare " + " ".join(shlex.quote(a) for a in run_args)
-    paths = write_results(cells, root, command)
-    console.print(f"ran {counts['ran']} cells, kept {counts['skipped']} finished ones")
+    paths = write_results(cells, grid.root, command, spec.reference, spec.last_k, run, time.perf_counter() - started)
+    console.print(f"ran {run.ran} cells, kept {run.skipped} finished ones ({run.workers} workers)")
     console.print(f"results: {paths['md']}")
     typer.echo(paths["md"].read_text())
+    if run.failed:
+        for cell, error in run.failed:
+            console.print(f"[red]failed:[/red] {cell.label}: {error}", highlight=False, soft_wrap=True)
+        console.print(f"{len(run.failed)} cells failed (tracebacks in their error.txt); re-run to retry them")
+        raise typer.Exit(code=1)
 
 
 @app.command()

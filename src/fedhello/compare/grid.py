@@ -4,20 +4,19 @@ section naming the methods, the partitions and the seeds.
 Every cell shares the experiment's data, model, tiers and budgets; a cell only swaps in its partition, its
 seed and its method's preset. Partitions, tier assignment and client sampling derive from the seed alone,
 so for a given (partition, seed) every method sees the same clients with the same data in every round.
-A cell whose folder holds `summary.json` is finished and not re-run (resume after an interruption).
+A cell whose folder holds `summary.json` written with the same config is finished and not re-run (resume
+after an interruption). Running the cells is `fedhello.compare.runner`'s job.
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedhello.config import RunConfig, config_from_dict, parse_override, read_yaml_tree, set_dotted
 from fedhello.errors import ConfigError
@@ -34,13 +33,29 @@ class CompareSpec(BaseModel):
     partitions: dict[str, dict[str, Any]] = Field(
         description="label -> partition section, e.g. {iid: {kind: iid}, dir0.5: {kind: dirichlet, alpha: 0.5}}"
     )
-    seeds: list[int] = Field(default_factory=lambda: [1], description="one cell per seed; results are mean ± std")
+    seeds: list[int] = Field(
+        default_factory=lambda: [1, 2, 3],
+        min_length=1,
+        description="one cell per seed; results are mean ± std and differences to the reference are paired by seed",
+    )
+    reference: str = Field(
+        "fedit", description="method of the grid every other method is compared with (paired differences)"
+    )
+    last_k: int = Field(3, gt=0, description="the last-k column: mean accuracy of the last k evaluated rounds")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="cells run in parallel processes (local engine); 0 = one per CPU core (one on a GPU), "
+        "never more than the unfinished cells; 1 = in this process, one after another",
+    )
     out: str = Field("runs/compare", description="folder of the grid: one sub-folder per cell plus the results")
     engine: str = Field("local", description="registered engine that runs each cell")
 
 
 @dataclass(frozen=True)
 class Cell:
+    """One run of the grid: a method on a partition with a seed, in its own run folder."""
+
     partition: str
     method: str
     seed: int
@@ -62,10 +77,38 @@ class Cell:
             saved = config_from_dict(yaml.safe_load((self.run_dir / CONFIG_FILE).read_text()) or {})
         except ConfigError:  # written with settings this version no longer has
             return False
-        return saved.model_dump(mode="json") == self.config.model_dump(mode="json")
+        return same_config(saved.model_dump(mode="json"), self.config.model_dump(mode="json"))
+
+
+def same_config(saved: Any, wanted: dict[str, Any]) -> bool:
+    """The saved config.yaml is the wanted config, except that a run fills in the layer count of a tier
+    that only declares a memory / time budget (`layers: null` in the wanted config)."""
+    if not isinstance(saved, dict):
+        return False
+    saved = copy.deepcopy(saved)
+    wanted_tiers, saved_tiers = wanted.get("tiers") or [], saved.get("tiers") or []
+    if len(wanted_tiers) == len(saved_tiers):
+        for want, got in zip(wanted_tiers, saved_tiers, strict=True):
+            if isinstance(got, dict) and want.get("layers") is None:
+                got["layers"] = None
+    return saved == wanted
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A loaded comparison: its settings, its cells (grid order) and its folder."""
+
+    spec: CompareSpec
+    cells: list[Cell]
+    root: Path
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None) -> list[Cell]:
+    """The validated cells of a comparison config (see `load_compare`)."""
+    return load_compare(path, overrides, out).cells
+
+
+def load_compare(path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None) -> Grid:
     """Read a comparison config and expand it into validated cells (validation happens before any run)."""
     tree = read_yaml_tree(Path(path))
     for text in overrides or []:
@@ -84,6 +127,12 @@ def load_grid(path: str | Path, overrides: list[str] | None = None, out: str | P
     ENGINES.get(spec.engine, "compare.engine")
     for name in spec.methods:
         METHODS.get(name, "compare.methods")
+    if spec.reference not in spec.methods:
+        raise ConfigError(
+            "compare.reference",
+            f"'{spec.reference}' is not one of compare.methods",
+            f"add it to compare.methods or set compare.reference to one of {', '.join(spec.methods)}",
+        )
     root = Path(out) if out is not None else Path(spec.out)
     cells = []
     for label, partition in spec.partitions.items():
@@ -97,33 +146,4 @@ def load_grid(path: str | Path, overrides: list[str] | None = None, out: str | P
                 cells.append(Cell(label, method, seed, method_config(cell_tree, method), run_dir, spec.engine))
     if not cells:
         raise ConfigError("compare", "the grid is empty", "list at least one method, partition and seed")
-    return cells
-
-
-def run_grid(cells: list[Cell], show_progress: bool = True) -> dict[str, int]:
-    """Run every unfinished cell in order with its engine; returns counts of cells run and skipped."""
-    from fedhello.engines import ENGINES
-
-    done = sum(cell.done for cell in cells)
-    progress = Progress(
-        TextColumn("[bold]cells"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        disable=not show_progress,
-    )
-    ran = 0
-    with progress:
-        bar = progress.add_task("", total=len(cells), completed=done)
-        for cell in cells:
-            if cell.done:
-                continue
-            progress.update(bar, description=cell.label)
-            if cell.run_dir.exists():  # interrupted or stale: start it over (its logs are appended to)
-                shutil.rmtree(cell.run_dir)
-            ENGINES.get(cell.engine)().run(cell.config, cell.run_dir, show_progress=False)
-            ran += 1
-            progress.advance(bar)
-    return {"ran": ran, "skipped": done}
-
+    return Grid(spec, cells, root)

@@ -21,6 +21,7 @@ from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
 from fedhello.training import LocalTrainer
+from fedhello.training.schedule import round_lr
 
 
 @ENGINES.register("local")
@@ -40,8 +41,11 @@ class LocalEngine(Engine):
         trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
 
         def dispatch(round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
+            lr = round_lr(config.train, round_num, config.federation.rounds)
             return [
-                trainer.train(cid, plan, state, federation.client_data(cid), client_seed(config.seed, round_num, cid))
+                trainer.train(
+                    cid, plan, state, federation.client_data(cid), client_seed(config.seed, round_num, cid), lr=lr
+                )
                 for cid, plan in plans.items()
             ]
 

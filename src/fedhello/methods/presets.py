@@ -73,6 +73,17 @@ for _method in [
         "Fed-HeLLo: RGD bottleneck during warm-up, Fisher importance afterwards",
         _strategy("fim+gd", pattern="bottleneck", randomized=True),
     ),
+    Method(
+        "fed-pilot",
+        "Fed-pilot: per-client knapsack over layers under the memory budget, gradient-norm values, "
+        "compensating aggregation",
+        {**_strategy("fedpilot"), "aggregation.name": "fedpilot", "aggregation.weighting": "samples"},
+    ),
+    Method(
+        "fill",
+        "budget-fill: every client trains all the layers its budget affords, from the output down; masked FedAvg",
+        _strategy("fill"),
+    ),
 ]:
     METHODS.add(_method.name, _method)
 

@@ -80,10 +80,25 @@ class CostModel:
 
 @dataclass(frozen=True)
 class LayerConstraint:
-    """At most `max_layers` layers, none below `min_layer` (0 = no depth limit)."""
+    """At most `max_layers` layers, none below `min_layer` (0 = no depth limit).
+
+    `floors[n - 1]`, when given, is the lowest layer a set of n layers may reach within the budget (fewer
+    layers can reach a little deeper); `min_layer` is the floor of `max_layers` layers. `allows` and
+    `repair` use the conservative `min_layer`; `fits` (used by knapsack allocators) the exact floors."""
 
     max_layers: int
     min_layer: int = 0
+    floors: tuple[int, ...] | None = None
+
+    def floor_for(self, count: int) -> int:
+        """The lowest layer a set of `count` layers may reach."""
+        if self.floors is None or not 1 <= count <= len(self.floors):
+            return self.min_layer
+        return self.floors[count - 1]
+
+    def fits(self, count: int, lowest: int) -> bool:
+        """Whether `count` layers whose lowest is `lowest` fit the budget."""
+        return count <= self.max_layers and lowest >= self.floor_for(count)
 
     def allows(self, layers: Sequence[int]) -> bool:
         return len(layers) <= self.max_layers and all(i >= self.min_layer for i in layers)
@@ -136,4 +151,5 @@ def budget_constraint(
         need = ", ".join(f"{m.upper(layers, num_layers - layers, num_layers):.3g} {u}" for m, _, u in limits)
         raise BudgetError(f"too small for {layers} layers even at the top (needs about {need})")
     floor = min(f for f in range(num_layers - layers + 1) if fits(layers, f))
-    return LayerConstraint(max_layers=layers, min_layer=floor)
+    floors = tuple(min(f for f in range(num_layers - n + 1) if fits(n, f)) for n in range(1, layers + 1))
+    return LayerConstraint(max_layers=layers, min_layer=floor, floors=floors)

@@ -27,6 +27,7 @@ def summarize(records: list[dict[str, Any]], run_dir: Path, resumed_from: int | 
     return {
         "rounds": len(records),
         "final_accuracy": evaluated[-1]["accuracy"] if evaluated else None,
+        "final_macro_f1": evaluated[-1].get("macro_f1") if evaluated else None,
         "best_accuracy": best["accuracy"] if best else None,
         "best_round": best["round"] if best else None,
         "total_bytes_up": sum(r["bytes_up"] for r in records),

@@ -15,20 +15,21 @@ import torch
 from fedhello.aggregation import AGGREGATORS, Aggregator
 from fedhello.allocation import ALLOCATORS, Allocator
 from fedhello.allocation.constraints import DepthAwareAllocator
-from fedhello.allocation.importance import empirical_fisher, layer_scores
+from fedhello.allocation.importance import empirical_fisher
 from fedhello.models.adapter import extract_state, load_state
 from fedhello.models.layers import HEAD
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.seeding import ALLOCATION, SAMPLING, round_rng
+from fedhello.seeding import ALLOCATION, EVAL_SUBSET, SAMPLING, round_rng
 from fedhello.server.federation import Federation
 
 
 def build_allocator(federation: Federation) -> Allocator:
     """The configured strategy (`strategy.name`), wrapped depth-aware when `strategy.depth_aware`."""
     strategy = federation.config.strategy
-    allocator = ALLOCATORS.get(strategy.name)(
-        strategy, federation.num_layers, federation.tier_budgets, federation.config.lora.r
-    )
+    cls = ALLOCATORS.get(strategy.name)
+    # budget-true allocators solve their own knapsack over each client's budget
+    extra = {"constraints": federation.client_constraints()} if cls.needs_constraints else {}
+    allocator = cls(strategy, federation.num_layers, federation.tier_budgets, federation.config.lora.r, **extra)
     if strategy.depth_aware:  # budget tiers: keep every plan at or above its tier's lowest affordable layer
         allocator = DepthAwareAllocator(allocator, federation.client_constraints())
     return allocator
@@ -51,6 +52,7 @@ class Coordinator:
         self.allocator = allocator or build_allocator(federation)
         self.aggregator = aggregator or build_aggregator(federation)
         self.global_state: dict[str, torch.Tensor] = extract_state(federation.model, list(federation.layout))
+        self._eval_subset = None
 
     def sample_clients(self, round_num: int) -> list[int]:
         fed = self.config.federation
@@ -73,14 +75,24 @@ class Coordinator:
         load_state(fed.model, self.global_state)
         names = [n for n, layer in fed.layout.items() if layer != HEAD]
         fisher = empirical_fisher(fed.model, fed.task.loss, fed.proxy, fed.task.collate, names)
-        scores = layer_scores(fisher, fed.layout, fed.num_layers)
+        scores = self.allocator.score_layers(fisher, fed.layout)
         return {"round": round_num, **self.allocator.set_importance(round_num, scores)}
 
-    def aggregate(self, updates: Sequence[ClientUpdate]) -> None:
-        """Replace the global state by the aggregate of `updates`."""
+    def aggregate(self, updates: Sequence[ClientUpdate], round_num: int = 0) -> None:
+        """Replace the global state by the aggregate of `updates`; the allocator then sees them (`observe`)."""
         self.global_state = self.aggregator.aggregate(self.global_state, updates)
+        self.allocator.observe(round_num, updates)
 
-    def evaluate(self) -> dict[str, float]:
-        """The task's metrics of the global adapter on the test split."""
+    def evaluate(self, full: bool = True) -> dict[str, float]:
+        """Metrics of the global model on the test split, or (`full=False` with `federation.eval_subset`) on
+        a fixed seeded subset of it: cheap intermediate evaluations, the same samples every time."""
         load_state(self.federation.model, self.global_state)
-        return self.federation.task.evaluate(self.federation.model, self.federation.test)
+        test = self.federation.test
+        size = self.config.federation.eval_subset
+        if not full and size is not None and size < len(test):
+            if self._eval_subset is None:
+                picked = round_rng(self.config.seed, 0, EVAL_SUBSET).permutation(len(test))[:size]
+                self._eval_subset = test.select(sorted(int(i) for i in picked))
+            test = self._eval_subset
+        return self.federation.task.evaluate(self.federation.model, test)
+

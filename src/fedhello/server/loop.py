@@ -209,10 +209,10 @@ def run_rounds(
             outcome = collect_updates(config, round_num, plans, coordinator.global_state, dispatch, validator)
             skipped = len(outcome.accepted) < config.reliability.min_clients
             if not skipped:
-                coordinator.aggregate(outcome.accepted)
+                coordinator.aggregate(outcome.accepted, round_num)
             evaluation = None
             if round_num % config.federation.eval_every == 0 or round_num == rounds:
-                evaluation = coordinator.evaluate()
+                evaluation = coordinator.evaluate(full=round_num == rounds)
                 observers.on_evaluate(round_num, evaluation)
             seconds = time.perf_counter() - started
             record = round_record(

@@ -53,3 +53,27 @@ class Task(ABC):
 
 
 TASKS: Registry[type[Task]] = Registry("task", "task")
+
+
+def classification_metrics(
+    predictions: list[torch.Tensor], labels: list[torch.Tensor], loss_sum: float, num_labels: int
+) -> dict[str, float]:
+    """Accuracy, mean loss, macro-F1 and the sample count of a classification evaluation.
+
+    Macro-F1 averages the per-class F1 over the classes present in the labels or the predictions, so a
+    model that predicts only the majority class scores low even when that class is large."""
+    pred = torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
+    gold = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long)
+    total = gold.numel()
+    size = max(num_labels, int(pred.max()) + 1 if total else 0, int(gold.max()) + 1 if total else 0)
+    confusion = torch.bincount(gold * size + pred, minlength=size * size).reshape(size, size).double()
+    true_pos = confusion.diag()
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    present = (support + predicted) > 0
+    f1 = 2 * true_pos / (support + predicted).clamp(min=1)
+    return {
+        "accuracy": float(true_pos.sum()) / max(total, 1),
+        "loss": loss_sum / max(total, 1),
+        "macro_f1": float(f1[present].mean()) if bool(present.any()) else 0.0,
+        "samples": float(total),
+    }

@@ -21,7 +21,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
 from fedhello.models.precision import autocast
-from fedhello.tasks.base import TASKS, Task
+from fedhello.tasks.base import TASKS, Task, classification_metrics
 
 
 def to_rgb(value: Any) -> Image.Image:
@@ -152,12 +152,12 @@ class ImageClassificationTask(Task):
     def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
         model.eval()
         device = next(model.parameters()).device
-        correct, total, loss_sum = 0, 0, 0.0
+        predictions, labels, loss_sum = [], [], 0.0
         for batch in DataLoader(dataset, batch_size=64, collate_fn=self.eval_collate):
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(device, self.config.train.precision):
                 out = model(**batch)
-            correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
-            total += batch["labels"].numel()
+            predictions.append(out.logits.argmax(-1).cpu())
+            labels.append(batch["labels"].cpu())
             loss_sum += out.loss.float().item() * batch["labels"].numel()
-        return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+        return classification_metrics(predictions, labels, loss_sum, self.num_labels)

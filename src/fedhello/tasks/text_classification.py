@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
-from fedhello.tasks.base import TASKS, Task
+from fedhello.tasks.base import TASKS, Task, classification_metrics
 
 
 @TASKS.register("text_classification")
@@ -56,11 +56,11 @@ class TextClassificationTask(Task):
     def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
         model.eval()
         device = next(model.parameters()).device
-        correct, total, loss_sum = 0, 0, 0.0
+        predictions, labels, loss_sum = [], [], 0.0
         for batch in DataLoader(dataset, batch_size=64, collate_fn=self.collate):
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch)
-            correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
-            total += batch["labels"].numel()
+            predictions.append(out.logits.argmax(-1).cpu())
+            labels.append(batch["labels"].cpu())
             loss_sum += out.loss.item() * batch["labels"].numel()
-        return {"accuracy": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+        return classification_metrics(predictions, labels, loss_sum, self.num_labels)

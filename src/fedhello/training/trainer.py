@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from fedhello.config import LoraSettings, TrainConfig
 from fedhello.models.adapter import extract_state, freeze_for_plan, load_state
+from fedhello.models.layers import HEAD
 from fedhello.models.precision import autocast
 from fedhello.models.ranks import PerRankScaling, lora_factor, self_prune, truncate, zero_beyond_rank
 from fedhello.plan import ClientUpdate, Plan
@@ -32,6 +33,8 @@ class _Stats:
     loss_sum: float = 0.0  # sum of micro-batch mean losses times their weights
     weight_sum: float = 0.0
     step_times: list[float] = field(default_factory=list)
+    step_cpu: list[float] = field(default_factory=list)  # CPU time per step: robust on a shared machine
+    grad_sq: dict[int, float] = field(default_factory=dict)  # per layer: squared gradient norms summed over steps
 
 
 def micro_batch_groups(loader: Iterable[dict[str, torch.Tensor]], size: int) -> Iterator[list[dict[str, torch.Tensor]]]:
@@ -98,9 +101,19 @@ class LocalTrainer:
         return meter
 
     def train(
-        self, client_id: int, plan: Plan, global_state: dict[str, torch.Tensor], data: Dataset, seed: int
+        self,
+        client_id: int,
+        plan: Plan,
+        global_state: dict[str, torch.Tensor],
+        data: Dataset,
+        seed: int,
+        lr: float | None = None,
     ) -> ClientUpdate:
-        """Start from `global_state`, train the plan's parameters on `data`, return their new values."""
+        """Start from `global_state`, train the plan's parameters on `data`, return their new values.
+
+        `lr` is this round's learning rate (the server's schedule, `training.schedule.round_lr`); None means
+        `train.lr`. Besides the tensors, the update's metrics carry `grad_norm.<layer>`: the root-mean-square
+        over optimizer steps of each trained layer's LoRA gradient norm (what Fed-pilot's value uses)."""
         started = time.perf_counter()
         load_state(self.model, global_state)
         if plan.ranks:  # rank-heterogeneous methods: this client is a rank-r adapter on those layers
@@ -112,7 +125,7 @@ class LocalTrainer:
             scaling = PerRankScaling(self.model, self.layout, plan.ranks)
             scaling.enter()
         try:
-            stats = self._optimize(names, data, seed, meter)
+            stats = self._optimize(names, data, seed, meter, lr)
         finally:  # the shared model must get peft's scale back even when training fails
             if scaling is not None:
                 scaling.exit()
@@ -129,10 +142,12 @@ class LocalTrainer:
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
             **metrics,
+            **{f"grad_norm.{k}": (v / max(stats.steps, 1)) ** 0.5 for k, v in sorted(stats.grad_sq.items())},
         }
         if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
             peak = meter.peak_mb()
             update.metrics["step_seconds"] = statistics.median(stats.step_times[1:] or stats.step_times or [0.0])
+            update.metrics["step_cpu_seconds"] = statistics.median(stats.step_cpu[1:] or stats.step_cpu or [0.0])
             if peak is not None:
                 update.metrics["peak_mem_mb"] = peak
         return update
@@ -154,12 +169,15 @@ class LocalTrainer:
             "mean_rank": sum(kept.values()) / len(kept),
         }
 
-    def _optimize(self, names: list[str], data: Dataset, seed: int, meter: MemoryMeter | None) -> _Stats:
+    def _optimize(
+        self, names: list[str], data: Dataset, seed: int, meter: MemoryMeter | None, lr: float | None = None
+    ) -> _Stats:
         """AdamW over the parameters `names` for the configured epochs / steps; the model is changed in place."""
         params = dict(self.model.named_parameters())
         optimizer = torch.optim.AdamW(
-            [params[n] for n in names], lr=self.config.lr, weight_decay=self.config.weight_decay
+            [params[n] for n in names], lr=self.config.lr if lr is None else lr, weight_decay=self.config.weight_decay
         )
+        layer_of = {n: self.layout[n] for n in names if self.layout[n] != HEAD}
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # dropout masks
         loader = DataLoader(
@@ -170,7 +188,7 @@ class LocalTrainer:
         self.model.train()
         stats = _Stats()
         optimizer.zero_grad(set_to_none=True)
-        step_clock = time.perf_counter()
+        step_clock, cpu_clock = time.perf_counter(), time.process_time()
         for _ in range(self.config.local_epochs):
             for group in micro_batch_groups(loader, self.config.grad_accum):
                 # each micro-batch's mean loss counts by how many terms it averages (samples; predicted tokens
@@ -187,6 +205,11 @@ class LocalTrainer:
                     stats.loss_sum += loss.item() * weight
                     stats.weight_sum += weight
                 if scaler:
+                    scaler.unscale_(optimizer)
+                _accumulate_layer_norms(stats.grad_sq, params, layer_of)
+                if self.config.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_([params[n] for n in names], self.config.max_grad_norm)
+                if scaler:
                     scaler.step(optimizer)
                     scaler.update()
                 else:
@@ -195,10 +218,24 @@ class LocalTrainer:
                 stats.steps += 1
                 if meter is not None:
                     stats.step_times.append(time.perf_counter() - step_clock)
-                    step_clock = time.perf_counter()
+                    stats.step_cpu.append(time.process_time() - cpu_clock)
+                    step_clock, cpu_clock = time.perf_counter(), time.process_time()
                 if self.config.max_steps and stats.steps >= self.config.max_steps:
                     break
             if self.config.max_steps and stats.steps >= self.config.max_steps:
                 break
         optimizer.zero_grad(set_to_none=True)
         return stats
+
+
+def _accumulate_layer_norms(
+    totals: dict[int, float], params: dict[str, torch.nn.Parameter], layer_of: dict[str, int]
+) -> None:
+    """Add each trained layer's squared gradient norm of this step (before clipping) to `totals`."""
+    step: dict[int, float] = {}
+    for name, layer in layer_of.items():
+        grad = params[name].grad
+        if grad is not None:
+            step[layer] = step.get(layer, 0.0) + float(grad.detach().float().pow(2).sum())
+    for layer, value in step.items():
+        totals[layer] = totals.get(layer, 0.0) + value

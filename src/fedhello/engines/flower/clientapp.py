@@ -21,6 +21,7 @@ from fedhello.errors import FedHelloError
 from fedhello.runtime import quiet_libraries
 from fedhello.server.federation import Federation, build_federation
 from fedhello.training import LocalTrainer
+from fedhello.training.schedule import round_lr
 
 app = ClientApp()
 
@@ -66,5 +67,8 @@ def train(msg: Message, context: Context) -> Message:
     federation, trainer = worker(task.config_json)
     # as many threads as cores reserved per client, so parallel workers do not oversubscribe the machine
     torch.set_num_threads(max(1, int(federation.config.flower.client_cpus)))
-    update = trainer.train(task.client_id, task.plan, task.state, federation.client_data(task.client_id), task.seed)
+    config = federation.config
+    lr = round_lr(config.train, task.round_num, config.federation.rounds)
+    data = federation.client_data(task.client_id)
+    update = trainer.train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
     return Message(update_content(update), reply_to=msg)

@@ -1,0 +1,183 @@
+"""Running the unfinished cells of a grid: one after another in this process, or in parallel worker processes.
+
+Parallel cells (local engine only; the Flower engines start processes of their own) run in a pool of `spawn`ed
+processes, reused across cells. Each worker limits torch, OpenMP and MKL to one thread before torch is
+imported, and runs a cell exactly as the sequential path does, so on CPU its numbers are identical to a
+sequential run with one thread (`OMP_NUM_THREADS=1`, as the test suite runs). Results are kept in grid order
+whatever the completion order. A cell that fails is reported in one line (its traceback goes to
+`RUN_DIR/error.txt`) and the other cells go on. With memory / time budget tiers, the first cell runs alone
+before the others start, so that the budget profile they all share is measured once (and not concurrently).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedhello.compare.grid import Cell
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """How running one cell went: its wall time (set-up included) and, if it failed, one line saying why."""
+
+    seconds: float
+    error: str | None = None
+
+
+@dataclass
+class GridRun:
+    """What `run_grid` did."""
+
+    ran: int = 0
+    skipped: int = 0
+    workers: int = 1
+    seconds: float = 0.0
+    failed: list[tuple[Cell, str]] = field(default_factory=list)  # grid order
+
+
+def _uses_gpu(cells: Sequence[Cell]) -> bool:
+    devices = {cell.config.train.device for cell in cells}
+    if any(d.startswith("cuda") for d in devices):
+        return True
+    if "auto" in devices:
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def resolve_workers(requested: int, todo: Sequence[Cell]) -> int:
+    """Worker processes for the unfinished cells `todo`: `requested` (0 = one per CPU core, or one when the
+    cells train on a GPU), at most one per cell, and 1 when a cell's engine is not the local one."""
+    if len(todo) <= 1 or any(cell.engine != "local" for cell in todo):
+        return 1
+    wanted = requested or (1 if _uses_gpu(todo) else os.cpu_count() or 1)
+    return max(1, min(wanted, len(todo)))
+
+
+def _init_worker() -> None:
+    """Pool initializer: one thread per worker (set before torch is imported) and quiet libraries."""
+    for name in _THREAD_VARIABLES:
+        os.environ[name] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    import datasets
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def run_cell(cell: Cell) -> CellOutcome:
+    """Run one cell from scratch with its engine (a stale or interrupted folder is removed first, since
+    metrics.jsonl is appended to). An exception is caught: its traceback is written to RUN_DIR/error.txt."""
+    from fedhello.engines import ENGINES
+
+    if cell.run_dir.exists():
+        shutil.rmtree(cell.run_dir)
+    started = time.perf_counter()
+    try:
+        ENGINES.get(cell.engine)().run(cell.config, cell.run_dir, show_progress=False)
+    except Exception as err:  # noqa: BLE001 - one failed cell must not stop the grid
+        cell.run_dir.mkdir(parents=True, exist_ok=True)
+        (cell.run_dir / "error.txt").write_text(traceback.format_exc())
+        return CellOutcome(time.perf_counter() - started, _one_line(err))
+    return CellOutcome(time.perf_counter() - started)
+
+
+def _progress(show: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]cells"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        disable=not show,
+    )
+
+
+def _needs_profile(cells: Sequence[Cell]) -> bool:
+    """Whether the cells declare memory / time budget tiers, i.e. read (or first measure) the budget profile."""
+    return any(tier.has_budget for cell in cells for tier in cell.config.tiers)
+
+
+def _run_in_pool(
+    batches: list[list[tuple[int, Cell]]], workers: int, finished: Callable[[int, CellOutcome], None]
+) -> None:
+    """Run the batches of cells one after another, each batch's cells in `workers` spawned processes (the
+    pool is shared); call `finished(index, outcome)` as each cell ends."""
+    context = get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+    try:
+        for batch in batches:
+            futures: dict[Future[CellOutcome], int] = {pool.submit(run_cell, cell): i for i, cell in batch}
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory (BrokenProcessPool)
+                    outcome = CellOutcome(0.0, _one_line(err))
+                finished(futures[future], outcome)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def run_grid(cells: list[Cell], show_progress: bool = True, workers: int = 1) -> GridRun:
+    """Run every unfinished cell (`workers`: see `resolve_workers`; 1 runs them here, in grid order, without
+    a pool). Failed cells are reported as they end and listed in the result, in grid order."""
+    started = time.perf_counter()
+    todo = [(i, cell) for i, cell in enumerate(cells) if not cell.done]
+    result = GridRun(skipped=len(cells) - len(todo), workers=resolve_workers(workers, [c for _, c in todo]))
+    outcomes: dict[int, CellOutcome] = {}
+    progress = _progress(show_progress)
+    with progress:
+        bar = progress.add_task("", total=len(cells), completed=result.skipped)
+
+        def finished(index: int, outcome: CellOutcome) -> None:
+            outcomes[index] = outcome
+            if outcome.error:
+                cell = cells[index]
+                progress.console.print(
+                    f"[red]cell failed[/red] {cell.label}: {outcome.error} (see {cell.run_dir / 'error.txt'})",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            running = len(todo) - len(outcomes)
+            progress.update(bar, advance=1, description=f"{cells[index].label} done, {running} to go")
+
+        if result.workers == 1:
+            for index, cell in todo:
+                progress.update(bar, description=cell.label)
+                finished(index, run_cell(cell))
+        else:
+            progress.update(bar, description=f"{result.workers} workers")
+            # budget tiers: the first cell runs alone, so the budget profile is measured once, without other
+            # cells competing for the cores, cached, and then read by every other cell
+            batches = [todo[:1], todo[1:]] if _needs_profile([c for _, c in todo]) else [todo]
+            _run_in_pool(batches, result.workers, finished)
+    result.ran = sum(o.error is None for o in outcomes.values())
+    result.failed = [(cells[i], outcomes[i].error or "") for i in sorted(outcomes) if outcomes[i].error]
+    result.seconds = time.perf_counter() - started
+    return result

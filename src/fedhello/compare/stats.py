@@ -1,0 +1,72 @@
+"""Statistics that separate methods from noise: mean ± sample std over seeds and the paired difference
+to a reference method with its t-interval. Pure functions on numbers, no I/O.
+
+Cells of one (partition, seed) share partitions, tier assignment and client sampling, so a method and the
+reference are compared seed by seed: the per-seed differences remove the part of the noise both runs share,
+and their t-interval says whether the grid can tell the two apart at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value). Empty input is an error."""
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), std
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """method - reference, matched by seed."""
+
+    seeds: list[int]  # the matched seeds, ascending
+    differences: list[float]  # per matched seed
+    mean: float
+    std: float  # sample std of the differences (0 for one pair)
+    interval: tuple[float, float] | None  # t-interval of the mean difference; None with fewer than 2 pairs
+    confidence: float
+    unmatched: int  # seeds present for only one of the two (left out)
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+    @property
+    def tie(self) -> bool:
+        """The interval contains 0: the seeds cannot tell the method from the reference (always with n < 2)."""
+        return self.interval is None or self.interval[0] <= 0.0 <= self.interval[1]
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """mean ± t_{(1+c)/2, n-1} * sd / sqrt(n); None for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean, sd = mean_std(values)
+    half = float(stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def paired_difference(
+    method_values: Mapping[int, float], reference_values: Mapping[int, float], confidence: float = 0.95
+) -> PairedDifference | None:
+    """Per-seed differences method - reference (seed -> value maps) and their t-interval. Seeds present in
+    only one map are left out and counted in `unmatched`; None when no seed matches."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    seeds = sorted(set(method_values) & set(reference_values))
+    unmatched = len(set(method_values) ^ set(reference_values))
+    if not seeds:
+        return None
+    diffs = [float(method_values[s]) - float(reference_values[s]) for s in seeds]
+    mean, std = mean_std(diffs)
+    return PairedDifference(seeds, diffs, mean, std, t_interval(diffs, confidence), confidence, unmatched)
