@@ -7,6 +7,7 @@ Every section is a pydantic model with `extra="forbid"`, so a typo is an error, 
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -300,6 +301,12 @@ class OutputConfig(Section):
     mlflow_uri: str | None = Field(None, description="mlflow logger: tracking URI (None: file store RUN_DIR/mlruns)")
 
 
+RUN_CONFIG_CHECKS: list[Callable[[RunConfig], None]] = []
+"""Whole-config checks that need knowledge above this module (the strategy and aggregator registries):
+`fedhello.methods.compatibility` adds its pairing check here when imported (the CLI, the experiment builder and
+`fedhello compare` import it), so an impossible pairing is refused while the config is loaded."""
+
+
 class RunConfig(Section):
     name: str = "fed-hello"
     seed: int = 1
@@ -335,10 +342,8 @@ class RunConfig(Section):
             raise ValueError("federation.clients_per_round: larger than federation.num_clients; lower it")
         if self.reliability.min_clients > self.federation.clients_per_round:
             raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
-        # imported here: the check reads the allocator and aggregator registries, which import this module
-        from fedhello.methods.compatibility import check_run_config
-
-        check_run_config(self)
+        for check in RUN_CONFIG_CHECKS:  # checks of higher layers (e.g. strategy/aggregator pairing)
+            check(self)
         return self
 
     def check_tier_layers(self, num_layers: int) -> None:

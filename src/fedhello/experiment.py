@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from fedhello.config import RunConfig
 from fedhello.data import class_names, load_source
-from fedhello.methods.compatibility import check_proxy_set
+from fedhello.methods.compatibility import check_proxy_set, check_run_config
 from fedhello.models.layers import model_depth, trainable_layout
 from fedhello.tasks import TASKS, Task
 
@@ -43,6 +43,7 @@ def build_experiment(config: RunConfig, train_samples: int | None = None) -> Exp
     """Build the configured task, model and splits. `train_samples` keeps only that many training samples
     (the first ones after the proxy set, as a run's profile measures them) for tools that need a few."""
     task_class = TASKS.get(config.task)
+    check_run_config(config)  # also when the config was validated before the pairing check was imported
     torch.manual_seed(config.seed)  # initialisation of LoRA and head
     raw = load_source(config.data, config.seed)
     label_names = class_names(raw["train"], config.data.label_column)

@@ -74,7 +74,7 @@ def test_training_is_seeded(tiny_config):
 def test_load_state_refuses_a_shape_that_copy_would_broadcast(tiny_config):
     import pytest
 
-    from fedhello.training import load_state
+    from fedhello.models.adapter import load_state
 
     fed = build_federation(tiny_config)
     name = next(n for n in fed.layout if ".lora_A." in n)

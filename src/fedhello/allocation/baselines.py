@@ -50,8 +50,8 @@ class ExclusiveAllocator(Allocator):
     layer); the others sit the round out, so a round may have fewer (or no) participants. When no tier can
     train every layer nobody ever would, so the run is refused when the federation is built."""
 
-    def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int]) -> None:
-        super().__init__(config, num_layers, tier_budgets)
+    def __init__(self, config: StrategyConfig, num_layers: int, tier_budgets: list[int], lora_rank: int = 8) -> None:
+        super().__init__(config, num_layers, tier_budgets, lora_rank)
         if max(tier_budgets) < num_layers:
             raise ConfigError(
                 "tiers",

@@ -26,6 +26,7 @@ import yaml
 from rich.console import Console
 
 from fedhello.errors import FedHelloError
+from fedhello.methods import compatibility  # noqa: F401  (configs loaded here get the pairing check)
 from fedhello.runtime import quiet_libraries
 
 P = ParamSpec("P")

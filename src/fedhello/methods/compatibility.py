@@ -10,12 +10,8 @@ such a config never gets past loading.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from fedhello.config import RUN_CONFIG_CHECKS, RunConfig
 from fedhello.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fedhello.config import RunConfig
 
 
 def planned_uploads(config: RunConfig) -> frozenset:
@@ -95,3 +91,6 @@ def budget_note(config: RunConfig) -> str | None:
         f"note: strategy '{config.strategy.name}' ignores the tier budgets: every client trains every layer "
         "(a homogeneous method, as published)"
     )
+
+
+RUN_CONFIG_CHECKS.append(check_run_config)  # refuse impossible pairings whenever a config is validated
