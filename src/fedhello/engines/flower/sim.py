@@ -18,6 +18,7 @@ from fedhello.engines.base import ENGINES, Engine
 from fedhello.engines.flower.app import FLOWER_ENV
 from fedhello.errors import FedHelloError
 from fedhello.events import RunObserver
+from fedhello.server.observers import run_observers
 
 
 def quiet_flower() -> None:
@@ -53,6 +54,7 @@ class FlowerSimEngine(Engine):
         resume: bool = False,
         observers: Sequence[RunObserver] = (),
     ) -> dict[str, Any]:
+        run_observers(config)  # a logger whose package is missing fails here, before Ray starts
         quiet_flower()
         import ray
         from flwr.simulation import run_simulation
