@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedhello.config import RunConfig, load_config
+from fedhello.engines.base import RunOptions
 from fedhello.engines.flower.app import RunRequest
 from fedhello.engines.flower.messages import (
     NUM_PARTITIONS,
@@ -34,7 +34,6 @@ from fedhello.engines.flower.messages import (
     train_content,
 )
 from fedhello.errors import FedHelloError
-from fedhello.events import RunObserver
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.rundir import FLOWER_LOG, new_run_dir
 from fedhello.runtime import quiet_libraries
@@ -227,23 +226,15 @@ def check_update(update: ClientUpdate, client_id: int, state: dict[str, torch.Te
             raise FedHelloError(f"unexpected tensor '{name}' {tuple(tensor.shape)}")
 
 
-def serve(
-    grid: Grid,
-    config: RunConfig,
-    run_dir: Path,
-    show_progress: bool = False,
-    resume: bool = False,
-    observers: Sequence[RunObserver] = (),
-) -> dict[str, Any]:
-    """Run every round of `config` over `grid`; write the run folder like the local engine does
-    (`resume`: continue the folder from its last checkpoint; `observers`: the caller's own)."""
+def serve(grid: Grid, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
+    """Run every round of `config` over `grid`; write the run folder like the local engine does."""
     quiet_libraries()
-    watchers = run_observers(config, show_progress, observers)
+    observers = run_observers(config, options.show_progress, options.observers)
     federation = build_federation(config)
     coordinator = Coordinator(federation)
     dispatch = FlowerDispatch(grid, config, EngineLog(run_dir / FLOWER_LOG))
     try:
-        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume)
+        return run_rounds(federation, coordinator, dispatch, run_dir, observers, resume=options.resume)
     except Exception as err:
         dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)
         raise
@@ -256,19 +247,13 @@ def config_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path,
     return config, new_run_dir(config, request.run_dir or None), request.resume
 
 
-def build_server_app(
-    config: RunConfig,
-    run_dir: Path,
-    show_progress: bool = False,
-    resume: bool = False,
-    observers: Sequence[RunObserver] = (),
-) -> ServerApp:
+def build_server_app(config: RunConfig, run_dir: Path, options: RunOptions) -> ServerApp:
     """A ServerApp bound to an already resolved config (the simulation engine runs it in-process)."""
     server = ServerApp()
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        serve(grid, config, run_dir, show_progress, resume, observers)
+        serve(grid, config, run_dir, options)
 
     return server
 
@@ -281,4 +266,4 @@ def main(grid: Grid, context: Context) -> None:
     """Entry point for `flwr run` and `flower-superlink`: everything comes from the run config."""
     config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
-    serve(grid, config, run_dir, resume=resume)
+    serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))

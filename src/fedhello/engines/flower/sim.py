@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedhello import rundir
 from fedhello.config import RunConfig
-from fedhello.engines.base import ENGINES, Engine
+from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.engines.flower.app import FLOWER_ENV
 from fedhello.errors import FedHelloError
-from fedhello.events import RunObserver
 from fedhello.server.observers import run_observers
 
 
@@ -45,15 +43,7 @@ def backend_config(config: RunConfig) -> dict[str, Any]:
 
 @ENGINES.register("flower-sim")
 class FlowerSimEngine(Engine):
-    def run(
-        self,
-        config: RunConfig,
-        run_dir: Path,
-        *,
-        show_progress: bool = True,
-        resume: bool = False,
-        observers: Sequence[RunObserver] = (),
-    ) -> dict[str, Any]:
+    def execute(self, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
         run_observers(config)  # a logger whose package is missing fails here, before Ray starts
         quiet_flower()
         import ray
@@ -67,7 +57,7 @@ class FlowerSimEngine(Engine):
         logging.getLogger("flwr").addFilter(hide)
         try:
             run_simulation(
-                server_app=build_server_app(config, run_dir, show_progress, resume, observers),
+                server_app=build_server_app(config, run_dir, options),
                 client_app=client_app,
                 num_supernodes=config.federation.num_clients,
                 backend_config=backend_config(config),
