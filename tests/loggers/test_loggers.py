@@ -83,9 +83,10 @@ def test_tensorboard_events_hold_every_round(logged_run):  # noqa: ANN001
     assert {"config/text_summary", "summary/text_summary"} <= set(events.Tags()["tensors"])
 
 
-def test_mlflow_run_holds_params_metrics_and_status(logged_run):  # noqa: ANN001
+def test_mlflow_run_holds_params_metrics_and_status(logged_run, monkeypatch):  # noqa: ANN001
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks readers of a file store to opt in
     run_dir, summary, _ = logged_run
     records = read_metrics(run_dir)
     client = MlflowClient(tracking_uri=(run_dir / MLFLOW_DIR).resolve().as_uri())

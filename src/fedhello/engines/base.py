@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,19 @@ from fedhello.events import RunObserver
 from fedhello.registry import Registry
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run, beyond the config: a progress bar, resuming the run folder, the caller's observers."""
+
+    show_progress: bool = True
+    resume: bool = False  # continue the run folder from its last checkpoint
+    observers: Sequence[RunObserver] = ()  # hear the run's events after the writer and `output.loggers`
+
+
 class Engine(ABC):
     """Runs every round of a config with the shared round loop (`fedhello.server.loop.run_rounds`) and its own
-    dispatch (how plans reach clients and updates come back). One method to implement: `run`."""
+    dispatch (how plans reach clients and updates come back). A subclass implements `execute`."""
 
-    @abstractmethod
     def run(
         self,
         config: RunConfig,
@@ -33,6 +42,11 @@ class Engine(ABC):
         `observers` follow the run's events (`fedhello.events`) after the run folder writer and the
         `output.loggers`.
         """
+        return self.execute(config, Path(run_dir), RunOptions(show_progress, resume, tuple(observers)))
+
+    @abstractmethod
+    def execute(self, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
+        """`run` with its options gathered."""
 
 
 ENGINES: Registry[type[Engine]] = Registry("engine", "--engine")

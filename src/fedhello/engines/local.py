@@ -6,15 +6,13 @@ and its data is an index selection loaded when it is sampled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fedhello.config import RunConfig
-from fedhello.engines.base import ENGINES, Engine
-from fedhello.events import RunObserver
+from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
@@ -26,16 +24,9 @@ from fedhello.training.schedule import round_lr
 
 @ENGINES.register("local")
 class LocalEngine(Engine):
-    def run(
-        self,
-        config: RunConfig,
-        run_dir: Path,
-        *,
-        show_progress: bool = True,
-        resume: bool = False,
-        observers: Sequence[RunObserver] = (),
-    ) -> dict[str, Any]:
-        watchers = run_observers(config, show_progress, observers)  # before the model: a bad logger fails fast
+    def execute(self, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
+        # the observers come before the model: a logger whose package is missing fails fast
+        observers = run_observers(config, options.show_progress, options.observers)
         federation = build_federation(config)
         coordinator = Coordinator(federation)
         trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
@@ -51,4 +42,6 @@ class LocalEngine(Engine):
 
         # the clients' data are this process's own partitions: their sample counts are known, not claimed
         counts = partition_sizes(federation)
-        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume, sample_counts=counts)
+        return run_rounds(
+            federation, coordinator, dispatch, run_dir, observers, resume=options.resume, sample_counts=counts
+        )

@@ -31,7 +31,7 @@ class MLflowLogger(RunObserver):
         from mlflow.tracking import MlflowClient
 
         uri = start.config.output.mlflow_uri or (start.run_dir / MLFLOW_DIR).resolve().as_uri()
-        if uri.startswith("file:"):  # MLflow 3 keeps the file store behind an explicit opt-in
+        if uri.startswith("file:"):  # MLflow 3 keeps the file store behind an opt-in (readers need it too)
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = MlflowClient(tracking_uri=uri)
         name = start.config.name

@@ -14,12 +14,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedhello.config import RunConfig, dump_config
-from fedhello.engines.base import ENGINES, Engine
+from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.engines.flower.app import FLOWER_ENV, RunRequest, write_app
 from fedhello.engines.flower.processes import (
     HOST,
@@ -31,7 +30,7 @@ from fedhello.engines.flower.processes import (
     wait_for_port,
 )
 from fedhello.errors import FedHelloError
-from fedhello.events import Observers, RunObserver
+from fedhello.events import Observers
 from fedhello.rundir import FLOWER_LOG, FLOWER_LOGS_DIR, read_summary
 from fedhello.server.observers import run_observers
 
@@ -136,27 +135,20 @@ class LocalDeployment:
 
 @ENGINES.register("flower-deploy")
 class FlowerDeployEngine(Engine):
-    def run(
-        self,
-        config: RunConfig,
-        run_dir: Path,
-        *,
-        show_progress: bool = True,
-        resume: bool = False,
-        observers: Sequence[RunObserver] = (),
-    ) -> dict[str, Any]:
-        """The rounds run in the SuperLink's ServerApp process: `observers` of this process hear only
+    def execute(self, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
+        """The rounds run in the SuperLink's ServerApp process: `options.observers` of this process hear only
         `on_run_end` and `close`; `output.loggers` follow every round there."""
         run_observers(config)  # a logger whose package is missing fails here, before anything starts
         run_dir.mkdir(parents=True, exist_ok=True)
-        caller = Observers(observers)
+        caller = Observers(options.observers)
         deployment = LocalDeployment(config.flower.supernodes)
         failed = False
         try:
             deployment.start()
             resolved = deployment.workdir / "config.yaml"
             dump_config(config, resolved)
-            result = deployment.run_app(RunRequest(config=str(resolved), run_dir=str(run_dir.resolve()), resume=resume))
+            request = RunRequest(config=str(resolved), run_dir=str(run_dir.resolve()), resume=options.resume)
+            result = deployment.run_app(request)
             summary = read_summary(run_dir)
             if summary is None:
                 failed = True

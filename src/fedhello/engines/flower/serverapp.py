@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedhello.config import RunConfig, load_config
+from fedhello.engines.base import RunOptions
 from fedhello.engines.flower.app import RunRequest
 from fedhello.engines.flower.messages import (
     NUM_PARTITIONS,
@@ -39,7 +39,6 @@ from fedhello.engines.flower.messages import (
     train_content,
 )
 from fedhello.errors import FedHelloError
-from fedhello.events import RunObserver
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.rundir import FLOWER_LOG, new_run_dir
 from fedhello.runtime import quiet_libraries
@@ -233,26 +232,21 @@ def check_update(update: ClientUpdate, client_id: int) -> None:
 
 
 def serve(
-    grid: Grid,
-    config: RunConfig,
-    run_dir: Path,
-    show_progress: bool = False,
-    resume: bool = False,
-    observers: Sequence[RunObserver] = (),
-    holds_partitions: bool = False,
+    grid: Grid, config: RunConfig, run_dir: Path, options: RunOptions, holds_partitions: bool = False
 ) -> dict[str, Any]:
-    """Run every round of `config` over `grid`; write the run folder like the local engine does
-    (`resume`: continue the folder from its last checkpoint; `observers`: the caller's own).
+    """Run every round of `config` over `grid`; write the run folder like the local engine does.
     `holds_partitions`: the clients' data are this server's own partitions (simulation), so their sample
     counts are known, not claimed."""
     quiet_libraries()
-    watchers = run_observers(config, show_progress, observers)
+    observers = run_observers(config, options.show_progress, options.observers)
     federation = build_federation(config)
     coordinator = Coordinator(federation)
     dispatch = FlowerDispatch(grid, config, EngineLog(run_dir / FLOWER_LOG))
     counts = partition_sizes(federation) if holds_partitions else None
     try:
-        return run_rounds(federation, coordinator, dispatch, run_dir, watchers, resume=resume, sample_counts=counts)
+        return run_rounds(
+            federation, coordinator, dispatch, run_dir, observers, resume=options.resume, sample_counts=counts
+        )
     except Exception as err:
         dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)
         raise
@@ -266,10 +260,7 @@ def config_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path,
 
 
 def build_server_app(
-    runs: Sequence[tuple[RunConfig, Path]],
-    show_progress: bool = False,
-    resume: bool = False,
-    observers: Sequence[RunObserver] = (),
+    runs: Sequence[tuple[RunConfig, Path]], options: RunOptions = RunOptions(show_progress=False)
 ) -> ServerApp:
     """A ServerApp bound to already resolved configs, served one after another over the same grid (the
     simulation engine runs it in-process; its clients hold the server's own partitions)."""
@@ -278,7 +269,7 @@ def build_server_app(
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
         for config, run_dir in runs:
-            serve(grid, config, run_dir, show_progress, resume, observers, holds_partitions=True)
+            serve(grid, config, run_dir, options, holds_partitions=True)
 
     return server
 
@@ -292,4 +283,4 @@ def main(grid: Grid, context: Context) -> None:
     SuperNodes hold their own data, so their sample counts are claims the validator bounds."""
     config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
-    serve(grid, config, run_dir, resume=resume)
+    serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))

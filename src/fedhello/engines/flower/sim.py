@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedhello import rundir
 from fedhello.config import RunConfig
-from fedhello.engines.base import ENGINES, Engine
+from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.engines.flower.app import FLOWER_ENV
 from fedhello.errors import FedHelloError
-from fedhello.events import RunObserver
+from fedhello.server.observers import run_observers
 
 
 def quiet_flower() -> None:
@@ -44,23 +43,11 @@ def backend_config(config: RunConfig) -> dict[str, Any]:
 
 @ENGINES.register("flower-sim")
 class FlowerSimEngine(Engine):
-    def run(
-        self,
-        config: RunConfig,
-        run_dir: Path,
-        *,
-        show_progress: bool = True,
-        resume: bool = False,
-        observers: Sequence[RunObserver] = (),
-    ) -> dict[str, Any]:
-        return self.run_many([(config, run_dir)], show_progress=show_progress, resume=resume, observers=observers)[0]
+    def execute(self, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
+        return self.run_many([(config, run_dir)], options)[0]
 
     def run_many(
-        self,
-        runs: Sequence[tuple[RunConfig, Path]],
-        show_progress: bool = False,
-        resume: bool = False,
-        observers: Sequence[RunObserver] = (),
+        self, runs: Sequence[tuple[RunConfig, Path]], options: RunOptions = RunOptions(show_progress=False)
     ) -> list[dict[str, Any]]:
         """Several runs one after another in ONE Flower simulation, so Ray starts once (a method
         comparison on a small model spends most of its time there). The runs must share
@@ -74,6 +61,8 @@ class FlowerSimEngine(Engine):
                 "flower-sim: runs sharing one simulation need the same federation.num_clients and "
                 f"flower.client_cpus, got {sorted(shared)}"
             )
+        for run_config, _ in runs:
+            run_observers(run_config)  # a logger whose package is missing fails here, before Ray starts
         quiet_flower()
         import ray
         from flwr.simulation import run_simulation
@@ -86,7 +75,7 @@ class FlowerSimEngine(Engine):
         logging.getLogger("flwr").addFilter(hide)
         try:
             run_simulation(
-                server_app=build_server_app(runs, show_progress, resume, observers),
+                server_app=build_server_app(runs, options),
                 client_app=client_app,
                 num_supernodes=config.federation.num_clients,
                 backend_config=backend_config(config),
