@@ -107,8 +107,10 @@ def test_30_percent_dropout_run_completes_and_logs_failures(fast_config, tmp_pat
 def run_with(config: RunConfig, run_dir, wrap):  # noqa: ANN001, ANN201
     """The local engine's round loop with `wrap(dispatch)` between the server and the clients; returns
     the initial and the final global state."""
-    from fedhello.server import Coordinator, build_federation, client_seed
+    from fedhello.seeding import client_seed
+    from fedhello.server import Coordinator, build_federation
     from fedhello.server.loop import partition_sizes, run_rounds
+    from fedhello.server.observers import run_observers
     from fedhello.training import LocalTrainer
 
     federation = build_federation(config)
@@ -122,9 +124,8 @@ def run_with(config: RunConfig, run_dir, wrap):  # noqa: ANN001, ANN201
             for cid, plan in plans.items()
         ]
 
-    run_rounds(
-        federation, coordinator, wrap(dispatch), run_dir, show_progress=False, sample_counts=partition_sizes(federation)
-    )
+    observers = run_observers(config, show_progress=False)
+    run_rounds(federation, coordinator, wrap(dispatch), run_dir, observers, sample_counts=partition_sizes(federation))
     return initial, coordinator.global_state
 
 

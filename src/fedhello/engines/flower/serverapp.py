@@ -89,8 +89,10 @@ class FlowerDispatch:
     def live_nodes(self) -> set[int]:
         return set(self.grid.get_node_ids()) - self.lost_nodes
 
-    def discover(self, timeout: float = 60.0) -> set[int]:
-        """Ask every new node which partition it serves; return the live nodes with a known partition."""
+    def discover(self, timeout: float = 60.0, starting: bool = False) -> set[int]:
+        """Ask every new node which partition it serves; return the live nodes with a known partition.
+        While `starting`, a node that has not answered yet is asked again later (its ClientApp may still be
+        importing torch on a busy machine); afterwards a silent node is lost."""
         live = self.live_nodes()
         unknown = sorted(live - self.partitions.keys())
         if unknown:
@@ -111,14 +113,15 @@ class FlowerDispatch:
                 self.log.write(f"node {node} serves partition {info[PARTITION_ID]} of {info[NUM_PARTITIONS]}")
             for node in silent:
                 self.log.write(f"node {node} did not answer the partition query within {timeout:g}s", logging.WARNING)
-                self.lost_nodes.add(node)
+                if not starting:
+                    self.lost_nodes.add(node)
         return live & self.partitions.keys()
 
     def wait_for_partitions(self) -> None:
         """Block until live nodes cover every partition (SuperNodes may connect after the ServerApp starts)."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
-            live = self.discover()
+            live = self.discover(starting=True)
             counts = {self.partitions[n][1] for n in live}
             if len(counts) > 1:
                 raise FedHelloError(f"SuperNodes disagree on num-partitions: {sorted(counts)}")
