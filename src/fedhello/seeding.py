@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 SAMPLING, ALLOCATION, DROPOUT = 0, 1, 2  # per-round streams: which clients, which plans, who fails to reply
-EVAL_SUBSET = 3  # the fixed test subset of intermediate evaluations (`federation.eval_subset`), drawn once
+_EVAL_SUBSET = 3  # the fixed test subset of intermediate evaluations (`federation.eval_subset`), drawn once
 _TIERS = 7
 
 
@@ -24,6 +24,11 @@ def round_rng(seed: int, round_num: int, stream: int, *more: int) -> np.random.G
 def tier_rng(seed: int) -> np.random.Generator:
     """The generator that deals clients to tiers."""
     return np.random.default_rng([seed, _TIERS])
+
+
+def eval_subset_rng(seed: int) -> np.random.Generator:
+    """The generator that picks the fixed test subset of intermediate evaluations."""
+    return np.random.default_rng([seed, _EVAL_SUBSET])
 
 
 def client_seed(seed: int, round_num: int, client_id: int) -> int:

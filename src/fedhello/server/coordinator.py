@@ -19,7 +19,7 @@ from fedhello.allocation.importance import empirical_fisher
 from fedhello.models.adapter import extract_state, load_state
 from fedhello.models.layers import HEAD
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.seeding import ALLOCATION, EVAL_SUBSET, SAMPLING, round_rng
+from fedhello.seeding import ALLOCATION, SAMPLING, eval_subset_rng, round_rng
 from fedhello.server.federation import Federation
 
 
@@ -91,7 +91,7 @@ class Coordinator:
         size = self.config.federation.eval_subset
         if not full and size is not None and size < len(test):
             if self._eval_subset is None:
-                picked = round_rng(self.config.seed, 0, EVAL_SUBSET).permutation(len(test))[:size]
+                picked = eval_subset_rng(self.config.seed).permutation(len(test))[:size]
                 self._eval_subset = test.select(sorted(int(i) for i in picked))
             test = self._eval_subset
         return self.federation.task.evaluate(self.federation.model, test)
