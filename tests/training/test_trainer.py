@@ -81,3 +81,33 @@ def test_load_state_refuses_a_shape_that_copy_would_broadcast(tiny_config):
     row = dict(fed.model.named_parameters())[name].detach()[:1].clone()
     with pytest.raises(ValueError, match="shape"):
         load_state(fed.model, {name: row})
+
+
+def test_update_reports_the_rms_gradient_norm_of_exactly_the_trained_layers(tiny_config):
+    """Fed-pilot's local values: `grad_norm.<layer>` for the plan's layers, none for frozen ones, and equal
+    to the RMS over steps of the layer's gradient norm (one step: that step's norm)."""
+    config = tiny_config.model_copy(deep=True)
+    config.train.max_steps = 1
+    fed = build_federation(config)
+    state = Coordinator(fed).global_state
+    seen: dict[int, float] = {}
+
+    def spy(optimizer, args, kwargs):  # noqa: ANN001, ANN202 - the gradient the one step applies
+        params = dict(fed.model.named_parameters())
+        for name, layer in fed.layout.items():
+            if layer != HEAD and params[name].grad is not None:
+                seen[layer] = seen.get(layer, 0.0) + float(params[name].grad.pow(2).sum())
+
+    original = torch.optim.AdamW.step
+    torch.optim.AdamW.step = _with_pre_hook(original, spy)
+    try:
+        update = LocalTrainer(fed.model, fed.task, fed.layout, config.train).train(
+            0, Plan((1, 3)), state, fed.client_data(0), seed=1
+        )
+    finally:
+        torch.optim.AdamW.step = original
+    norms = {k: v for k, v in update.metrics.items() if k.startswith("grad_norm.")}
+    assert set(norms) == {"grad_norm.1", "grad_norm.3"}
+    for layer in (1, 3):
+        assert norms[f"grad_norm.{layer}"] > 0
+        assert abs(norms[f"grad_norm.{layer}"] - seen[layer] ** 0.5) < 1e-6 * max(1.0, seen[layer] ** 0.5)

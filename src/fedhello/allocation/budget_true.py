@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from fedhello.allocation.base import ALLOCATORS, Allocator
+from fedhello.allocation.importance import is_refresh_round
 from fedhello.allocation.knapsack import Fits, best_layer_set, count_fits
 from fedhello.config import StrategyConfig
 from fedhello.plan import ClientUpdate, Plan
@@ -78,8 +79,7 @@ class FedPilotAllocator(KnapsackAllocator):
         self.local_values: dict[int, dict[int, float]] = {}
 
     def wants_importance(self, round_num: int) -> bool:
-        start = self.config.fim_warmup + 1
-        return round_num >= start and (round_num - start) % self.config.fim_every == 0
+        return is_refresh_round(self.config, round_num)
 
     def score_layers(self, fisher: dict[str, torch.Tensor], layout: dict[str, int]) -> np.ndarray:
         """RMS per-sample gradient norm of each layer: sqrt of the trace of its empirical Fisher."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
+from fedhello.config import StrategyConfig
 from fedhello.models.layers import HEAD
 
 
@@ -103,3 +104,10 @@ def level_probabilities(scores: np.ndarray, num_levels: int) -> tuple[np.ndarray
     levels = importance_levels(np.asarray(scores, dtype=np.float64), num_levels)
     weights = (levels + 1).astype(np.float64)
     return weights / weights.sum(), levels
+
+
+def is_refresh_round(config: StrategyConfig, round_num: int) -> bool:
+    """Whether the server re-estimates layer importance before round `round_num`: the first time after
+    `fim_warmup` rounds, then every `fim_every` rounds (FIM-HLA, Fed-HeLLo and Fed-pilot share this schedule)."""
+    start = config.fim_warmup + 1
+    return round_num >= start and (round_num - start) % config.fim_every == 0

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fedhello.allocation.base import ALLOCATORS, Allocator, sample_layers
-from fedhello.allocation.importance import level_probabilities
+from fedhello.allocation.importance import is_refresh_round, level_probabilities
 from fedhello.allocation.patterns import pattern_counts, tier_layers
 from fedhello.plan import Plan
 
@@ -74,8 +74,7 @@ class FisherAllocator(Allocator):
         self.fallback: Allocator = RandomAllocator(config, num_layers, tier_budgets, lora_rank)
 
     def is_refresh_round(self, round_num: int) -> bool:
-        start = self.config.fim_warmup + 1
-        return round_num >= start and (round_num - start) % self.config.fim_every == 0
+        return is_refresh_round(self.config, round_num)
 
     def wants_importance(self, round_num: int) -> bool:
         return self.is_refresh_round(round_num)

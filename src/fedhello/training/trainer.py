@@ -34,7 +34,7 @@ class _Stats:
     weight_sum: float = 0.0
     step_times: list[float] = field(default_factory=list)
     step_cpu: list[float] = field(default_factory=list)  # CPU time per step: robust on a shared machine
-    grad_sq: dict[int, float] = field(default_factory=dict)  # per layer: squared gradient norms summed over steps
+    grad_sq: dict[int, torch.Tensor] = field(default_factory=dict)  # per layer: float64 sum of squared grad norms
 
 
 def micro_batch_groups(loader: Iterable[dict[str, torch.Tensor]], size: int) -> Iterator[list[dict[str, torch.Tensor]]]:
@@ -142,7 +142,7 @@ class LocalTrainer:
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
             **metrics,
-            **{f"grad_norm.{k}": (v / max(stats.steps, 1)) ** 0.5 for k, v in sorted(stats.grad_sq.items())},
+            **{f"grad_norm.{k}": (float(v) / max(stats.steps, 1)) ** 0.5 for k, v in sorted(stats.grad_sq.items())},
         }
         if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
             peak = meter.peak_mb()
@@ -229,13 +229,16 @@ class LocalTrainer:
 
 
 def _accumulate_layer_norms(
-    totals: dict[int, float], params: dict[str, torch.nn.Parameter], layer_of: dict[str, int]
+    totals: dict[int, torch.Tensor], params: dict[str, torch.nn.Parameter], layer_of: dict[str, int]
 ) -> None:
-    """Add each trained layer's squared gradient norm of this step (before clipping) to `totals`."""
-    step: dict[int, float] = {}
+    """Add each trained layer's squared gradient norm of this step (before clipping) to `totals`, in float64.
+    The sums stay tensors on the model's device, so the step loop never waits for the device to report a
+    number; the trainer reads them once, after training."""
+    step: dict[int, torch.Tensor] = {}
     for name, layer in layer_of.items():
         grad = params[name].grad
         if grad is not None:
-            step[layer] = step.get(layer, 0.0) + float(grad.detach().float().pow(2).sum())
+            square = grad.detach().float().pow(2).sum().double()
+            step[layer] = step[layer] + square if layer in step else square
     for layer, value in step.items():
-        totals[layer] = totals.get(layer, 0.0) + value
+        totals[layer] = totals[layer] + value if layer in totals else value
