@@ -67,6 +67,11 @@ class DataConfig(Section):
     subset: str | None = Field(None, description="hub configuration name, e.g. 'ledgar'")
     text_column: str = "text"
     label_column: str = "label"
+    label_names: list[str] | None = Field(
+        None,
+        description="the run's classes in label-id order (None: the source's own). Fixes how every node of a "
+        "deployment whose SuperNodes hold their own data maps its labels (flower.node_data)",
+    )
     test_size: float = Field(0.2, gt=0.0, lt=1.0, description="held-out test share when no test split exists")
     proxy_size: int = Field(50, ge=0, description="training samples held out as the server's FIM proxy set")
     max_train_samples: int | None = Field(None, gt=0, description="cap on training samples (quick runs)")
@@ -87,6 +92,13 @@ class DataConfig(Section):
     csv_quoting: Literal["minimal", "all", "nonnumeric", "none"] = Field(
         "minimal", description="csv files: quoting convention (none = quote characters are ordinary text)"
     )
+
+    @field_validator("label_names")
+    @classmethod
+    def _distinct_labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (len(value) < 2 or len(set(value)) != len(value)):
+            raise ValueError("give at least two distinct class names, in label-id order")
+        return value
 
     @field_validator("encoding")
     @classmethod
@@ -281,12 +293,40 @@ class FlowerConfig(Section):
     client_cpus: float = Field(
         1.0, gt=0.0, description="flower-sim: CPU cores reserved per virtual client (one Ray actor each)"
     )
+    client_gpus: float | None = Field(
+        None,
+        ge=0.0,
+        description="flower-sim: GPU share reserved per virtual client; Ray hides the GPU from actors with 0 (None = "
+        "auto: with train.device cuda/auto and a visible GPU, the GPUs are shared by the actors that run at once)",
+    )
     round_timeout_s: float | None = Field(
         None,
         gt=0.0,
         description="seconds to wait for a round's replies; clients still missing are lost for the round "
         "(None: wait until Flower reports their node down)",
     )
+    isolation: Literal["process", "subprocess"] = Field(
+        "process",
+        description="flower-deploy: 'process' = each SuperNode's ClientApps run in one long-lived fedhello executor "
+        "that keeps the model and data loaded (python -m fedhello.engines.flower.executor); 'subprocess' = Flower's "
+        "default, a new flwr-clientapp process per message",
+    )
+    node_data: bool = Field(
+        False,
+        description="flower-deploy: every SuperNode trains on its own data (--node-config 'data-path=...'), one "
+        "client per node (client id = partition-id); the server loads only its test split, proxy set and labels",
+    )
+    node_data_paths: list[str] = Field(
+        default_factory=list,
+        description="flower-deploy on loopback with node_data: the data-path of each SuperNode it starts, one per "
+        "client (a real deployment gives each SuperNode its own with --node-config instead)",
+    )
+
+    @model_validator(mode="after")
+    def _paths_need_node_data(self) -> FlowerConfig:
+        if self.node_data_paths and not self.node_data:
+            raise ValueError("node_data_paths are given but node_data is false: set flower.node_data=true")
+        return self
 
 
 class OutputConfig(Section):

@@ -4,6 +4,9 @@ profiler (`fedhello profile`) and the benchmarks all start here.
 The order matters for reproducibility -- the LoRA and head initialisation draw from torch's global
 generator: seed torch, load the data source, build the task and its LoRA model, check that the tiers fit
 the model, shuffle the training split, hold out the proxy set, cap the splits, preprocess them.
+
+A SuperNode that holds its own data (`flower.node_data`) builds a `NodeExperiment` instead: the same task and
+model, and its own rows labelled by the run's class names; it never loads the run's data source.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from datasets import Dataset
 
 from fedhello.config import RunConfig
 from fedhello.data import class_names, load_source
+from fedhello.data.node import load_node_data, with_run_labels
+from fedhello.errors import FedHelloError
 from fedhello.methods.compatibility import check_proxy_set, check_run_config
 from fedhello.models.layers import model_depth, trainable_layout
 from fedhello.tasks import TASKS, Task
@@ -35,6 +40,26 @@ class Experiment:
     label_names: list[str]
 
 
+@dataclass
+class NodeExperiment:
+    """What a SuperNode holding its own data needs to train: the task, the LoRA model and its own rows."""
+
+    config: RunConfig
+    task: Task
+    model: torch.nn.Module
+    layout: dict[str, int]
+    train: Dataset  # every row of the node's data, preprocessed
+
+
+def _task_and_model(config: RunConfig, num_labels: int) -> tuple[Task, torch.nn.Module, int]:
+    """The configured task, its LoRA model and the model's depth (checked against the tiers)."""
+    task = TASKS.get(config.task)(config, num_labels=num_labels)
+    model = task.build_model()
+    num_layers = model_depth(model)
+    config.check_tier_layers(num_layers)
+    return task, model, num_layers
+
+
 def _take(dataset: Dataset, limit: int | None) -> Dataset:
     return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
 
@@ -42,15 +67,15 @@ def _take(dataset: Dataset, limit: int | None) -> Dataset:
 def build_experiment(config: RunConfig, train_samples: int | None = None) -> Experiment:
     """Build the configured task, model and splits. `train_samples` keeps only that many training samples
     (the first ones after the proxy set, as a run's profile measures them) for tools that need a few."""
-    task_class = TASKS.get(config.task)
+    TASKS.get(config.task)  # an unknown task fails before any data is read
     check_run_config(config)  # also when the config was validated before the pairing check was imported
     torch.manual_seed(config.seed)  # initialisation of LoRA and head
     raw = load_source(config.data, config.seed)
-    label_names = class_names(raw["train"], config.data.label_column)
-    task = task_class(config, num_labels=len(label_names))
-    model = task.build_model()
-    num_layers = model_depth(model)
-    config.check_tier_layers(num_layers)
+    label_names = config.data.label_names or class_names(raw["train"], config.data.label_column)
+    if config.data.label_names:  # the run fixes the label ids: re-code the source's labels by name
+        column = config.data.label_column
+        raw = {name: with_run_labels(split, column, label_names, f"data split '{name}'") for name, split in raw.items()}
+    task, model, num_layers = _task_and_model(config, len(label_names))
 
     train = raw["train"].shuffle(seed=config.seed)
     proxy_size = min(config.data.proxy_size, len(train) // 10)
@@ -70,3 +95,16 @@ def build_experiment(config: RunConfig, train_samples: int | None = None) -> Exp
         test=test,
         label_names=label_names,
     )
+
+
+def build_node_experiment(config: RunConfig, data_path: str) -> NodeExperiment:
+    """The task and model of `config` with the node's own data at `data_path` (`fedhello.data.node`), labelled
+    by `data.label_names` (the server fills them in from its data source before sending the config)."""
+    label_names = config.data.label_names
+    if not label_names:
+        raise FedHelloError("node data needs the run's class names (fix: set data.label_names in the run config)")
+    check_run_config(config)
+    torch.manual_seed(config.seed)
+    task, model, _ = _task_and_model(config, len(label_names))
+    rows = load_node_data(config.data, data_path, label_names).shuffle(seed=config.seed)
+    return NodeExperiment(config, task, model, trainable_layout(model.named_parameters()), task.preprocess(rows))

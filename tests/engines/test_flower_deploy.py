@@ -30,30 +30,6 @@ def two_node_config(tiny_config):
     return config
 
 
-@pytest.fixture
-def started(monkeypatch):
-    """Every LocalDeployment the test starts, and the pids its `stop()` calls reported, to check afterwards
-    that its processes are gone."""
-    deployments: list[LocalDeployment] = []
-    stopped: dict[int, set[int]] = {}
-    start, stop = LocalDeployment.start, LocalDeployment.stop
-
-    def spy_start(self):
-        deployments.append(self)
-        return start(self)
-
-    def spy_stop(self):
-        pids = stop(self)
-        stopped.setdefault(id(self), set()).update(pids)
-        return pids
-
-    monkeypatch.setattr(LocalDeployment, "start", spy_start)
-    monkeypatch.setattr(LocalDeployment, "stop", spy_stop)
-    yield deployments, stopped
-    for deployment in deployments:  # never leave processes behind, whatever the test did
-        stop(deployment)
-
-
 def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started):
     config = two_node_config(tiny_config)
     ENGINES.get("local")().run(config, tmp_path / "local", show_progress=False)

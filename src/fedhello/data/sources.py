@@ -177,7 +177,7 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
 
 
-def _check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
+def check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
     """The text column must hold text in every row, and the label column a value in every row."""
     train = loaded["train"]
     names = train.column_names
@@ -212,7 +212,7 @@ def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
     if not cfg.path:
         raise ConfigError("data.path", "missing for source=hf", "set it to a hub name or a local path")
     loaded = load_any(cfg, cfg.path, cfg.subset)
-    _check_columns(loaded, cfg)
+    check_columns(loaded, cfg)
     if not isinstance(loaded["train"].features[cfg.label_column], ClassLabel):
         loaded = loaded.class_encode_column(cfg.label_column)
     if "test" not in loaded:

@@ -7,9 +7,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fedhello.config import RunConfig
+from fedhello.errors import ConfigError
 from fedhello.events import RunObserver
 from fedhello.registry import Registry
 
@@ -25,7 +26,10 @@ class RunOptions:
 
 class Engine(ABC):
     """Runs every round of a config with the shared round loop (`fedhello.server.loop.run_rounds`) and its own
-    dispatch (how plans reach clients and updates come back). A subclass implements `execute`."""
+    dispatch (how plans reach clients and updates come back). A subclass implements `execute` and sets
+    `serves_node_data` when its clients can hold data of their own (`flower.node_data`)."""
+
+    serves_node_data: ClassVar[bool] = False
 
     def run(
         self,
@@ -42,6 +46,10 @@ class Engine(ABC):
         `observers` follow the run's events (`fedhello.events`) after the run folder writer and the
         `output.loggers`.
         """
+        if config.flower.node_data and not self.serves_node_data:
+            raise ConfigError(
+                "flower.node_data", "only SuperNodes hold data of their own", "run with --engine flower-deploy"
+            )
         return self.execute(config, Path(run_dir), RunOptions(show_progress, resume, tuple(observers)))
 
     @abstractmethod

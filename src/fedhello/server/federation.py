@@ -13,6 +13,7 @@ from flwr_datasets.partitioner import Partitioner
 
 from fedhello.config import RunConfig, TierConfig
 from fedhello.data import build_partitioner
+from fedhello.errors import FedHelloError
 from fedhello.experiment import Experiment, build_experiment
 from fedhello.resources.budgets import resolve_budgets
 from fedhello.resources.cost import LayerConstraint
@@ -46,8 +47,19 @@ class Federation(Experiment):
         """Each client's constraint, indexed by client id (for `DepthAwareAllocator`)."""
         return [self.tier_constraints[t] if self.tier_constraints else None for t in self.client_tiers]
 
+    @property
+    def holds_client_data(self) -> bool:
+        """Whether the clients' data are partitions of this federation's training split (False when every
+        SuperNode of a deployment holds its own, `flower.node_data`)."""
+        return not self.config.flower.node_data
+
     def client_data(self, client_id: int) -> Dataset:
         """The training samples of one client (an index selection, loaded when asked)."""
+        if not self.holds_client_data:
+            raise FedHelloError(
+                "flower.node_data: the clients' data are on the SuperNodes, not here "
+                "(fix: run with --engine flower-deploy and SuperNodes started with --node-config 'data-path=...')"
+            )
         return self.partitioner.load_partition(client_id)
 
     def budget(self, client_id: int) -> int:

@@ -166,6 +166,8 @@ def partition_sizes(federation: Federation) -> SampleCounts:
 
 
 def _partition(federation: Federation) -> dict[str, Any] | None:
+    if not federation.holds_client_data:  # the nodes' data never reach the server
+        return None
     try:
         return partition_stats(federation)
     except Exception as err:  # noqa: BLE001 - a report input must never stop a training run

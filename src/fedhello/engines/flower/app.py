@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+PUBLISHER = "fedhello"
 COMPONENTS = {
     "serverapp": "fedhello.engines.flower.serverapp:app",
     "clientapp": "fedhello.engines.flower.clientapp:app",
@@ -60,7 +61,7 @@ class RunRequest:
 
 def app_section() -> dict[str, Any]:
     """The `[tool.flwr.app]` table of the app's pyproject.toml."""
-    return {"publisher": "fedhello", "components": dict(COMPONENTS), "config": dict(RUN_CONFIG)}
+    return {"publisher": PUBLISHER, "components": dict(COMPONENTS), "config": dict(RUN_CONFIG)}
 
 
 def write_app(folder: Path) -> Path:

@@ -5,6 +5,11 @@ federation once -- base model, task, data partitions -- and keeps it in a module
 model is loaded once per process, not once per client. The node serves the fedhello clients whose id
 c satisfies c % num-partitions == partition-id (its `--node-config`; in simulation partition-id is the
 virtual node's index and every node serves exactly one client).
+
+A node started with `--node-config "data-path=..."` holds its own data (`flower.node_data`): it builds only
+the task and model (`experiment.build_node_experiment`), never the run's data source, and serves exactly one
+client, client id = partition-id. One client per node because a silo's data is one client's data: splitting
+it into pseudo-clients would invent heterogeneity and divide its sample-count weight arbitrarily.
 """
 
 from __future__ import annotations
@@ -15,29 +20,64 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedhello.config import config_from_dict
-from fedhello.engines.flower.messages import NUM_PARTITIONS, PARTITION_ID, read_train_content, update_content
+from fedhello.config import RunConfig, config_from_dict
+from fedhello.data.node import NODE_DATA_KEY
+from fedhello.engines.flower.messages import (
+    LOCAL_DATA,
+    NUM_PARTITIONS,
+    PARTITION_ID,
+    read_train_content,
+    update_content,
+)
 from fedhello.errors import FedHelloError
+from fedhello.experiment import build_node_experiment
 from fedhello.runtime import quiet_libraries
-from fedhello.server.federation import Federation, build_federation
+from fedhello.server.federation import build_federation
 from fedhello.training import LocalTrainer
 from fedhello.training.schedule import round_lr
 
 app = ClientApp()
 
-_WORKER: dict[str, tuple[Federation, LocalTrainer]] = {}  # run config JSON -> this process's federation
+
+class Worker:
+    """What this process trains with for one run: the config, a trainer on the run's model, and the data of
+    each client (the run's partitions, or the node's own data)."""
+
+    def __init__(self, config: RunConfig, data_path: str | None) -> None:
+        self.config = config
+        if data_path is None:
+            federation = build_federation(config)
+            self.trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
+            self.client_data = federation.client_data
+        else:
+            node = build_node_experiment(config, data_path)
+            self.trainer = LocalTrainer(node.model, node.task, node.layout, config.train)
+            self.client_data = lambda client_id: node.train
 
 
-def worker(config_json: str) -> tuple[Federation, LocalTrainer]:
-    """The federation and trainer of this process for a run config (built on first use)."""
-    if config_json not in _WORKER:
+_WORKER: dict[tuple[str, str | None], Worker] = {}  # (run config JSON, node data path) -> this process's worker
+
+
+def worker(config_json: str, data_path: str | None = None) -> Worker:
+    """The worker of this process for a run config and node data (built on first use)."""
+    key = (config_json, data_path)
+    if key not in _WORKER:
         _WORKER.clear()  # a new run: drop the previous model
         quiet_libraries()  # no per-split progress bars from every worker
         config = config_from_dict(json.loads(config_json))
-        federation = build_federation(config)
-        trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
-        _WORKER[config_json] = (federation, trainer)
-    return _WORKER[config_json]
+        if config.flower.node_data and data_path is None:
+            raise FedHelloError(
+                f"the run trains on the nodes' own data and this SuperNode has none (fix: start it with "
+                f"--node-config '{NODE_DATA_KEY}=/path/to/data ...')"
+            )
+        _WORKER[key] = Worker(config, data_path if config.flower.node_data else None)
+    return _WORKER[key]
+
+
+def node_data_path(context: Context) -> str | None:
+    """The node's own data (`--node-config data-path=...`), if it has any."""
+    path = context.node_config.get(NODE_DATA_KEY)
+    return str(path) if path else None
 
 
 def node_partition(context: Context) -> tuple[int, int]:
@@ -52,9 +92,8 @@ def node_partition(context: Context) -> tuple[int, int]:
 def query(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node serves."""
     partition, partitions = node_partition(context)
-    return Message(
-        RecordDict({"node": ConfigRecord({PARTITION_ID: partition, NUM_PARTITIONS: partitions})}), reply_to=msg
-    )
+    info = {PARTITION_ID: partition, NUM_PARTITIONS: partitions, LOCAL_DATA: node_data_path(context) is not None}
+    return Message(RecordDict({"node": ConfigRecord(info)}), reply_to=msg)
 
 
 @app.train()
@@ -62,13 +101,14 @@ def train(msg: Message, context: Context) -> Message:
     """Train the requested client's plan from the sent global adapter; reply with the plan's tensors."""
     task = read_train_content(msg.content)
     partition, partitions = node_partition(context)
-    if task.client_id % partitions != partition:
+    data_path = node_data_path(context)
+    if task.client_id % partitions != partition or (data_path is not None and task.client_id != partition):
         raise FedHelloError(f"client {task.client_id} is not served by partition {partition} of {partitions}")
-    federation, trainer = worker(task.config_json)
+    work = worker(task.config_json, data_path)
+    config = work.config
     # as many threads as cores reserved per client, so parallel workers do not oversubscribe the machine
-    torch.set_num_threads(max(1, int(federation.config.flower.client_cpus)))
-    config = federation.config
+    torch.set_num_threads(max(1, int(config.flower.client_cpus)))
     lr = round_lr(config.train, task.round_num, config.federation.rounds)
-    data = federation.client_data(task.client_id)
-    update = trainer.train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
+    data = work.client_data(task.client_id)
+    update = work.trainer.train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
     return Message(update_content(update), reply_to=msg)

@@ -19,6 +19,7 @@ from fedhello.plan import ClientUpdate, Plan
 
 TRAIN, QUERY = "train", "query"
 PARTITION_ID, NUM_PARTITIONS = "partition-id", "num-partitions"
+LOCAL_DATA = "local-data"  # a node's answer to the partition query: whether it holds data of its own
 
 
 @dataclass(frozen=True)

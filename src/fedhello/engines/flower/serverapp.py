@@ -29,6 +29,7 @@ from fedhello.config import RunConfig, load_config
 from fedhello.engines.base import RunOptions
 from fedhello.engines.flower.app import RunRequest
 from fedhello.engines.flower.messages import (
+    LOCAL_DATA,
     NUM_PARTITIONS,
     PARTITION_ID,
     QUERY,
@@ -45,6 +46,7 @@ from fedhello.rundir import FLOWER_LOG, new_run_dir
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
+from fedhello.server.federation import Federation
 from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
 
@@ -82,6 +84,7 @@ class FlowerDispatch:
         self.log = log
         self.config_json = config_json(config)
         self.partitions: dict[int, tuple[int, int]] = {}  # node id -> (partition-id, num-partitions)
+        self.local_data: dict[int, bool] = {}  # node id -> whether it holds data of its own
         self.lost_nodes: set[int] = set()
         self.started = False
 
@@ -110,7 +113,9 @@ class FlowerDispatch:
                     continue
                 info = reply.content.config_records["node"]
                 self.partitions[node] = (int(info[PARTITION_ID]), int(info[NUM_PARTITIONS]))
-                self.log.write(f"node {node} serves partition {info[PARTITION_ID]} of {info[NUM_PARTITIONS]}")
+                self.local_data[node] = bool(info.get(LOCAL_DATA, False))
+                own = " with its own data" if self.local_data[node] else ""
+                self.log.write(f"node {node} serves partition {info[PARTITION_ID]} of {info[NUM_PARTITIONS]}{own}")
             for node in silent:
                 self.log.write(f"node {node} did not answer the partition query within {timeout:g}s", logging.WARNING)
                 if not starting:
@@ -127,6 +132,7 @@ class FlowerDispatch:
                 raise FedHelloError(f"SuperNodes disagree on num-partitions: {sorted(counts)}")
             if counts:
                 (total,) = counts
+                self.check_node_data(live, total)
                 missing = set(range(total)) - {self.partitions[n][0] for n in live}
                 if not missing:
                     self.log.write(f"{len(live)} SuperNodes serve all {total} partitions")
@@ -139,6 +145,29 @@ class FlowerDispatch:
                     " (fix: start one flower-supernode per partition with --node-config)"
                 )
             time.sleep(0.5)
+
+    def check_node_data(self, live: set[int], total: int) -> None:
+        """With `flower.node_data` every node holds its own data and serves one client: as many partitions as
+        clients. Without it, a node's own data are not used (said once in the log)."""
+        clients = self.config.federation.num_clients
+        if self.config.flower.node_data:
+            if total != clients:
+                raise FedHelloError(
+                    f"flower.node_data: SuperNodes report num-partitions={total}, the run has {clients} clients "
+                    "(fix: one SuperNode per client, num-partitions = federation.num_clients)"
+                )
+            without = sorted(self.partitions[n][0] for n in live if not self.local_data.get(n))
+            if without:
+                raise FedHelloError(
+                    f"flower.node_data: the SuperNodes of partitions {without} hold no data "
+                    "(fix: start them with --node-config 'data-path=... partition-id=I num-partitions=K')"
+                )
+        elif any(self.local_data.get(n) for n in live):
+            self.log.write(
+                "some SuperNodes hold data of their own; this run uses the server's partitions "
+                "(set flower.node_data to train on the nodes' data)",
+                logging.WARNING,
+            )
 
     def holder(self, client_id: int, live: set[int]) -> int | None:
         for node in sorted(live):
@@ -245,7 +274,7 @@ def serve(
     observers = run_observers(config, options.show_progress, options.observers)
     federation = build_federation(config)
     coordinator = Coordinator(federation)
-    dispatch = FlowerDispatch(grid, config, EngineLog(run_dir / FLOWER_LOG))
+    dispatch = FlowerDispatch(grid, config_for_nodes(federation), EngineLog(run_dir / FLOWER_LOG))
     counts = partition_sizes(federation) if holds_partitions else None
     try:
         return run_rounds(
@@ -254,6 +283,17 @@ def serve(
     except Exception as err:
         dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)
         raise
+
+
+def config_for_nodes(federation: Federation) -> RunConfig:
+    """The config the nodes build their workers from: the run's, with the class names fixed from the server's
+    data when the nodes label their own data by them (`flower.node_data`)."""
+    config = federation.config
+    if not config.flower.node_data or config.data.label_names:
+        return config
+    fixed = config.model_copy(deep=True)
+    fixed.data.label_names = list(federation.label_names)
+    return fixed
 
 
 def config_from_run_config(run_config: dict[str, Any]) -> tuple[RunConfig, Path, bool]:

@@ -16,7 +16,7 @@ from fedhello import rundir
 from fedhello.config import RunConfig
 from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.engines.flower.app import FLOWER_ENV
-from fedhello.errors import FedHelloError
+from fedhello.errors import ConfigError, FedHelloError
 from fedhello.server.observers import run_observers
 
 
@@ -34,11 +34,27 @@ class _HideRunSimulationDeprecation(logging.Filter):
         return "`run_simulation` function is deprecated" not in record.getMessage()
 
 
+def client_gpus(config: RunConfig, cores: int, gpus: int) -> float:
+    """GPU share per virtual client: `flower.client_gpus`, or (None) the visible GPUs split among the actors
+    that run at once when training is on CUDA, else 0 (Ray then hides the GPU from the actors)."""
+    if config.flower.client_gpus is not None:
+        if config.flower.client_gpus > 0 and gpus == 0:
+            raise ConfigError("flower.client_gpus", "no GPU is visible on this machine", "set it to 0")
+        return config.flower.client_gpus
+    if gpus == 0 or config.train.device == "cpu":
+        return 0.0
+    parallel = max(1, min(config.federation.num_clients, int(cores // config.flower.client_cpus)))
+    return min(1.0, gpus / parallel)
+
+
 def backend_config(config: RunConfig) -> dict[str, Any]:
+    import torch
+
     cores = os.cpu_count() or 1
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return {
-        "client_resources": {"num_cpus": config.flower.client_cpus, "num_gpus": 0.0},
-        "init_args": {"num_cpus": cores, "logging_level": logging.ERROR, "log_to_driver": True},
+        "client_resources": {"num_cpus": config.flower.client_cpus, "num_gpus": client_gpus(config, cores, gpus)},
+        "init_args": {"num_cpus": cores, "num_gpus": gpus, "logging_level": logging.ERROR, "log_to_driver": True},
     }
 
 

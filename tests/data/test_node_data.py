@@ -1,0 +1,137 @@
+"""A SuperNode's own data: every supported layout, labels mapped by name to the run's ids, bad data refused."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from datasets import ClassLabel, Dataset
+from flwr.common.config import parse_config_args
+
+from conftest import make_texts
+from fedhello.config import DataConfig
+from fedhello.data.node import load_node_data, with_run_labels
+from fedhello.engines import ENGINES
+from fedhello.engines.flower.deploy import node_config
+from fedhello.errors import ConfigError, FedHelloError
+from fedhello.experiment import build_experiment, build_node_experiment
+
+RUN_LABELS = ["tech", "sport", "music", "money"]  # deliberately not the alphabetical order of the files
+
+
+def rows(labels: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"text number {i} about {label}" for i, label in enumerate(labels)], "label": labels})
+
+
+def ids_by_text(dataset: Dataset) -> dict[str, str]:
+    names = dataset.features["label"].names
+    return {text: names[label] for text, label in zip(dataset["text"], dataset["label"], strict=True)}
+
+
+@pytest.mark.parametrize("suffix", ["csv", "json", "parquet"])
+def test_data_files_are_labelled_by_the_runs_class_names(tmp_path, suffix):
+    frame = rows(["sport", "money", "sport", "tech"])
+    path = tmp_path / f"node.{suffix}"
+    {
+        "csv": lambda: frame.to_csv(path, index=False),
+        "json": lambda: frame.to_json(path, orient="records", lines=False),
+        "parquet": lambda: frame.to_parquet(path),
+    }[suffix]()
+
+    data = load_node_data(DataConfig(), str(path), RUN_LABELS)
+
+    assert data.features["label"] == ClassLabel(names=RUN_LABELS)
+    assert data["label"] == [RUN_LABELS.index(name) for name in frame["label"]]
+    assert data["text"] == list(frame["text"])
+
+
+def test_csv_with_other_columns_and_delimiter(tmp_path):
+    path = tmp_path / "node.csv"
+    path.write_text("body;topic\nfirst text;music\nsecond text;tech\n", encoding="latin-1")
+    cfg = DataConfig(text_column="body", label_column="topic", csv_delimiter=";", encoding="latin-1")
+
+    data = load_node_data(cfg, str(path), RUN_LABELS)
+
+    assert data["body"] == ["first text", "second text"]
+    assert data["topic"] == [RUN_LABELS.index("music"), RUN_LABELS.index("tech")]
+
+
+def test_saved_data_set_with_its_own_label_order_keeps_every_split(tmp_path):
+    saved = make_texts(12)  # ClassLabel names in alphabetical order: money, music, sport, tech
+    saved.train_test_split(test_size=0.25, seed=0).save_to_disk(str(tmp_path / "saved"))
+
+    data = load_node_data(DataConfig(), str(tmp_path / "saved"), RUN_LABELS)
+
+    assert len(data) == 12, "a node's rows are all training rows, whatever its splits"
+    assert ids_by_text(data) == ids_by_text(saved), "each text keeps its class, under the run's ids"
+
+
+def test_folder_of_class_folders(tmp_path):
+    for label, texts in {"sport": ["a goal", "a match"], "tech": ["a chip"]}.items():
+        (tmp_path / "corpus" / label).mkdir(parents=True)
+        for i, text in enumerate(texts):
+            (tmp_path / "corpus" / label / f"{i}.txt").write_text(text)
+
+    data = load_node_data(DataConfig(), str(tmp_path / "corpus"), RUN_LABELS)
+
+    assert ids_by_text(data) == {"a goal": "sport", "a match": "sport", "a chip": "tech"}
+
+
+def test_an_unknown_label_is_refused_in_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "node.csv"
+    rows(["sport", "weather"]).to_csv(path, index=False)
+    with pytest.raises(FedHelloError, match=r"node data '.*node.csv': labels \['weather'\] are not among") as err:
+        load_node_data(DataConfig(), str(path), RUN_LABELS)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_node_data_names_the_node_config_key(tmp_path):
+    with pytest.raises(FedHelloError, match="does not exist on this node .*data-path="):
+        load_node_data(DataConfig(), str(tmp_path / "nothing.csv"), RUN_LABELS)
+
+
+def test_run_label_names_recode_the_servers_splits_by_name(tiny_config):
+    reference = build_experiment(tiny_config)
+    config = tiny_config.model_copy(deep=True)
+    config.data.label_names = list(reversed(reference.label_names))
+
+    recoded = build_experiment(config)
+
+    assert recoded.label_names == config.data.label_names
+    flip = len(reference.label_names) - 1
+    assert recoded.test["labels"] == [flip - label for label in reference.test["labels"]]
+    config.data.label_names = ["money", "music", "sport"]  # "tech" is missing
+    with pytest.raises(FedHelloError, match=r"data split 'train': labels \['tech'\] are not among"):
+        build_experiment(config)
+
+
+def test_node_experiment_reads_only_its_own_data(tiny_config, tmp_path):
+    path = tmp_path / "node.csv"
+    rows(["sport", "money", "money"]).to_csv(path, index=False)
+    config = tiny_config.model_copy(deep=True)
+    config.data.label_names = RUN_LABELS
+    config.data.path = str(tmp_path / "not-there")  # the run's own source is never read on a node
+
+    node = build_node_experiment(config, str(path))
+
+    assert sorted(node.train["labels"]) == sorted([RUN_LABELS.index(n) for n in ("sport", "money", "money")])
+    config.data.label_names = None
+    with pytest.raises(FedHelloError, match="data.label_names"):
+        build_node_experiment(config, str(path))
+
+
+def test_with_run_labels_reads_plain_text_labels():
+    data = Dataset.from_dict({"text": ["x", "y"], "label": ["money", "tech"]})
+    assert with_run_labels(data, "label", RUN_LABELS, "here")["label"] == [3, 0]
+
+
+def test_only_the_deploy_engine_serves_node_data(tiny_config, tmp_path):
+    config = tiny_config.model_copy(deep=True)
+    config.flower.node_data = True
+    for engine in ("local", "flower-sim"):
+        with pytest.raises(ConfigError, match="flower.node_data.*--engine flower-deploy"):
+            ENGINES.get(engine)().run(config, tmp_path / engine, show_progress=False)
+
+
+def test_node_config_is_read_back_by_flower():
+    values = {"partition-id": 1, "num-partitions": 2, "data-path": "/srv/my data/node 1.csv"}
+    assert parse_config_args([node_config(values)]) == values
