@@ -25,6 +25,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fedhello.compare.grid import Cell
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# glibc malloc settings of the worker processes (read when a process starts, so set before the pool spawns
+# them; ignored by other allocators): keep freed memory instead of handing it back to the kernel and faulting
+# it in again on the next step. Measured on a bench cell: 17.0 -> 10.1 million minor page faults, system time
+# 37.7 -> 23.0 s, user+system CPU -13.5 %, the same accuracies (docs/results/README.md).
+_ALLOCATOR_VARIABLES = {"MALLOC_MMAP_THRESHOLD_": str(256 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ def _run_in_pool(
     """Run the batches of cells one after another, each batch's cells in `workers` spawned processes (the
     pool is shared); call `finished(index, outcome)` as each cell ends."""
     context = get_context("spawn")
+    for name, value in _ALLOCATOR_VARIABLES.items():
+        os.environ.setdefault(name, value)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
     try:
         for batch in batches:
