@@ -287,6 +287,16 @@ class FlowerConfig(Section):
         description="seconds to wait for a round's replies; clients still missing are lost for the round "
         "(None: wait until Flower reports their node down)",
     )
+    tls: bool = Field(
+        False,
+        description="flower-deploy: HTTPS between SuperLink, SuperNodes and flwr, with a CA and SuperLink "
+        "certificate generated for the run (off: plain HTTP, allowed on loopback only)",
+    )
+    node_auth: bool = Field(
+        False,
+        description="flower-deploy: SuperNode authentication: each SuperNode gets a key pair, its public key "
+        "is registered with `flwr supernode register`, and the SuperLink refuses any other node (implies tls)",
+    )
 
 
 class OutputConfig(Section):
