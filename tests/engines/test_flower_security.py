@@ -24,7 +24,7 @@ from flower_helpers import assert_nothing_left, metrics, two_node_config
 
 from fedhello.engines import ENGINES
 from fedhello.engines.flower import deploy
-from fedhello.engines.flower.deploy import LocalDeployment
+from fedhello.engines.flower.deploy import CONNECTION, LocalDeployment, json_object
 from fedhello.engines.flower.security import generate, generate_node_key, require_tls_off_loopback
 from fedhello.errors import FedHelloError
 
@@ -88,6 +88,28 @@ def test_node_keys_load_with_flowers_loaders(tmp_path):
         assert private.curve.name == "secp384r1"
         assert try_load_public_key(key.public) == public_key_to_bytes(private.public_key())
     assert material.node_keys[0].public.read_bytes() != material.node_keys[1].public.read_bytes()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_flwr_reads_the_connection_the_deployment_writes(tmp_path, monkeypatch, tls):
+    from flwr.cli.config_utils import load_certificate_in_connection
+    from flwr.cli.flower_config import read_superlink_connection
+
+    deployment = LocalDeployment(1, tmp_path, tls=tls)
+    deployment.port = 9092
+    deployment.material = generate(tmp_path / "tls") if tls else None
+    deployment.home.mkdir(parents=True)
+    deployment.write_connection()
+    monkeypatch.setenv("FLWR_HOME", str(deployment.home))
+    connection = read_superlink_connection(CONNECTION)
+    assert connection.address == "127.0.0.1:9092" and connection.insecure is not tls
+    certificate = load_certificate_in_connection(connection)
+    assert certificate == (deployment.material.ca_cert.read_bytes() if tls else None)
+
+
+def test_json_answer_of_flwr_is_found_after_other_output():
+    assert json_object('Loading...\n{\n  "success": true,\n  "node-id": "7"\n}\n') == {"success": True, "node-id": "7"}
+    assert json_object("no json here") == {} and json_object("[1]") == {}
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:9092", "127.0.0.9:1", "localhost:9092", "[::1]:9092", "::1"])

@@ -137,14 +137,17 @@ class LocalDeployment:
     def flwr(self, *args: str, timeout: float = 120.0) -> dict[str, Any]:
         """Run a `flwr` command against this deployment's connection; its JSON answer, or a one-line error."""
         command = [executable("flwr"), *args, CONNECTION, "--format", "json"]
-        proc = subprocess.run(command, env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
+        name = f"'flwr {' '.join(args[:2])}'"
         try:
-            answer = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            answer = {}
+            proc = subprocess.run(
+                command, env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as err:
+            raise FedHelloError(f"{name} did not answer within {timeout:.0f}s") from err
+        answer = json_object(proc.stdout)
         if proc.returncode != 0 or not answer.get("success"):
             reason = last_lines_of(answer.get("error-message") or proc.stdout + proc.stderr)
-            raise FedHelloError(f"'flwr {' '.join(args[:2])}' failed: {reason}")
+            raise FedHelloError(f"{name} failed: {reason}")
         return answer
 
     def write_connection(self) -> None:
@@ -230,6 +233,16 @@ class FlowerDeployEngine(Engine):
             if failed and deployment.logs.exists():  # keep the SuperLink/SuperNode logs of a failed run
                 shutil.copytree(deployment.logs, run_dir / FLOWER_LOGS_DIR, dirs_exist_ok=True)
             shutil.rmtree(deployment.workdir, ignore_errors=True)
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """The first JSON object in `text` (flwr's `--format json` answer), or {}."""
+    start = text.find("{")
+    try:
+        found = json.JSONDecoder().raw_decode(text[start:])[0] if start >= 0 else {}
+    except json.JSONDecodeError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def last_failure(log: Path) -> str:
