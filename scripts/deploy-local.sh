@@ -85,9 +85,10 @@ if ((TLS)); then
 else
     LINK_SECURITY=(--insecure) NODE_SECURITY=(--insecure) CONNECTION_SECURITY="insecure = true"
 fi
-# nodes reach a bind-all SuperLink on loopback (its certificate covers 127.0.0.1)
+# nodes reach a bind-all SuperLink on loopback (its certificate covers 127.0.0.1 and ::1)
 CONNECT_HOST=$HOST
-[[ $HOST == 0.0.0.0 || $HOST == :: ]] && CONNECT_HOST=127.0.0.1
+[[ $HOST == 0.0.0.0 ]] && CONNECT_HOST=127.0.0.1
+[[ $HOST == :: ]] && CONNECT_HOST=::1
 LINK_PORT=$(free_port)
 ADDRESS="$CONNECT_HOST:$LINK_PORT"
 [[ $CONNECT_HOST == *:* ]] && ADDRESS="[$CONNECT_HOST]:$LINK_PORT"

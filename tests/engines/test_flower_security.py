@@ -8,7 +8,10 @@ are not registered (no key, or a key nobody registered) are refused and exit, an
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -20,8 +23,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
-from flower_helpers import assert_nothing_left, metrics, two_node_config
+from flower_helpers import assert_nothing_left, metrics, processes_in_groups, two_node_config
 
+from fedhello.config import dump_config
 from fedhello.engines import ENGINES
 from fedhello.engines.flower import deploy
 from fedhello.engines.flower.deploy import CONNECTION, LocalDeployment, json_object
@@ -134,15 +138,35 @@ def test_deployment_refuses_plain_http_off_loopback_before_starting(tmp_path, mo
     assert deployment.superlink is None and deployment.nodes == []
 
 
-def test_script_refuses_plain_http_off_loopback(tmp_path):
-    env = {**os.environ, "FEDHELLO_BIN": str(Path(sys.executable).parent), "TMPDIR": str(tmp_path)}
-    proc = subprocess.run(
-        [str(SCRIPT), "--host", "10.0.0.5", "configs/default.yaml", "2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def run_script(args: list[str], tmp: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """Run scripts/deploy-local.sh in a session of its own (work folders under `tmp`); on timeout it gets
+    SIGTERM, so its EXIT trap stops what it started."""
+    env = {**os.environ, "FEDHELLO_BIN": str(Path(sys.executable).parent), "TMPDIR": str(tmp), **env}
+    proc = subprocess.Popen(
+        [str(SCRIPT), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line contains `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_script_refuses_plain_http_off_loopback(tmp_path):
+    proc = run_script(["--host", "10.0.0.5", "configs/default.yaml", "2"], tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: SuperLink address '10.0.0.5' is not loopback: without TLS (--insecure) only 127.0.0.1, "
@@ -193,3 +217,20 @@ def test_unregistered_supernodes_are_refused(tmp_path, started):
     for log in (anonymous_log, unregistered_log):
         assert "Failed to initialize the connection to the SuperLink" in log
     assert [n["status"] for n in nodes] == ["online"], "only the registered SuperNode is known, and it is online"
+
+
+def test_script_runs_over_tls_with_node_auth(tiny_config, tmp_path):
+    config = two_node_config(tiny_config)
+    config.federation.rounds = 1
+    dump_config(config, tmp_path / "config.yaml")
+    (tmp_path / "tmp").mkdir()
+    run_dir = tmp_path / "run"
+    proc = run_script(["--auth", str(tmp_path / "config.yaml"), "2"], tmp_path / "tmp", 600, RUN_DIR=str(run_dir))
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(TLS, SuperNode authentication), 2 SuperNodes" in proc.stderr
+    assert json.loads(proc.stdout)["rounds"] == 1 and (run_dir / "summary.json").exists()
+    stopped = [int(pid) for pid in re.search(r"stopped: ([\d ]+)", proc.stderr).group(1).split()]
+    assert len(stopped) == 3, "a SuperLink and 2 SuperNodes"
+    assert processes_in_groups(stopped) == [] and processes_mentioning(str(tmp_path / "tmp")) == []
+    assert list((tmp_path / "tmp").iterdir()) == [], "the work folder (keys, certificates) is removed"
