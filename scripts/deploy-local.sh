@@ -1,13 +1,32 @@
 #!/usr/bin/env bash
-# Run fedhello on a real Flower deployment on this machine: one SuperLink and K SuperNodes on
-# 127.0.0.1 (insecure mode: loopback only; see docs/flower.md for TLS), each SuperNode serving its own
-# partition (--node-config "partition-id=i num-partitions=K"; node i trains the clients c with
-# c % K == i). The app is this repository's [tool.flwr.app] (`flwr run .`). Everything started here
+# Run fedhello on a real Flower deployment on this machine: one SuperLink and K SuperNodes, each SuperNode
+# serving its own partition (--node-config "partition-id=i num-partitions=K"; node i trains the clients c
+# with c % K == i). The app is this repository's [tool.flwr.app] (`flwr run .`). Everything started here
 # is stopped by process group on exit, also on Ctrl-C or failure.
 #
-# usage: scripts/deploy-local.sh [CONFIG] [K] [key=value ...]
+# usage: scripts/deploy-local.sh [--tls] [--auth] [--host HOST] [CONFIG] [K] [key=value ...]
+#   --tls        HTTPS everywhere: a CA, a SuperLink certificate (127.0.0.1, localhost, ::1, HOST) and the
+#                flwr connection's root-certificates are generated into the work folder
+#   --auth       SuperNode authentication (implies --tls): one key pair per SuperNode, each public key
+#                registered with `flwr supernode register` before its node starts; other nodes are refused
+#   --host HOST  address the SuperLink listens on (default 127.0.0.1); plain HTTP only on loopback
 #   e.g. scripts/deploy-local.sh configs/default.yaml 2 federation.rounds=3
+#        scripts/deploy-local.sh --auth configs/default.yaml 2 federation.rounds=3
 set -euo pipefail
+
+TLS=0 AUTH=0 HOST=127.0.0.1 ARGS=()
+while (($#)); do
+    case $1 in
+        --tls) TLS=1 ;;
+        --auth) TLS=1 AUTH=1 ;;
+        --host) HOST=${2:?--host needs a value}; shift ;;
+        --host=*) HOST=${1#--host=} ;;
+        -h | --help) sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) ARGS+=("$1") ;;
+    esac
+    shift
+done
+set -- ${ARGS[@]+"${ARGS[@]}"}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONFIG=$(realpath "${1:-$ROOT/configs/default.yaml}")
@@ -16,6 +35,9 @@ shift $(( $# > 2 ? 2 : $# ))
 OVERRIDES="$*"
 BIN=${FEDHELLO_BIN:-$ROOT/.venv/bin}
 PY="$BIN/python"
+SECURITY=("$PY" -m fedhello.engines.flower.security)
+# plain HTTP only on loopback: refused here, before anything starts (one line, exit 2)
+((TLS)) || "${SECURITY[@]}" check "$HOST" --fix "pass --tls or --auth" || exit 2
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fedhello-deploy.XXXXXX")
 RUN_DIR=${RUN_DIR:-$ROOT/runs/deploy-$(date +%Y%m%d-%H%M%S)}
 
@@ -44,33 +66,60 @@ trap 'exit 130' INT TERM
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() {
     for _ in $(seq 1 300); do
-        "$PY" -c "import socket, sys; sys.exit(socket.socket().connect_ex(('127.0.0.1', $1)))" && return 0
+        "$PY" -c "import socket; socket.create_connection(('$2', $1), timeout=1).close()" 2>/dev/null && return 0
         sleep 0.2
     done
-    echo "nothing listens on 127.0.0.1:$1; see $WORK/superlink.log" >&2
+    echo "nothing listens on $2:$1; see $WORK/superlink.log" >&2
     return 1
 }
 
+# TLS material (CA, SuperLink certificate, SuperNode keys) and each side's flags
+TLS_DIR="$WORK/tls"
+if ((TLS)); then
+    "${SECURITY[@]}" generate "$TLS_DIR" --nodes $((AUTH ? K : 0)) --host "$HOST" >&2
+    LINK_SECURITY=(--ssl-ca-certfile "$TLS_DIR/ca.crt" --ssl-certfile "$TLS_DIR/server.crt" \
+        --ssl-keyfile "$TLS_DIR/server.key")
+    ((AUTH)) && LINK_SECURITY+=(--enable-supernode-auth)
+    NODE_SECURITY=(--root-certificates "$TLS_DIR/ca.crt")
+    CONNECTION_SECURITY="root-certificates = \"$TLS_DIR/ca.crt\""
+else
+    LINK_SECURITY=(--insecure) NODE_SECURITY=(--insecure) CONNECTION_SECURITY="insecure = true"
+fi
+# nodes reach a bind-all SuperLink on loopback (its certificate covers 127.0.0.1 and ::1)
+CONNECT_HOST=$HOST
+[[ $HOST == 0.0.0.0 ]] && CONNECT_HOST=127.0.0.1
+[[ $HOST == :: ]] && CONNECT_HOST=::1
 LINK_PORT=$(free_port)
+ADDRESS="$CONNECT_HOST:$LINK_PORT"
+[[ $CONNECT_HOST == *:* ]] && ADDRESS="[$CONNECT_HOST]:$LINK_PORT"
 # setsid: each process leads its own group, so cleanup also stops the apps it spawns
-setsid flower-superlink --insecure --host 127.0.0.1 --port "$LINK_PORT" >"$WORK/superlink.log" 2>&1 &
+setsid flower-superlink "${LINK_SECURITY[@]}" --host "$HOST" --port "$LINK_PORT" >"$WORK/superlink.log" 2>&1 &
 PIDS+=($!)
-wait_port "$LINK_PORT"
-for i in $(seq 0 $((K - 1))); do
-    setsid flower-supernode --insecure --superlink "127.0.0.1:$LINK_PORT" --host 127.0.0.1 --port "$(free_port)" \
-        --node-config "partition-id=$i num-partitions=$K" >"$WORK/supernode-$i.log" 2>&1 &
-    PIDS+=($!)
-done
+wait_port "$LINK_PORT" "$CONNECT_HOST"
 cat >"$FLWR_HOME/config.toml" <<TOML
 [superlink]
 default = "fedhello-local"
 
 [superlink.fedhello-local]
-address = "127.0.0.1:$LINK_PORT"
-insecure = true
+address = "$ADDRESS"
+$CONNECTION_SECURITY
 TOML
+for i in $(seq 0 $((K - 1))); do
+    NODE_AUTH=()
+    if ((AUTH)); then  # the SuperLink admits only registered public keys
+        flwr supernode register "$TLS_DIR/node-$i.pub" fedhello-local >&2
+        NODE_AUTH=(--auth-supernode-private-key "$TLS_DIR/node-$i")
+    fi
+    setsid flower-supernode "${NODE_SECURITY[@]}" ${NODE_AUTH[@]+"${NODE_AUTH[@]}"} --superlink "$ADDRESS" \
+        --host 127.0.0.1 --port "$(free_port)" --node-config "partition-id=$i num-partitions=$K" \
+        >"$WORK/supernode-$i.log" 2>&1 &
+    PIDS+=($!)
+done
 
-echo "SuperLink 127.0.0.1:$LINK_PORT, $K SuperNodes; run folder $RUN_DIR" >&2
+MODE="plain HTTP"
+((TLS)) && MODE="TLS"
+((AUTH)) && MODE="TLS, SuperNode authentication"
+echo "SuperLink $ADDRESS ($MODE), $K SuperNodes; run folder $RUN_DIR" >&2
 flwr run "$ROOT" fedhello-local --stream \
     --run-config "config='$CONFIG' run-dir='$RUN_DIR' overrides='$OVERRIDES'"
 if [[ -f "$RUN_DIR/summary.json" ]]; then

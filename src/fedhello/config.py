@@ -322,6 +322,17 @@ class FlowerConfig(Section):
         "client (a real deployment gives each SuperNode its own with --node-config instead)",
     )
 
+    tls: bool = Field(
+        False,
+        description="flower-deploy: HTTPS between SuperLink, SuperNodes and flwr, with a CA and SuperLink "
+        "certificate generated for the run (off: plain HTTP, allowed on loopback only)",
+    )
+    node_auth: bool = Field(
+        False,
+        description="flower-deploy: SuperNode authentication: each SuperNode gets a key pair, its public key "
+        "is registered with `flwr supernode register`, and the SuperLink refuses any other node (implies tls)",
+    )
+
     @model_validator(mode="after")
     def _paths_need_node_data(self) -> FlowerConfig:
         if self.node_data_paths and not self.node_data:

@@ -7,7 +7,6 @@ import pytest
 from datasets import ClassLabel, Dataset
 from flwr.common.config import parse_config_args
 
-from conftest import make_texts
 from fedhello.config import DataConfig
 from fedhello.data.node import load_node_data, with_run_labels
 from fedhello.engines import ENGINES
@@ -56,7 +55,9 @@ def test_csv_with_other_columns_and_delimiter(tmp_path):
 
 
 def test_saved_data_set_with_its_own_label_order_keeps_every_split(tmp_path):
-    saved = make_texts(12)  # ClassLabel names in alphabetical order: money, music, sport, tech
+    names = sorted(RUN_LABELS)  # the saved set's own label order: money, music, sport, tech
+    saved = Dataset.from_dict({"text": [f"t{i}" for i in range(12)], "label": [i % 4 for i in range(12)]})
+    saved = saved.cast_column("label", ClassLabel(names=names))
     saved.train_test_split(test_size=0.25, seed=0).save_to_disk(str(tmp_path / "saved"))
 
     data = load_node_data(DataConfig(), str(tmp_path / "saved"), RUN_LABELS)

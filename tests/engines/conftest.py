@@ -1,4 +1,4 @@
-"""Fixtures of the engine tests."""
+"""Fixtures of the Flower deployment tests."""
 
 from __future__ import annotations
 

@@ -45,6 +45,16 @@ def assert_same_run(local: Path, flower: Path) -> None:
     assert max_adapter_difference(local, flower) < 1e-5, "final adapters differ"
 
 
+def two_node_config(tiny_config):  # noqa: ANN001, ANN201
+    """The tiny config on 2 SuperNodes: 2 clients, both sampled, 2 rounds."""
+    config = tiny_config.model_copy(deep=True)
+    config.federation.num_clients = 2
+    config.federation.clients_per_round = 2
+    config.federation.rounds = 2
+    config.flower.supernodes = 2
+    return config
+
+
 def processes_in_groups(pgids: list[int]) -> list[int]:
     """Pids of live (non-zombie) processes whose process group is one of `pgids`."""
     return [

@@ -12,22 +12,13 @@ import threading
 import time
 
 import pytest
-from flower_helpers import assert_nothing_left, assert_same_run, metrics, processes_in_groups
+from flower_helpers import assert_nothing_left, assert_same_run, metrics, processes_in_groups, two_node_config
 
 from fedhello.config import dump_config
 from fedhello.engines import ENGINES
 from fedhello.engines.flower.app import RunRequest
 from fedhello.engines.flower.deploy import LocalDeployment
 from fedhello.engines.flower.processes import kill_group
-
-
-def two_node_config(tiny_config):
-    config = tiny_config.model_copy(deep=True)
-    config.federation.num_clients = 2
-    config.federation.clients_per_round = 2
-    config.federation.rounds = 2
-    config.flower.supernodes = 2
-    return config
 
 
 def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started):

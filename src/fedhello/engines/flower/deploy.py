@@ -1,11 +1,16 @@
 """`--engine flower-deploy`: a real Flower deployment on loopback, started and stopped by fedhello.
 
-`LocalDeployment` starts one `flower-superlink --insecure` and `flower.supernodes` `flower-supernode
---insecure` processes on 127.0.0.1 (free ports, a private FLWR_HOME), each SuperNode with
-`--node-config "partition-id=i num-partitions=K"` (plus keys of its own, e.g. the `data-path` of a node
-that holds its own data); the engine submits the app (`app.write_app`) with `flwr run` and waits for it.
-Every process is started in its own session and stopped with what it spawned
-(`processes.stop_all`) in a `finally` block, so nothing outlives a failed run.
+`LocalDeployment` starts one `flower-superlink` and `flower.supernodes` `flower-supernode` processes on
+127.0.0.1 (free ports, a private FLWR_HOME), each SuperNode with `--node-config "partition-id=i
+num-partitions=K"` (plus keys of its own, e.g. the `data-path` of a node that holds its own data) and, with
+`isolation="process"`, fedhello's long-lived ClientApp executor beside it (`executor.py`); the engine submits
+the app (`app.write_app`) with `flwr run` and waits for it. Every process is started in its own session and
+stopped with what it spawned (`processes.stop_all`) in a `finally` block, so nothing outlives a failed run.
+
+Plain HTTP (`--insecure`) is the default on loopback. With `tls` the deployment generates a CA and a
+SuperLink certificate in its workdir (`security.generate`) and every process (SuperLink, SuperNodes,
+`flwr`) speaks HTTPS; with `node_auth` the SuperLink admits only SuperNodes whose public keys were
+registered with `flwr supernode register` (each node signs its requests with its private key).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedhello.config import RunConfig, dump_config
 from fedhello.data.node import NODE_DATA_KEY
@@ -37,6 +42,9 @@ from fedhello.errors import ConfigError, FedHelloError
 from fedhello.events import Observers
 from fedhello.rundir import FLOWER_LOG, FLOWER_LOGS_DIR, read_summary
 from fedhello.server.observers import run_observers
+
+if TYPE_CHECKING:  # imported when a deployment starts, so `python -m ...security` finds it unimported
+    from fedhello.engines.flower.security import Material
 
 CONNECTION = "fedhello-local"
 
@@ -61,15 +69,19 @@ def node_config(values: Mapping[str, Any]) -> str:
 
 
 class LocalDeployment:
-    """A SuperLink and `supernodes` SuperNodes on 127.0.0.1, as child processes of this one.
+    """A SuperLink and `supernodes` SuperNodes on 127.0.0.1, as child processes of this one; with `tls`
+    over HTTPS, with `node_auth` (which implies TLS, as Flower requires) only registered SuperNodes.
 
     `node_configs[i]` adds keys to node i's `--node-config` (e.g. `{"data-path": "/data/node0.csv"}`); `env`
-    adds variables to every process's environment."""
+    adds variables to every process's environment; `isolation` is the SuperNodes' (`flower.isolation`)."""
 
     def __init__(
         self,
         supernodes: int,
         workdir: Path | None = None,
+        *,
+        tls: bool = False,
+        node_auth: bool = False,
         node_configs: Sequence[Mapping[str, Any]] = (),
         env: Mapping[str, str] | None = None,
         isolation: str = "process",
@@ -77,12 +89,15 @@ class LocalDeployment:
         if node_configs and len(node_configs) != supernodes:
             raise FedHelloError(f"{len(node_configs)} node configs for {supernodes} SuperNodes")
         self.supernodes = supernodes
+        self.node_configs = list(node_configs)
         self.isolation = isolation
-        self.node_configs = list(node_configs) or [{} for _ in range(supernodes)]
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fedhello-flower-"))
         self.home = self.workdir / "flwr-home"
         self.logs = self.workdir / "logs"
         self.env = {**flower_env(self.home), **(env or {})}
+        self.tls = tls or node_auth
+        self.node_auth = node_auth
+        self.material: Material | None = None
         self.port = 0
         self.superlink: subprocess.Popen | None = None
         self.nodes: list[subprocess.Popen] = []
@@ -94,56 +109,100 @@ class LocalDeployment:
         return f"{HOST}:{self.port}"
 
     def start(self) -> LocalDeployment:
+        from fedhello.engines.flower import security
+
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        link = [executable("flower-superlink"), "--insecure", "--host", HOST, "--port", str(self.port)]
+        security.require_tls_off_loopback(self.address, self.tls)
+        if self.tls:
+            nodes = self.supernodes if self.node_auth else 0
+            self.material = security.generate(self.workdir / "tls", nodes=nodes)
+        link = [executable("flower-superlink"), *self.superlink_security(), "--host", HOST, "--port", str(self.port)]
         self.superlink = spawn(link, self.env, self.logs / "superlink.log", self.workdir)
         wait_for_port(self.port, self.superlink)
+        self.write_connection()  # `flwr supernode register` needs it
         for i in range(self.supernodes):
-            self.node_ports.append(free_port())
-            values = {"partition-id": i, "num-partitions": self.supernodes, **self.node_configs[i]}
-            node = [
-                executable("flower-supernode"),
-                "--insecure",
-                "--superlink",
-                self.address,
-                "--host",
-                HOST,
-                "--port",
-                str(self.node_ports[i]),
-                "--node-config",
-                node_config(values),
-                "--isolation",
-                self.isolation,
-            ]
-            self.nodes.append(spawn(node, self.env, self.logs / f"supernode-{i}.log", self.workdir))
+            key = None
+            if self.material and self.node_auth:
+                node_key = self.material.node_keys[i]
+                self.register(node_key.public)
+                key = node_key.private
+            self.add_node(i, key)
         if self.isolation == "process":
             for i in range(self.supernodes):
                 self.start_executor(i)
-        self.write_connection()
         return self
 
+    def superlink_security(self) -> list[str]:
+        """The SuperLink's TLS / node-authentication flags."""
+        if self.material is None:
+            return ["--insecure"]
+        m = self.material
+        flags = ["--ssl-ca-certfile", str(m.ca_cert), "--ssl-certfile", str(m.server_cert)]
+        flags += ["--ssl-keyfile", str(m.server_key)]
+        return flags + (["--enable-supernode-auth"] if self.node_auth else [])
+
+    def add_node(self, partition: int, key: Path | None = None) -> subprocess.Popen:
+        """Start a SuperNode serving `partition` (of `supernodes`), logging to logs/supernode-<n>.log and
+        stopped with the deployment; with TLS it trusts the deployment's CA, with `key` (an OpenSSH private
+        key whose public key is registered) it authenticates."""
+        tls = ["--root-certificates", str(self.material.ca_cert)] if self.material else ["--insecure"]
+        auth = ["--auth-supernode-private-key", str(key)] if key else []
+        node = [executable("flower-supernode"), *tls, *auth, "--superlink", self.address]
+        self.node_ports.append(free_port())
+        values = {"partition-id": partition, "num-partitions": self.supernodes}
+        if partition < len(self.node_configs):
+            values.update(self.node_configs[partition])
+        node += ["--host", HOST, "--port", str(self.node_ports[-1]), "--isolation", self.isolation]
+        node += ["--node-config", node_config(values)]
+        log = self.logs / f"supernode-{len(self.nodes)}.log"
+        self.nodes.append(spawn(node, self.env, log, self.workdir))
+        return self.nodes[-1]
+
     def start_executor(self, i: int) -> None:
-        """The long-lived ClientApp executor of SuperNode i (`executor.py`), once its runtime API listens."""
+        """The long-lived ClientApp executor of SuperNode i (`executor.py`), once its runtime API listens. The
+        runtime API is the node's own loopback port: plain HTTP there whatever the SuperLink connection uses."""
         wait_for_port(self.node_ports[i], self.nodes[i])
-        args = [
-            sys.executable,
-            "-m",
-            "fedhello.engines.flower.executor",
-            "--runtime-api-address",
-            f"{HOST}:{self.node_ports[i]}",
-            "--insecure",
-            "--parent-pid",
-            str(self.nodes[i].pid),
-        ]
+        args = [sys.executable, "-m", "fedhello.engines.flower.executor"]
+        args += ["--runtime-api-address", f"{HOST}:{self.node_ports[i]}", "--insecure"]
+        args += ["--parent-pid", str(self.nodes[i].pid)]
         self.executors.append(spawn(args, self.env, self.logs / f"executor-{i}.log", self.workdir))
+
+    def register(self, public_key: Path) -> int:
+        """Register a SuperNode's public key (OpenSSH) with the SuperLink; returns its node id."""
+        return int(self.flwr("supernode", "register", str(public_key))["node-id"])
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """The SuperLink's SuperNodes as `flwr supernode list` reports them (node-id, status, ...)."""
+        return list(self.flwr("supernode", "list")["nodes"])
+
+    def flwr(self, *args: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Run a `flwr` command against this deployment's connection; its JSON answer, or a one-line error."""
+        command = [executable("flwr"), *args, CONNECTION, "--format", "json"]
+        name = f"'flwr {' '.join(args[:2])}'"
+        try:
+            proc = subprocess.run(
+                command, env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as err:
+            raise FedHelloError(f"{name} did not answer within {timeout:.0f}s") from err
+        answer = json_object(proc.stdout)
+        if proc.returncode != 0 or not answer.get("success"):
+            reason = last_lines_of(answer.get("error-message") or proc.stdout + proc.stderr)
+            raise FedHelloError(f"{name} failed: {reason}")
+        return answer
 
     def write_connection(self) -> None:
         """`flwr` reads SuperLink connections from $FLWR_HOME/config.toml."""
-        (self.home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "{self.address}"\ninsecure = true\n'
-        )
+        import tomli_w
+
+        connection: dict[str, Any] = {"address": self.address}
+        if self.material:
+            connection["root-certificates"] = str(self.material.ca_cert)
+        else:
+            connection["insecure"] = True
+        superlink = {"default": CONNECTION, CONNECTION: connection}
+        (self.home / "config.toml").write_text(tomli_w.dumps({"superlink": superlink}))
 
     def run_app(
         self, request: RunRequest, timeout: float | None = None, app: Path | None = None
@@ -165,7 +224,8 @@ class LocalDeployment:
 
     def pids(self) -> list[int]:
         """Pids of the started processes not yet reaped (a reaped pid may already belong to someone else)."""
-        return [p.pid for p in [self.superlink, *self.nodes, *self.executors] if p is not None and p.poll() is None]
+        started = [self.superlink, *self.nodes, *self.executors]
+        return [p.pid for p in started if p is not None and p.poll() is None]
 
     def stop(self) -> set[int]:
         """Stop every process started here and everything they spawned (Flower starts some helpers, e.g.
@@ -194,8 +254,13 @@ class FlowerDeployEngine(Engine):
         run_observers(config)  # a logger whose package is missing fails here, before anything starts
         run_dir.mkdir(parents=True, exist_ok=True)
         caller = Observers(options.observers)
+        flower = config.flower
         deployment = LocalDeployment(
-            config.flower.supernodes, node_configs=node_data_configs(config), isolation=config.flower.isolation
+            flower.supernodes,
+            tls=flower.tls,
+            node_auth=flower.node_auth,
+            node_configs=node_data_configs(config),
+            isolation=flower.isolation,
         )
         failed = False
         try:
@@ -238,6 +303,16 @@ def node_data_configs(config: RunConfig) -> list[dict[str, str]]:
     return [{NODE_DATA_KEY: str(Path(path).expanduser().resolve())} for path in paths]
 
 
+def json_object(text: str) -> dict[str, Any]:
+    """The first JSON object in `text` (flwr's `--format json` answer), or {}."""
+    start = text.find("{")
+    try:
+        found = json.JSONDecoder().raw_decode(text[start:])[0] if start >= 0 else {}
+    except json.JSONDecodeError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def last_failure(log: Path) -> str:
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     failures = [line.split(" ", 1)[-1] for line in lines if "run failed" in line]
@@ -245,5 +320,8 @@ def last_failure(log: Path) -> str:
 
 
 def last_lines(log: Path, count: int = 3) -> str:
-    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-    return " | ".join(lines[-count:]) or "no output"
+    return last_lines_of(log.read_text(errors="replace") if log.exists() else "", count)
+
+
+def last_lines_of(text: str, count: int = 3) -> str:
+    return " | ".join(text.strip().splitlines()[-count:]) or "no output"
