@@ -113,7 +113,7 @@ for i in $(seq 0 $((K - 1))); do
     NODE_PORT=$(free_port)
     # --isolation process: fedhello's executor (below) runs every ClientApp task of this node in one process
     # that keeps the model and data loaded, instead of Flower starting a new process per message
-    setsid flower-supernode "${NODE_SECURITY[@]}" ${NODE_AUTH[@]+"${NODE_AUTH[@]}"} --superlink "$ADDRESS" \
+    setsid "$PY" -m fedhello.engines.flower.supernode "${NODE_SECURITY[@]}" ${NODE_AUTH[@]+"${NODE_AUTH[@]}"} --superlink "$ADDRESS" \
         --host 127.0.0.1 --port "$NODE_PORT" --isolation process --node-config "partition-id=$i num-partitions=$K" \
         >"$WORK/supernode-$i.log" 2>&1 &
     NODE_PID=$!

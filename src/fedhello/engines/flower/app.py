@@ -27,6 +27,9 @@ FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "RAY_DEDUP_LOGS": "0",
+    # flower-superexec looks for a new app to start every second by default (the SuperLink's ServerApp, a
+    # SuperNode's per-message ClientApp under --isolation subprocess)
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
 }
 
 

@@ -148,7 +148,8 @@ class LocalDeployment:
         key whose public key is registered) it authenticates."""
         tls = ["--root-certificates", str(self.material.ca_cert)] if self.material else ["--insecure"]
         auth = ["--auth-supernode-private-key", str(key)] if key else []
-        node = [executable("flower-supernode"), *tls, *auth, "--superlink", self.address]
+        # fedhello's wrapper of flower-supernode: the same program with a 0.1 s idle poll instead of 3 s
+        node = [sys.executable, "-m", "fedhello.engines.flower.supernode", *tls, *auth, "--superlink", self.address]
         self.node_ports.append(free_port())
         values = {"partition-id": partition, "num-partitions": self.supernodes}
         if partition < len(self.node_configs):
