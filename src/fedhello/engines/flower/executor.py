@@ -25,64 +25,23 @@ import logging
 import time
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import Message
 from flwr.app.error import Error
 from flwr.common.constant import ErrorCode, SubStatus
-from flwr.common.serde import context_from_proto, run_from_proto
-from flwr.proto.node_pb2 import Node  # pylint: disable=no-name-in-module
-from flwr.proto.runtime_pb2 import (  # pylint: disable=no-name-in-module
-    AcquireTaskRequest,
-    PullAppMessagesRequest,
-    PullTaskInputRequest,
-)
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=no-name-in-module
 from flwr.supercore.app_utils import start_parent_process_monitor
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-from flwr.supercore.inflatable.inflatable_protobuf_utils import (
-    make_confirm_message_received_fn_protobuf,
-    make_pull_object_fn_protobuf,
-)
-from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
 from flwr.supercore.retry import make_simple_http_retry_invoker
-from flwr.supercore.run import Run
 from flwr.supercore.runtime import RuntimeHttpClient
-from flwr.supercore.task_identity import TaskIdentity
-from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
-from fedhello.engines.flower.app import PUBLISHER
+from fedhello.engines.flower.app import PUBLISHER, shorten_object_pull_retry
 from fedhello.engines.flower.clientapp import app as client_app
 
 LOGGER = logging.getLogger("fedhello.executor")
 POLL_S = 0.02  # how often an idle executor asks for a task (flower-superexec waits 1 s by default)
-# a message's objects may still be on their way from the SuperLink to the SuperNode when the task starts:
-# retry after 20 ms, doubling up to 0.5 s (Flower's `pull_task_input` starts at 1 s, a whole second per round)
-PULL_BACKOFF_S, PULL_BACKOFF_CAP_S = 0.02, 0.5
-
-
-def pull_task(client: RuntimeHttpClient) -> tuple[Message, Context, Run]:
-    """The task's message, context and run, as `flwr.supernode.runtime.run_clientapp.pull_task_input` pulls them
-    (the FAB is not used: the app is fedhello's, already imported) but with a short retry backoff."""
-    res = client.PullTaskInput(PullTaskInputRequest())
-    TaskIdentity.task_id = res.task_id
-    TaskIdentity.run_id = res.run.run_id
-    TaskIdentity.node_id = res.context.node_id
-    context, run = context_from_proto(res.context), run_from_proto(res.run)
-    pulled = client.PullMessages(PullAppMessagesRequest())
-    if not pulled.messages_list:
-        raise RuntimeError("no message received from the SuperNode's runtime API")
-    node = Node(node_id=context.node_id)
-    tree = pulled.message_object_trees[0]
-    message = pull_and_inflate_object_from_tree(
-        tree,
-        make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
-        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
-        return_type=Message,
-        initial_backoff=PULL_BACKOFF_S,
-        backoff_cap=PULL_BACKOFF_CAP_S,
-    )
-    message.metadata.__dict__["_message_id"] = tree.object_id  # a deflated message does not hold its own id
-    return message, context, run
 
 
 class NodeExecutor:
@@ -126,11 +85,19 @@ class NodeExecutor:
         message = context = reply = None
         status, details = SubStatus.FAILED, "ClientApp task failed"
         try:
-            message, context, run = pull_task(client)
+            started = time.perf_counter()
+            message, context, run, _ = pull_task_input(client)
             if not run.fab_id.startswith(f"{PUBLISHER}/"):
                 raise RuntimeError(f"this SuperNode's executor serves only {PUBLISHER}'s app, not '{run.fab_id}'")
+            pulled = time.perf_counter()
             reply = client_app(message=message, context=context)
             status, details = SubStatus.COMPLETED, ""
+            LOGGER.info(
+                "%s message: pulled in %.3f s, ran in %.3f s",
+                message.metadata.message_type,
+                pulled - started,
+                time.perf_counter() - pulled,
+            )
         except Exception as err:  # noqa: BLE001 - a failing task is answered, the executor goes on
             # Flower's own format, so the ServerApp reads the same reason as from flwr-clientapp
             details = f"{type(err)}:<'{err}'>"
@@ -160,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per runtime-API request otherwise
     if args.parent_pid:
         start_parent_process_monitor(args.parent_pid)
+    shorten_object_pull_retry()
     certificates = args.root_certificates.read_bytes() if args.root_certificates else None
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT from the parent monitor, or Ctrl-C
         NodeExecutor(args.runtime_api_address, certificates).serve_forever()

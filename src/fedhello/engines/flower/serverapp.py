@@ -27,7 +27,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedhello.config import RunConfig, load_config
 from fedhello.engines.base import RunOptions
-from fedhello.engines.flower.app import RunRequest
+from fedhello.engines.flower.app import RunRequest, shorten_object_pull_retry
 from fedhello.engines.flower.messages import (
     LOCAL_DATA,
     NUM_PARTITIONS,
@@ -325,6 +325,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Entry point for `flwr run` and `flower-superlink`: everything comes from the run config. The
     SuperNodes hold their own data, so their sample counts are claims the validator bounds."""
+    shorten_object_pull_retry()  # replies are pulled from the SuperLink as they arrive
     config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
     serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))

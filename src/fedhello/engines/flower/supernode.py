@@ -5,7 +5,8 @@ SuperLink has no message for it, and 0.5 s between looks for a finished reply; n
 round therefore waits up to 3 s before a node even sees its message and up to 0.5 s more before the reply
 leaves, whatever the training costs. This entry point runs Flower's own `flower-supernode` with those sleeps
 capped at `FEDHELLO_SUPERNODE_POLL_S` seconds (default 0.1): the same process, flags and protocol, only
-more frequent polls of the SuperLink (one small HTTP request per node every 0.1 s while idle).
+more frequent polls of the SuperLink (one small HTTP request per node every 0.1 s while idle). Its object
+pulls retry sooner too (`app.OBJECT_PULL_RETRY`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def main() -> None:
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli import flower_supernode
 
+    from fedhello.engines.flower.app import shorten_object_pull_retry
+
     start_client_internal.time = _CappedSleep(float(os.environ.get(POLL_ENV, "0.1")))  # type: ignore[assignment]
+    shorten_object_pull_retry()
     flower_supernode()
 
 
