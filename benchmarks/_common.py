@@ -8,6 +8,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 import torch
 
@@ -50,3 +52,16 @@ def batches(s: Experiment, count: int = 2) -> list[dict[str, torch.Tensor]]:
 
 def tier_counts(s: Experiment) -> list[int]:
     return [t.layers or s.num_layers for t in s.config.tiers]
+
+
+def timed(times: MutableMapping[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, adding the seconds of every call to `times[name]` (a `defaultdict(float)`)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            times[name] += time.perf_counter() - started
+
+    return wrapper

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from _common import footer, header, parser
+from _common import footer, header, parser, timed
 
 from fedhello.config import load_config
 from fedhello.rundir import read_metrics
@@ -29,22 +29,11 @@ from fedhello.training import LocalTrainer
 TIMES: dict[str, float] = defaultdict(float)
 
 
-def timed(name, fn):  # noqa: ANN001, ANN201
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        started = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            TIMES[name] += time.perf_counter() - started
-
-    return wrapper
-
-
 class TimedCoordinator(Coordinator):
-    configure = timed("configure", Coordinator.configure)
-    refresh_importance = timed("fim", Coordinator.refresh_importance)
-    aggregate = timed("aggregation", Coordinator.aggregate)
-    evaluate = timed("evaluation", Coordinator.evaluate)
+    configure = timed(TIMES, "configure", Coordinator.configure)
+    refresh_importance = timed(TIMES, "fim", Coordinator.refresh_importance)
+    aggregate = timed(TIMES, "aggregation", Coordinator.aggregate)
+    evaluate = timed(TIMES, "evaluation", Coordinator.evaluate)
 
 
 def refreshes(rounds: int, warmup: int, every: int) -> int:

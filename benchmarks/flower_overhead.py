@@ -60,22 +60,16 @@ from fedhello.server import Coordinator, build_federation
 from fedhello.tasks import TASKS
 from fedhello.training import LocalTrainer
 
+sys.path.insert(0, sys.argv[3])  # the benchmarks folder
+from _common import timed
 times = defaultdict(float)
-def timed(name, fn):
-    def wrapper(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            times[name] += time.perf_counter() - started
-    return wrapper
 
 config = config_from_dict(json.loads(open(sys.argv[1]).read()))
 task_class = TASKS.get(config.task)
-experiment.load_source = timed("data source load", experiment.load_source)
-task_class.__init__ = timed("tokenizer load", task_class.__init__)
-task_class.build_model = timed("model load + LoRA", task_class.build_model)
-task_class.preprocess = timed("tokenisation", task_class.preprocess)
+experiment.load_source = timed(times, "data source load", experiment.load_source)
+task_class.__init__ = timed(times, "tokenizer load", task_class.__init__)
+task_class.build_model = timed(times, "model load + LoRA", task_class.build_model)
+task_class.preprocess = timed(times, "tokenisation", task_class.preprocess)
 started = time.perf_counter()
 federation = build_federation(config)
 times["build (total)"] = time.perf_counter() - started
@@ -98,7 +92,7 @@ print(json.dumps({"imports": imported, **times, "message down (bytes)": down, "m
 def startup_components(config_path: Path) -> dict[str, float]:
     """Component times of one fresh ClientApp-like process (see STARTUP)."""
     out = subprocess.run(
-        [sys.executable, "-c", STARTUP, str(config_path), repr(time.time())],
+        [sys.executable, "-c", STARTUP, str(config_path), repr(time.time()), str(Path(__file__).resolve().parent)],
         check=True,
         capture_output=True,
         text=True,
