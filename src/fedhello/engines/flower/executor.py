@@ -50,7 +50,6 @@ class NodeExecutor:
     def __init__(self, runtime_api_address: str, root_certificates: bytes | None = None) -> None:
         self.address = runtime_api_address
         self.certificates = root_certificates
-        self.tasks = 0
 
     def client(self, *interceptors: object) -> RuntimeHttpClient:
         return RuntimeHttpClient.from_server_address(
@@ -112,7 +111,6 @@ class NodeExecutor:
             finally:
                 heartbeat.stop()
                 client.close()
-                self.tasks += 1
 
 
 def main(argv: list[str] | None = None) -> None:
