@@ -20,6 +20,7 @@ from fedhello.config import config_from_dict, dump_config
 from fedhello.engines.flower import clientapp, serverapp
 from fedhello.engines.flower.clientapp import node_partition
 from fedhello.engines.flower.messages import (
+    LOCAL_DATA,
     NUM_PARTITIONS,
     PARTITION_ID,
     QUERY,
@@ -62,6 +63,7 @@ class FakeGrid:
         self.connected = set(partitions)
         self.silent: set[int] = set()
         self.failing: set[int] = set()
+        self.local_data: set[int] = set()  # nodes started with a data-path of their own
         self.sent: list[Message] = []
         self.replies: dict[str, Message] = {}
 
@@ -76,7 +78,8 @@ class FakeGrid:
             return Message(Error(code=0, reason="boom"), reply_to=msg)
         if msg.metadata.message_type == QUERY:
             partition, total = self.partitions[node]
-            content = RecordDict({"node": ConfigRecord({PARTITION_ID: partition, NUM_PARTITIONS: total})})
+            info = {PARTITION_ID: partition, NUM_PARTITIONS: total, LOCAL_DATA: node in self.local_data}
+            content = RecordDict({"node": ConfigRecord(info)})
             return Message(content, reply_to=msg)
         task = read_train_content(msg.content)
         tensors = {"layer.0.lora_A": task.state["layer.0.lora_A"] + task.client_id}
@@ -266,3 +269,36 @@ def test_the_deployment_server_bounds_claims_by_the_round_median(tiny_config, tm
     (rejection,) = record["rejected"]
     assert rejection["id"] == liars[0] and rejection["reason"].startswith("num_samples: claims 1000000000000 > 10 x")
     assert len(record["clients"]) == tiny_config.federation.clients_per_round - 1
+
+
+def test_node_data_needs_one_node_with_data_per_client(tmp_path):
+    grid = FakeGrid({10 + i: (i, 4) for i in range(4)})
+    grid.local_data = set(grid.partitions)
+    dispatch = make_dispatch(grid, tmp_path, node_data=True)
+    dispatch.wait_for_partitions()
+    assert (tmp_path / "flower.log").read_text().count("with its own data") == 4
+
+    grid = FakeGrid({10: (0, 2), 11: (1, 2)})
+    grid.local_data = {10, 11}
+    with pytest.raises(FedHelloError, match="num-partitions=2, the run has 4 clients"):
+        make_dispatch(grid, tmp_path, node_data=True).wait_for_partitions()
+
+    grid = FakeGrid({10 + i: (i, 4) for i in range(4)})
+    grid.local_data = {10, 12, 13}
+    with pytest.raises(FedHelloError, match=r"SuperNodes of partitions \[1\] hold no data"):
+        make_dispatch(grid, tmp_path, node_data=True).wait_for_partitions()
+
+
+def test_nodes_own_data_unused_without_node_data_is_said_once(tmp_path, monkeypatch):
+    grid = FakeGrid({10: (0, 2), 11: (1, 2)})
+    grid.local_data = {10}
+    grid.connected = {10}  # partition 1's node connects while the dispatch waits
+
+    def node_11_connects(seconds: float) -> None:
+        grid.connected.add(11)
+
+    monkeypatch.setattr(serverapp.time, "sleep", node_11_connects)
+    make_dispatch(grid, tmp_path).wait_for_partitions()
+    text = (tmp_path / "flower.log").read_text()
+    assert "2 SuperNodes serve all 2 partitions" in text
+    assert text.count("hold data of their own") == 1

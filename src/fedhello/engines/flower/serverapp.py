@@ -132,9 +132,9 @@ class FlowerDispatch:
                 raise FedHelloError(f"SuperNodes disagree on num-partitions: {sorted(counts)}")
             if counts:
                 (total,) = counts
-                self.check_node_data(live, total)
                 missing = set(range(total)) - {self.partitions[n][0] for n in live}
                 if not missing:
+                    self.check_node_data(live, total)  # once, when every partition is served
                     self.log.write(f"{len(live)} SuperNodes serve all {total} partitions")
                     return
             else:
