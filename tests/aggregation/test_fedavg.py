@@ -27,6 +27,9 @@ def test_each_tensor_averaged_over_its_trainers_only(global_state):
 
 
 def test_equals_w_plus_mean_delta(global_state):
+    # seeded: with unseeded draws an entry of (a + b) / 2 near 0 sometimes differed from the float32 rewrite
+    # w + ((a - w) + (b - w)) / 2 by more than allclose's relative tolerance (a clean-clone run failed once)
+    torch.manual_seed(0)
     a, b = torch.randn(2, 2), torch.randn(2, 2)
     new = masked_fedavg(global_state, [update(0, {"l1.A": a}), update(1, {"l1.A": b})])
     w = global_state["l1.A"]
