@@ -28,6 +28,12 @@ class ModelConfig(Section):
     name_or_path: str = Field(EMBEDDED_MODEL, description="HF hub id, local directory, or the embedded MiniLM")
     max_length: int = Field(128, gt=0, description="token budget per text sample")
     max_new_tokens: int = Field(64, gt=0, description="causal_lm: tokens generated per held-out prompt when scoring")
+    quantization: Literal["none", "int8", "nf4"] = Field(
+        "none",
+        description="base weights loaded in 8 bits (LLM.int8) or 4-bit NF4 (QLoRA) through bitsandbytes, prepared "
+        "with peft's k-bit preparation; LoRA factors, the head and the aggregation stay in full precision. A tier "
+        "may load its own (tiers[].quantization), a deployment node too (--node-config quantization=nf4)",
+    )
 
 
 class LoraSettings(Section):
@@ -145,16 +151,32 @@ class TierConfig(Section):
         None, gt=0.0, description="training memory budget of a client: MiB above the loaded model (docs/benchmarks.md)"
     )
     seconds_per_step: float | None = Field(None, gt=0.0, description="time budget of one local optimizer step")
+    total_memory_mb: float | None = Field(
+        None,
+        gt=0.0,
+        description="whole memory budget of a client: the base weights at the tier's quantization plus the "
+        "training memory (what a device must hold); met by quantizing, by training fewer/higher layers, or both",
+    )
+    quantization: Literal["none", "int8", "nf4", "auto"] | None = Field(
+        None,
+        description="base-weight quantization of this tier's clients (None: model.quantization); auto: the one "
+        "with which total_memory_mb trains the most depth (ties go to the more precise one)",
+    )
 
     @model_validator(mode="after")
     def _capacity(self) -> TierConfig:
-        if self.layers is None and self.memory_mb is None and self.seconds_per_step is None:
-            raise ValueError("a tier needs layers, memory_mb or seconds_per_step")
+        if self.layers is None and not self.has_budget:
+            raise ValueError("a tier needs layers, memory_mb, total_memory_mb or seconds_per_step")
+        if self.quantization == "auto" and self.total_memory_mb is None:
+            raise ValueError(
+                "quantization: auto needs total_memory_mb (the budget that counts the base weights); set it or "
+                "name a quantization"
+            )
         return self
 
     @property
     def has_budget(self) -> bool:
-        return self.memory_mb is not None or self.seconds_per_step is not None
+        return any(b is not None for b in (self.memory_mb, self.total_memory_mb, self.seconds_per_step))
 
     @field_validator("share", mode="before")
     @classmethod
@@ -352,6 +374,21 @@ class OutputConfig(Section):
     mlflow_uri: str | None = Field(None, description="mlflow logger: tracking URI (None: file store RUN_DIR/mlruns)")
 
 
+class EvalConfig(Section):
+    """Standard LLM benchmarks through lm-evaluation-harness, on the global adapter (causal_lm only)."""
+
+    lm_eval_tasks: list[str] = Field(
+        default_factory=list,
+        description="lm-eval task names scored after the last round, e.g. [arc_easy, hellaswag, mmlu_anatomy] "
+        "(hub tasks need the hub; local YAML tasks live in lm_eval_include_path)",
+    )
+    lm_eval_every: int = Field(0, ge=0, description="also score them every N rounds (0 = after the last round only)")
+    lm_eval_include_path: str | None = Field(None, description="folder of extra lm-eval task YAMLs (local tasks)")
+    lm_eval_limit: int | None = Field(None, gt=0, description="score at most this many documents per task")
+    lm_eval_num_fewshot: int | None = Field(None, ge=0, description="few-shot examples (None: each task's default)")
+    lm_eval_batch_size: int = Field(8, gt=0, description="batch size of lm-eval's forward passes")
+
+
 RUN_CONFIG_CHECKS: list[Callable[[RunConfig], None]] = []
 """Whole-config checks that need knowledge above this module (the strategy and aggregator registries):
 `fedhello.methods.compatibility` adds its pairing check here when imported (the CLI, the experiment builder and
@@ -381,6 +418,7 @@ class RunConfig(Section):
     checkpoint: CheckpointConfig = CheckpointConfig()
     reliability: ReliabilityConfig = ReliabilityConfig()
     flower: FlowerConfig = FlowerConfig()
+    eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -393,6 +431,8 @@ class RunConfig(Section):
             raise ValueError("federation.clients_per_round: larger than federation.num_clients; lower it")
         if self.reliability.min_clients > self.federation.clients_per_round:
             raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
+        if self.eval.lm_eval_tasks and self.task != "causal_lm":
+            raise ValueError("eval.lm_eval_tasks: lm-eval scores causal language models; use task causal_lm or []")
         for check in RUN_CONFIG_CHECKS:  # checks of higher layers (e.g. strategy/aggregator pairing)
             check(self)
         return self
