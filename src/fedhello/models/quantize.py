@@ -1,0 +1,131 @@
+"""Quantized base weights (QLoRA-style): load the frozen base model in 8 bits or 4-bit NF4 through
+`bitsandbytes`, prepare it with peft's k-bit preparation, and put LoRA on top in full precision.
+
+Only the frozen base weights are quantized. The LoRA factors, the task head (`lora.head_modules`, kept out
+of quantization) and everything the server aggregates stay fp32, so clients that load different
+quantizations federate the same tensors.
+
+`weights_mb` is the memory a loaded model's tensors occupy (parameters and buffers, quantized storage
+included): the term that quantization shrinks and that a `total_memory_mb` budget counts on top of the
+training memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fedhello.config import RunConfig
+from fedhello.errors import ConfigError
+
+QUANTIZATIONS = ("none", "int8", "nf4")  # most to least precise: ties in a budget go to the first
+INSTALL_FIX = "pip install 'fedhello[llm]' (bitsandbytes)"
+_COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve(quantization: str | None, config: RunConfig) -> str:
+    """The quantization a client loads: its own (tier or node), else the run's `model.quantization`."""
+    return quantization if quantization not in (None, "auto") else config.model.quantization
+
+
+def check_available(quantization: str, field: str = "model.quantization") -> None:
+    """Refuse, in one line, a quantization this machine cannot load."""
+    if quantization == "none":
+        return
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(field, f"unknown quantization '{quantization}'", f"use one of {', '.join(QUANTIZATIONS)}")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(field, f"{quantization} needs the bitsandbytes package", INSTALL_FIX) from None
+
+
+def quantization_kwargs(config: RunConfig, quantization: str, device: torch.device) -> dict[str, Any]:
+    """Extra `from_pretrained` arguments that load the base weights in `quantization` on `device`.
+
+    The compute dtype of NF4 layers follows `train.precision`; the task head is never quantized (it is
+    trained in full). bitsandbytes places quantized weights at load time, hence the `device_map`."""
+    check_available(quantization)
+    if quantization == "none":
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    skip = list(config.lora.head_modules) or None
+    if quantization == "int8":
+        bnb = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    else:
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=_COMPUTE_DTYPES[config.train.precision],
+            llm_int8_skip_modules=skip,
+        )
+    target = device.index if device.type == "cuda" and device.index is not None else device.type
+    return {"quantization_config": bnb, "device_map": {"": target}}
+
+
+def prepare(model: torch.nn.Module, quantization: str, gradient_checkpointing: bool) -> torch.nn.Module:
+    """peft's k-bit preparation of a quantized base (frozen base, fp32 norms, input gradients for
+    checkpointing); a no-op for unquantized weights. Refuses a model in which nothing was quantized."""
+    if quantization == "none":
+        return model
+    import bitsandbytes as bnb
+    from peft import prepare_model_for_kbit_training
+
+    layer_type = bnb.nn.Linear4bit if quantization == "nf4" else bnb.nn.Linear8bitLt
+    if not any(isinstance(m, layer_type) for m in model.modules()):
+        raise ConfigError(
+            "model.quantization", f"no linear layer of this model was loaded in {quantization}", "use none"
+        )
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    """Whether bitsandbytes placed (some of) the model's weights; such a model cannot be moved with `.to()`."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)) or any(
+        bool(getattr(m, "is_loaded_in_4bit", False) or getattr(m, "is_loaded_in_8bit", False)) for m in _bases(model)
+    )
+
+
+def _bases(model: torch.nn.Module) -> list[Any]:
+    """The transformers model under a peft wrapper (and the wrapper itself)."""
+    found, node = [], model
+    for _ in range(3):
+        found.append(node)
+        node = getattr(node, "model", None) or getattr(node, "base_model", None)
+        if node is None:
+            break
+    return found
+
+
+def weights_mb(model: torch.nn.Module) -> float:
+    """MiB held by the model's tensors: parameters (quantized storage as stored, with its statistics) and
+    buffers, each storage counted once (tied weights share one)."""
+    seen: set[int] = set()
+    total = 0
+    tensors = [*model.parameters(), *model.buffers()]
+    for tensor in tensors:
+        extra = _quant_state_tensors(tensor)
+        for t in (tensor, *extra):
+            key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
+            if key in seen:
+                continue
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total / 2**20
+
+
+def _quant_state_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The statistics bitsandbytes keeps beside a quantized weight (NF4 absmax and its own quantization
+    state, LLM.int8 row scales), which `parameters()` does not list."""
+    found: list[torch.Tensor] = []
+    state = getattr(tensor, "quant_state", None)
+    while state is not None:
+        found.extend(t for t in (getattr(state, "absmax", None), getattr(state, "code", None)) if t is not None)
+        state = getattr(state, "state2", None)
+    scales = getattr(tensor, "SCB", None)
+    if isinstance(scales, torch.Tensor):
+        found.append(scales)
+    return found
