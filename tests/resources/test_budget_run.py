@@ -94,5 +94,5 @@ def test_depth_aware_needs_a_budget_tier(tiny_config):
 
 
 def test_a_tier_needs_a_count_or_a_budget():
-    with pytest.raises(ConfigError, match="layers, memory_mb or seconds_per_step"):
+    with pytest.raises(ConfigError, match="layers, memory_mb, total_memory_mb or seconds_per_step"):
         config_from_dict({"tiers": [{"share": 1}]})

@@ -284,6 +284,11 @@ def profile(
     steps: Annotated[int, typer.Option(help="timed steps per layer set (median)")] = 3,
     warmup: Annotated[int, typer.Option(help="untimed warm-up steps per layer set")] = 1,
     check: Annotated[Optional[Path], typer.Option(help="RUN_DIR: budget vs measured per tier of a run")] = None,  # noqa: UP045
+    quantization: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="comma-separated base-weight quantizations to profile, e.g. none,int8,nf4 (default: the "
+                     "run's and its tiers')"),
+    ] = None,
 ) -> None:
     """Peak memory and step time of local training per tier and layer set; budgets -> constraints."""
     from fedhello.cli.profile import profile_command
@@ -301,7 +306,9 @@ def profile(
         raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --check RUN_DIR)")
     resolved = load_config(config, overrides)
     quiet_libraries()
-    typer.echo(profile_command(resolved, refresh, steps, warmup, echo=lambda line: console.print(line)))
+    wanted = [q.strip() for q in quantization.split(",") if q.strip()] if quantization else []
+    echo = lambda line: console.print(line)  # noqa: E731
+    typer.echo(profile_command(resolved, refresh, steps, warmup, echo=echo, quantizations=wanted))
 
 
 def main() -> None:

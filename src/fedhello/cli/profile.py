@@ -1,14 +1,17 @@
-"""`fedhello profile CONFIG`: measure (or load the cached) budget profile of a config and print the per-tier
-cost table with the constraints its budgets become."""
+"""`fedhello profile CONFIG`: measure (or load the cached) budget profile of a config -- one per base-weight
+quantization its tiers may load, or those asked for -- and print the per-tier cost tables with the constraints
+its budgets become."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fedhello.config import RunConfig
 from fedhello.experiment import build_experiment
-from fedhello.resources.budgets import profile_for, tier_constraints
+from fedhello.models.quantize import QUANTIZATIONS, check_available
+from fedhello.resources.budgets import profile_for, tier_constraints, tier_quantizations
 from fedhello.resources.measure import Measurement
+from fedhello.resources.profile import Profile
 from fedhello.resources.report import format_profile
 
 
@@ -18,16 +21,35 @@ def profile_command(
     steps: int = 3,
     warmup: int = 1,
     echo: Callable[[str], None] | None = None,
+    quantizations: Sequence[str] = (),
 ) -> str:
-    """The formatted profile of `config`, measured on the samples a run profiles on (the first two training
-    batches after the proxy set) unless cached; `echo` hears each measurement as it is taken."""
+    """The formatted profiles of `config`, measured on the samples a run profiles on (the first two training
+    batches after the proxy set) unless cached; `echo` hears each measurement as it is taken. Without
+    `quantizations`, every quantization a tier may load (the run's, the tiers' own, all for `auto`)."""
+    for quantization in quantizations:
+        check_available(quantization, "--quantization")
     experiment = build_experiment(config, train_samples=2 * config.train.batch_size)
+    wanted = set(quantizations) or {q for tier in config.tiers for q in tier_quantizations(config, tier)}
+    profiles: dict[str, tuple[Profile, str]] = {}
 
-    def progress(m: Measurement) -> None:
-        if echo:
-            echo(f"  measured {m.label:<16} peak {m.peak_mb or 0:8.1f} MiB  step {m.step_seconds:.3f} s")
+    def profile_of(quantization: str) -> Profile:
+        if quantization not in profiles:
+            if echo:
+                echo(f"profiling with the base weights in {quantization}")
 
-    profile, path, cached = profile_for(experiment, refresh=refresh, steps=steps, warmup=warmup, on_measure=progress)
-    constraints = tier_constraints(config, profile, experiment.num_layers)
-    source = f"cached in {path}" if cached else f"measured now, cached in {path}"
-    return format_profile(profile, config, constraints, source)
+            def progress(m: Measurement) -> None:
+                if echo:
+                    echo(f"  measured {m.label:<16} peak {m.peak_mb or 0:8.1f} MiB  step {m.step_seconds:.3f} s")
+
+            profile, path, cached = profile_for(
+                experiment, refresh, steps, warmup, on_measure=progress, quantization=quantization
+            )
+            profiles[quantization] = (profile, f"cached in {path}" if cached else f"measured now, cached in {path}")
+        return profiles[quantization][0]
+
+    for quantization in QUANTIZATIONS:  # most precise first, so the tables come in a fixed order
+        if quantization in wanted:
+            profile_of(quantization)
+    constraints = tier_constraints(config, profile_of, experiment.num_layers)
+    ordered = [q for q in QUANTIZATIONS if q in profiles]
+    return "\n\n".join(format_profile(profiles[q][0], config, constraints, profiles[q][1]) for q in ordered)

@@ -18,7 +18,7 @@ from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
-from fedhello.training import LocalTrainer
+from fedhello.training import TrainerPool
 from fedhello.training.schedule import round_lr
 
 
@@ -29,12 +29,14 @@ class LocalEngine(Engine):
         observers = run_observers(config, options.show_progress, options.observers)
         federation = build_federation(config)
         coordinator = Coordinator(federation)
-        trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
+        trainers = TrainerPool(
+            federation.task, federation.model, config.model.quantization, federation.layout, config.train
+        )
 
         def dispatch(round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
             lr = round_lr(config.train, round_num, config.federation.rounds)
             return [
-                trainer.train(
+                trainers.trainer(federation.client_quantization(cid)).train(
                     cid, plan, state, federation.client_data(cid), client_seed(config.seed, round_num, cid), lr=lr
                 )
                 for cid, plan in plans.items()

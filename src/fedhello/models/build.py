@@ -11,6 +11,7 @@ from peft import LoraConfig, get_peft_model
 
 from fedhello.config import EMBEDDED_MODEL, RunConfig
 from fedhello.errors import ConfigError
+from fedhello.models.quantize import is_quantized, prepare, quantization_kwargs
 
 T = TypeVar("T")
 
@@ -64,9 +65,27 @@ def apply_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
         raise ConfigError("lora.target_modules", str(err).splitlines()[0], "name modules of the model") from None
 
 
+def load_base(
+    auto_class: Any,  # noqa: ANN401 - a transformers AutoModelFor... class
+    path: str,
+    what: str,
+    config: RunConfig,
+    quantization: str = "none",
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """The frozen base model of a task from `path`, its weights loaded in `quantization` (none, int8, nf4) on
+    the configured device and prepared for k-bit training (`fedhello.models.quantize`)."""
+    device = select_device(config.train.device)
+    extra = quantization_kwargs(config, quantization, device)
+    base = load_pretrained(auto_class.from_pretrained, path, what, **kwargs, **extra)
+    return prepare(base, quantization, config.train.gradient_checkpointing)
+
+
 def wrap_with_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
-    """`apply_lora`, then move the model to the configured device."""
-    return apply_lora(base, config).to(select_device(config.train.device))
+    """`apply_lora`, then move the model to the configured device (a quantized base is already there and
+    cannot be moved)."""
+    model = apply_lora(base, config)
+    return model if is_quantized(model) else model.to(select_device(config.train.device))
 
 
 def select_device(name: str) -> torch.device:

@@ -20,6 +20,7 @@ from fedhello.config import RunConfig
 from fedhello.errors import ConfigError
 
 QUANTIZATIONS = ("none", "int8", "nf4")  # most to least precise: ties in a budget go to the first
+NODE_QUANTIZATION_KEY = "quantization"  # a deployment node's own choice: --node-config 'quantization=nf4'
 INSTALL_FIX = "pip install 'fedhello[llm]' (bitsandbytes)"
 _COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

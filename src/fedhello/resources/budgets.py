@@ -8,10 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedhello.config import RunConfig, load_config
+import torch
+
+from fedhello.config import RunConfig, TierConfig, load_config
 from fedhello.errors import ConfigError
 from fedhello.experiment import Experiment
-from fedhello.resources.cost import BudgetError, LayerConstraint, budget_constraint
+from fedhello.models.quantize import QUANTIZATIONS
+from fedhello.models.quantize import resolve as resolve_quantization
+from fedhello.resources.cost import BudgetError, LayerConstraint, budget_constraint, most_depth
 from fedhello.resources.measure import Measurement
 from fedhello.resources.memory import precise_malloc
 from fedhello.resources.profile import Profile, load_or_measure, measure_profile, profile_batches, tier_counts
@@ -24,44 +28,79 @@ def profile_for(
     steps: int = 3,
     warmup: int = 1,
     on_measure: Callable[[Measurement], None] | None = None,
+    quantization: str | None = None,
 ) -> tuple[Profile, Path, bool]:
-    """The cached profile of this experiment's config, measured on the first training batches when missing."""
-    config, model, num_layers = experiment.config, experiment.model, experiment.num_layers
-    device = str(next(model.parameters()).device)
+    """The cached profile of this experiment's config with the base weights in `quantization` (None: the
+    run's `model.quantization`), measured on the first training batches when missing. Another quantization
+    than the run's is measured on a model of its own, built only when no cached profile exists."""
+    run_quantization = experiment.config.model.quantization
+    quantization = quantization or run_quantization
+    config = experiment.config
+    if quantization != run_quantization:
+        config = config.model_copy(deep=True)
+        config.model.quantization = quantization
+    device = str(next(experiment.model.parameters()).device)
 
     def measure() -> Profile:
+        model = experiment.model
+        if quantization != run_quantization:
+            with torch.random.fork_rng():
+                model = experiment.task.build_model(quantization)
         batches = profile_batches(experiment.task, experiment.train, config.train.batch_size)
-        counts = tier_counts(config, num_layers)
-        loss = experiment.task.loss
-        return measure_profile(model, loss, experiment.layout, batches, num_layers, counts, steps, warmup, on_measure)
+        counts = tier_counts(config, experiment.num_layers)
+        return measure_profile(
+            model, experiment.task.loss, experiment.layout, batches, experiment.num_layers, counts, steps, warmup,
+            on_measure, quantization=quantization,
+        )
 
     return load_or_measure(config, device, measure, refresh=refresh)
 
 
-def tier_constraints(config: RunConfig, profile: Profile | None, num_layers: int) -> list[LayerConstraint | None]:
+ProfileOf = Callable[[str], Profile]  # quantization -> the profile of the run's model loaded in it
+
+
+def tier_quantizations(config: RunConfig, tier: TierConfig) -> list[str]:
+    """The quantizations a tier may load: its own, the run's, or for `auto` every one, most precise first."""
+    if tier.quantization == "auto":
+        return list(QUANTIZATIONS)
+    return [resolve_quantization(tier.quantization, config)]
+
+
+def tier_constraints(config: RunConfig, profile_of: ProfileOf | None, num_layers: int) -> list[LayerConstraint | None]:
     """One constraint per budget tier (None for count-only tiers). A tier without `layers` gets the largest
-    count its budget allows written into the config, so every consumer of `tiers[i].layers` sees a number."""
+    count its budget allows written into the config, so every consumer of `tiers[i].layers` sees a number;
+    a tier with `quantization: auto` gets the quantization with which its budget trains the most depth."""
     constraints: list[LayerConstraint | None] = []
     for i, tier in enumerate(config.tiers):
-        if not tier.has_budget or profile is None:
+        if not tier.has_budget or profile_of is None:
             constraints.append(None)
             continue
-        try:
-            constraint = budget_constraint(
-                num_layers, profile.memory, profile.time, tier.memory_mb, tier.seconds_per_step, tier.layers
-            )
-        except BudgetError as err:
-            fix = "raise the budget or lower batch_size/max_length"
-            raise ConfigError(f"tiers.{i}", f"budget {err}", fix) from None
+        options: dict[str, LayerConstraint] = {}
+        failures: list[str] = []
+        for quantization in tier_quantizations(config, tier):
+            profile = profile_of(quantization)
+            try:
+                options[quantization] = budget_constraint(
+                    num_layers, profile.memory, profile.time, tier.memory_mb, tier.seconds_per_step, tier.layers,
+                    total=profile.total_memory, total_memory_mb=tier.total_memory_mb,
+                )
+            except BudgetError as err:
+                failures.append(f"{quantization}: {err}" if tier.quantization == "auto" else str(err))
+        if not options:
+            fix = "raise the budget, quantize the base weights, or lower batch_size/max_length"
+            raise ConfigError(f"tiers.{i}", f"budget {'; '.join(failures)}", fix) from None
+        chosen = most_depth(options, num_layers)
+        if tier.quantization == "auto":
+            tier.quantization = chosen
         if tier.layers is None:
-            tier.layers = constraint.max_layers
-        constraints.append(constraint)
+            tier.layers = options[chosen].max_layers
+        constraints.append(options[chosen])
     return constraints
 
 
 def resolve_budgets(experiment: Experiment) -> list[LayerConstraint | None]:
-    """What `build_federation` calls: constraints for budget tiers, measuring the profile only when a tier
-    declares a budget and no cached profile exists."""
+    """What `build_federation` calls: constraints for budget tiers, measuring a profile (per quantization a
+    tier may load) only when a tier declares a budget and no cached profile exists."""
     config = experiment.config
     if config.train.record_resources:
         # from here on large tensors are unmapped on free, so no earlier allocation can hide (by reuse of
@@ -70,12 +109,23 @@ def resolve_budgets(experiment: Experiment) -> list[LayerConstraint | None]:
     if not any(t.has_budget for t in config.tiers):
         if config.strategy.depth_aware:
             raise ConfigError(
-                "strategy.depth_aware", "needs at least one tier with memory_mb or seconds_per_step",
+                "strategy.depth_aware", "needs at least one tier with memory_mb, total_memory_mb or seconds_per_step",
                 "declare a budget in tiers or set depth_aware: false",
             )
         return [None] * len(config.tiers)
-    profile, _, _ = profile_for(experiment)
-    return tier_constraints(config, profile, experiment.num_layers)
+    return tier_constraints(config, cached_profiles(experiment), experiment.num_layers)
+
+
+def cached_profiles(experiment: Experiment, **measure: Any) -> ProfileOf:
+    """`quantization -> profile` for one experiment, each profile loaded or measured once (`profile_for`)."""
+    profiles: dict[str, Profile] = {}
+
+    def profile_of(quantization: str) -> Profile:
+        if quantization not in profiles:
+            profiles[quantization] = profile_for(experiment, quantization=quantization, **measure)[0]
+        return profiles[quantization]
+
+    return profile_of
 
 
 def budget_report(run_dir: Path) -> list[dict[str, Any]]:
@@ -87,6 +137,7 @@ def budget_report(run_dir: Path) -> list[dict[str, Any]]:
     for i, tier in enumerate(config.tiers):
         mine = [c for c in clients if c.get("tier") == i]
         mems = [c["peak_mem_mb"] for c in mine if "peak_mem_mb" in c]
+        totals = [c["total_mem_mb"] for c in mine if "total_mem_mb" in c]
         secs = [c["step_seconds"] for c in mine if "step_seconds" in c]
         row: dict[str, Any] = {
             "tier": i,
@@ -99,6 +150,11 @@ def budget_report(run_dir: Path) -> list[dict[str, Any]]:
             "peak_mb_max": max(mems) if mems else None,
             "step_s_median": statistics.median(secs) if secs else None,
             "step_s_max": max(secs) if secs else None,
+            "quantization": resolve_quantization(tier.quantization, config),
+            "total_memory_mb": tier.total_memory_mb,
+            "total_mb_median": statistics.median(totals) if totals else None,
+            "total_mb_max": max(totals) if totals else None,
+            "total_violations": sum(t > tier.total_memory_mb for t in totals) if tier.total_memory_mb else 0,
             "memory_violations": sum(m > tier.memory_mb for m in mems) if tier.memory_mb else 0,
             "time_violations": sum(s > tier.seconds_per_step for s in secs) if tier.seconds_per_step else 0,
         }

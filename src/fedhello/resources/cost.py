@@ -9,6 +9,15 @@ no block is trained) plus a small term per trained layer (its LoRA gradients and
 
 `CostModel.fit` estimates the three coefficients from measurements (least squares, non-negative slopes).
 `LayerConstraint` is what a budget becomes: at most `max_layers` layers, none below `min_layer`.
+
+Quantization adds a term. A client's whole memory is its base weights at its quantization q plus training:
+
+    total(S, q) = weights(q) + cost_q(S)
+
+`weights(q)` is measured on the loaded model (`fedhello.models.quantize.weights_mb`), `cost_q` is fitted on a
+profile of the model loaded in q (dequantizing in backward changes the training term too). A `total_memory_mb`
+budget may therefore be met by quantizing, by training fewer or higher layers, or both: `most_depth` picks,
+among the quantizations a tier allows, the one whose constraint trains the most depth.
 """
 
 from __future__ import annotations
@@ -68,6 +77,10 @@ class CostModel:
         residual = y - x @ coef
         return cls(float(coef[0]), float(coef[1]), float(coef[2]), float(max(residual.max(), 0.0)))
 
+    def plus(self, constant: float) -> CostModel:
+        """This model with `constant` added to every prediction (e.g. the base weights' memory)."""
+        return CostModel(self.base + constant, self.per_depth, self.per_layer, self.margin)
+
     def describe(self, unit: str) -> str:
         return (
             f"{self.base:.3g} + {self.per_depth:.3g}*depth + {self.per_layer:.3g}*layers {unit}"
@@ -126,14 +139,18 @@ def budget_constraint(
     memory_mb: float | None = None,
     seconds_per_step: float | None = None,
     layers: int | None = None,
+    total: CostModel | None = None,
+    total_memory_mb: float | None = None,
 ) -> LayerConstraint:
     """Turn a tier's budget into a constraint.
 
     The cheapest k layers are the top k (lowest layer L-k), so the largest feasible k is the largest
     whose top-k set fits (or the declared `layers`). Then `min_layer` is the shallowest lowest layer with
     which k layers still fit: any set of k layers at or above it fits the budget by construction.
+    `total` is the memory model including the base weights (`CostModel.plus`), for a `total_memory_mb` budget.
     """
-    limits = [(m, b, unit) for m, b, unit in ((memory, memory_mb, "MiB"), (time, seconds_per_step, "s")) if b]
+    budgets = ((memory, memory_mb, "MiB"), (time, seconds_per_step, "s"), (total, total_memory_mb, "MiB in total"))
+    limits = [(m, b, unit) for m, b, unit in budgets if b]
     for model, _, unit in limits:
         if model is None:
             raise BudgetError(f"no cost model in {unit} to apply the budget")
@@ -153,3 +170,21 @@ def budget_constraint(
     floor = min(f for f in range(num_layers - layers + 1) if fits(layers, f))
     floors = tuple(min(f for f in range(num_layers - n + 1) if fits(n, f)) for n in range(1, layers + 1))
     return LayerConstraint(max_layers=layers, min_layer=floor, floors=floors)
+
+
+def reachable_depth(constraint: LayerConstraint, num_layers: int) -> int:
+    """The most blocks a plan within `constraint` can train through (fewer layers may reach deeper)."""
+    floors = constraint.floors or (constraint.min_layer,)
+    return num_layers - min(floors)
+
+
+def most_depth(options: dict[str, LayerConstraint], num_layers: int) -> str:
+    """The option (e.g. a quantization) whose constraint trains the most depth, then the most layers; ties go to
+    the first option given (list the more precise quantizations first)."""
+    if not options:
+        raise ValueError("no option to choose from")
+    order = list(options)
+    return max(
+        order,
+        key=lambda o: (reachable_depth(options[o], num_layers), options[o].max_layers, -order.index(o)),
+    )

@@ -22,6 +22,7 @@ import torch
 
 from fedhello.allocation.patterns import PATTERNS
 from fedhello.config import RunConfig
+from fedhello.models.quantize import weights_mb
 from fedhello.resources.cost import CostModel
 from fedhello.resources.measure import Measurement, measure_layers
 from fedhello.resources.memory import meter_for
@@ -63,7 +64,7 @@ def profile_key(config: RunConfig, device: str) -> str:
         "batch_size": config.train.batch_size,
         "device": device,
         "machine": [platform.node(), platform.machine(), os.cpu_count(), torch.__version__],
-        "version": 2,
+        "version": 3,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -78,11 +79,20 @@ class Profile:
     batch_shape: list[int]
     measurements: list[Measurement]
     meta: dict[str, Any] = field(default_factory=dict)
+    quantization: str = "none"  # how the base weights were loaded (`model.quantization`)
+    weights_mb: float | None = None  # memory of the loaded model's tensors (`fedhello.models.quantize.weights_mb`)
 
     @property
     def memory(self) -> CostModel | None:
+        """Training memory (above the loaded model) of a layer set."""
         samples = [(m.layers, m.peak_mb) for m in self.measurements if m.peak_mb is not None and m.mode == "freeze"]
         return CostModel.fit(samples, self.num_layers) if samples else None
+
+    @property
+    def total_memory(self) -> CostModel | None:
+        """The whole memory of a client: the loaded weights plus training (the quantization term)."""
+        memory = self.memory
+        return memory.plus(self.weights_mb) if memory is not None and self.weights_mb is not None else None
 
     @property
     def time(self) -> CostModel:
@@ -101,6 +111,8 @@ class Profile:
             "batch_shape": self.batch_shape,
             "measurements": [m.to_json() for m in self.measurements],
             "meta": self.meta,
+            "quantization": self.quantization,
+            "weights_mb": self.weights_mb,
         }
 
     @classmethod
@@ -112,6 +124,8 @@ class Profile:
             batch_shape=list(data["batch_shape"]),
             measurements=[Measurement.from_json(m) for m in data["measurements"]],
             meta=data.get("meta", {}),
+            quantization=data.get("quantization", "none"),
+            weights_mb=data.get("weights_mb"),
         )
 
 
@@ -125,6 +139,7 @@ def measure_profile(
     steps: int = 3,
     warmup: int = 1,
     on_measure: Callable[[Measurement], None] | None = None,
+    quantization: str = "none",
 ) -> Profile:
     """Measure every representative set on `batches`. The model's parameters and the global RNG state
     are left as they were, so profiling inside a run does not change the run."""
@@ -139,6 +154,8 @@ def measure_profile(
             if on_measure:
                 on_measure(m)
     return Profile(
+        quantization=quantization,
+        weights_mb=weights_mb(model),
         num_layers=num_layers,
         device=str(device),
         memory_method=meter_for(device).method,

@@ -9,6 +9,7 @@ from typing import Any
 
 from fedhello.allocation.patterns import PATTERNS
 from fedhello.config import RunConfig
+from fedhello.models.quantize import resolve as resolve_quantization
 from fedhello.resources.cost import LayerConstraint
 from fedhello.resources.measure import Measurement
 from fedhello.resources.profile import SET_KINDS, Profile
@@ -55,7 +56,9 @@ def format_profile(
     full = profile.find(range(num_layers))
     head = profile.find(())
     steps, warmup = profile.meta.get("steps", "?"), profile.meta.get("warmup", "?")
+    weights = "n/a" if profile.weights_mb is None else f"{profile.weights_mb:.1f} MiB"
     lines = [
+        f"base weights {profile.quantization}: the loaded model holds {weights}",
         f"model {config.model.name_or_path}: {num_layers} layers, LoRA r={config.lora.r} on "
         f"{','.join(config.lora.target_modules)}, batch {'x'.join(map(str, profile.batch_shape))} (samples x tokens),"
         f" device {profile.device}",
@@ -74,16 +77,24 @@ def format_profile(
     for i, tier in enumerate(config.tiers):
         k = tier.layers
         budget = ", ".join(
-            f"{name} {value:g}" for name, value in (("memory_mb", tier.memory_mb), ("s/step", tier.seconds_per_step))
+            f"{name} {value:g}"
+            for name, value in (
+                ("memory_mb", tier.memory_mb),
+                ("total_memory_mb", tier.total_memory_mb),
+                ("s/step", tier.seconds_per_step),
+            )
             if value
         )
+        loads = resolve_quantization(tier.quantization, config)
+        if loads != profile.quantization:
+            budget += f"{'; ' if budget else ''}loads {loads}: its budget is in that table"
         lines.append(f"tier {i} (share {tier.share:.2f}, {k} of {num_layers} layers{'; ' + budget if budget else ''}):")
         for kind, pattern in SET_KINDS.items():
             m = profile.find(PATTERNS[pattern](num_layers, k)) if k else None
             if m is not None:
                 lines.append(_row(m, full, num_layers, f"{kind}-{k}" + (f" ({pattern})" if kind != pattern else "")))
         constraint = constraints[i] if i < len(constraints) else None
-        if constraint is not None:
+        if constraint is not None and loads == profile.quantization:
             lines.append(
                 f"  budget -> at most {constraint.max_layers} layers, lowest trained layer >= {constraint.min_layer}"
                 f" (depth-aware plans stay within budget; others may not)"
@@ -92,6 +103,8 @@ def format_profile(
     lines += ["", "cost model (depth = layers from the lowest trained one to the output):"]
     if mem is not None:
         lines.append(f"  peak memory = {mem.describe('MiB')}")
+    if profile.total_memory is not None:
+        lines.append(f"  total       = {profile.weights_mb:.3g} MiB of weights + peak memory")
     lines.append(f"  step time   = {tim.describe('s')}")
     return "\n".join(lines)
 
@@ -99,13 +112,16 @@ def format_profile(
 def format_budget_report(rows: list[dict[str, Any]]) -> str:
     """Budget vs measured per tier of a finished run."""
     lines = [
-        f"  {'tier':<5}{'layers':>7}{'budget MiB':>11}{'peak med':>10}{'peak max':>10}{'over':>6}"
+        f"  {'tier':<5}{'quant':>6}{'layers':>7}{'budget MiB':>11}{'peak med':>10}{'peak max':>10}{'over':>6}"
+        f"{'total MiB':>10}{'total max':>10}{'over':>6}"
         f"{'budget s':>9}{'step med':>10}{'step max':>10}{'over':>6}{'plans':>7}{'lowest':>8}"
     ]
     for r in rows:
         lines.append(
-            f"  {r['tier']:<5}{r['layers'] or '-':>7}{_fmt(r['memory_mb']):>11}{_fmt(r['peak_mb_median']):>10}"
-            f"{_fmt(r['peak_mb_max']):>10}{r['memory_violations']:>6}{_fmt(r['seconds_per_step'], 3):>9}"
+            f"  {r['tier']:<5}{r['quantization']:>6}{r['layers'] or '-':>7}{_fmt(r['memory_mb']):>11}"
+            f"{_fmt(r['peak_mb_median']):>10}{_fmt(r['peak_mb_max']):>10}{r['memory_violations']:>6}"
+            f"{_fmt(r['total_memory_mb']):>10}{_fmt(r['total_mb_max']):>10}{r['total_violations']:>6}"
+            f"{_fmt(r['seconds_per_step'], 3):>9}"
             f"{_fmt(r['step_s_median'], 3):>10}{_fmt(r['step_s_max'], 3):>10}{r['time_violations']:>6}"
             f"{r['plans']:>7}{'-' if r['lowest_layer'] is None else r['lowest_layer']:>8}"
         )

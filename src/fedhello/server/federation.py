@@ -15,6 +15,7 @@ from fedhello.config import RunConfig, TierConfig
 from fedhello.data import build_partitioner
 from fedhello.errors import FedHelloError
 from fedhello.experiment import Experiment, build_experiment
+from fedhello.models.quantize import resolve as resolve_quantization
 from fedhello.resources.budgets import resolve_budgets
 from fedhello.resources.cost import LayerConstraint
 from fedhello.seeding import tier_rng
@@ -61,6 +62,10 @@ class Federation(Experiment):
                 "(fix: run with --engine flower-deploy and SuperNodes started with --node-config 'data-path=...')"
             )
         return self.partitioner.load_partition(client_id)
+
+    def client_quantization(self, client_id: int) -> str:
+        """How a client loads its base weights: its tier's quantization, else the run's."""
+        return resolve_quantization(self.config.tiers[self.client_tiers[client_id]].quantization, self.config)
 
     def budget(self, client_id: int) -> int:
         """How many layers a client's tier may train."""

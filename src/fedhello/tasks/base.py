@@ -9,6 +9,8 @@ import torch
 from datasets import Dataset
 
 from fedhello.config import RunConfig
+from fedhello.models.build import load_base, resolve_model_path, wrap_with_lora
+from fedhello.models.quantize import resolve as resolve_quantization
 from fedhello.registry import Registry
 
 
@@ -16,19 +18,36 @@ class Task(ABC):
     """Builds the model and turns data into batches; evaluates a model on a split.
 
     A subclass sets `auto_model_class` (the transformers `AutoModelFor...` it builds, so a dry run can size
-    the model offline) and implements `build_model`, `preprocess`, `collate` and `evaluate`; `loss` has a
-    default. It is built with the run config and the data's number of classes.
+    the model offline) and `model_kind`, and implements `preprocess`, `collate` and `evaluate`; `loss`,
+    `base_model_kwargs` and `check_base` have defaults. It is built with the run config and the data's number
+    of classes.
     """
 
     auto_model_class: ClassVar[Any]
+    model_kind: ClassVar[str] = "a model"  # what `from_pretrained` loads, for one-line errors
 
     def __init__(self, config: RunConfig, num_labels: int) -> None:
         self.config = config
         self.num_labels = num_labels
+        self.model_path = resolve_model_path(config.model.name_or_path)
 
-    @abstractmethod
-    def build_model(self) -> torch.nn.Module:
-        """The base model wrapped with LoRA (a `peft.PeftModel`), on the configured device."""
+    def base_model_kwargs(self) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments of this task's base model."""
+        return {}
+
+    def check_base(self, base: torch.nn.Module) -> None:
+        """Refuse, in one line, a base model this task cannot train (default: any model is fine)."""
+        return None
+
+    def build_model(self, quantization: str | None = None) -> torch.nn.Module:
+        """The base model wrapped with LoRA (a `peft.PeftModel`) on the configured device, its frozen weights
+        loaded in `quantization` (None: `model.quantization`)."""
+        chosen = resolve_quantization(quantization, self.config)
+        base = load_base(
+            self.auto_model_class, self.model_path, self.model_kind, self.config, chosen, **self.base_model_kwargs()
+        )
+        self.check_base(base)
+        return wrap_with_lora(base, self.config)
 
     @abstractmethod
     def preprocess(self, dataset: Dataset) -> Dataset:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedhello.errors import ConfigError
-from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
+from fedhello.models.build import load_pretrained
 from fedhello.models.precision import autocast
 from fedhello.tasks.base import TASKS, Task
 
@@ -72,10 +72,10 @@ def rouge_l(prediction: str, reference: str) -> float:
 @TASKS.register("causal_lm")
 class CausalLMTask(Task):
     auto_model_class = AutoModelForCausalLM
+    model_kind = "a causal language model"
 
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
-        self.model_path = resolve_model_path(config.model.name_or_path)
         self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, self.model_path, "a tokenizer")
         tok = self.tokenizer
         self.eos_id = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
@@ -83,13 +83,11 @@ class CausalLMTask(Task):
             raise ConfigError("model.name_or_path", "the tokenizer has no end-of-sequence token", "use a causal LM")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
 
-    def build_model(self) -> torch.nn.Module:
-        base = load_pretrained(AutoModelForCausalLM.from_pretrained, self.model_path, "a causal language model")
+    def check_base(self, base: torch.nn.Module) -> None:
         names = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
         missing = [m for m in self.config.lora.head_modules if m not in names]
         if missing:
             raise ConfigError("lora.head_modules", f"{missing} not in the model", "use [] for a causal LM")
-        return wrap_with_lora(base, self.config)
 
     def preprocess(self, dataset: Dataset) -> Dataset:
         """Token ids of prompt + response + EOS (at most `model.max_length`; a long prompt is cut from the

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
+from fedhello.models.build import load_pretrained
 from fedhello.models.precision import autocast
 from fedhello.tasks.base import TASKS, Task, classification_metrics
 
@@ -102,25 +102,18 @@ def processor_settings(processor: Any) -> tuple[tuple[int, int], list[float], li
 @TASKS.register("image_classification")
 class ImageClassificationTask(Task):
     auto_model_class = AutoModelForImageClassification
+    model_kind = "an image classification model"
 
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
-        self.model_path = resolve_model_path(config.model.name_or_path)
         processor = load_pretrained(AutoImageProcessor.from_pretrained, self.model_path, "an image processor")
         size, mean, std = processor_settings(processor)
         self.train_transform = ImageTransform(size, mean, std, train=True)
         self.eval_transform = ImageTransform(size, mean, std, train=False)
 
-    def build_model(self) -> torch.nn.Module:
+    def base_model_kwargs(self) -> dict[str, Any]:
         # an in21k checkpoint has no (or a different) classifier: a new head of num_labels is initialised
-        base = load_pretrained(
-            AutoModelForImageClassification.from_pretrained,
-            self.model_path,
-            "an image classification model",
-            num_labels=self.num_labels,
-            ignore_mismatched_sizes=True,
-        )
-        return wrap_with_lora(base, self.config)
+        return {"num_labels": self.num_labels, "ignore_mismatched_sizes": True}
 
     def preprocess(self, dataset: Dataset) -> Dataset:
         """Keep the images undecoded (they are transformed per batch, freshly augmented every epoch), the

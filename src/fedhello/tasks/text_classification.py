@@ -9,31 +9,24 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from fedhello.models.build import load_pretrained, resolve_model_path, wrap_with_lora
+from fedhello.models.build import load_pretrained
 from fedhello.tasks.base import TASKS, Task, classification_metrics
 
 
 @TASKS.register("text_classification")
 class TextClassificationTask(Task):
     auto_model_class = AutoModelForSequenceClassification
+    model_kind = "a sequence classification model"
 
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
-        self.model_path = resolve_model_path(config.model.name_or_path)
         self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, self.model_path, "a tokenizer")
         self._collator = DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
 
-    def build_model(self) -> torch.nn.Module:
+    def base_model_kwargs(self) -> dict[str, Any]:
         # a checkpoint fine-tuned on another label set has a head of another size: start a new head of
         # num_labels instead of failing (the head is trained and federated anyway)
-        base = load_pretrained(
-            AutoModelForSequenceClassification.from_pretrained,
-            self.model_path,
-            "a sequence classification model",
-            num_labels=self.num_labels,
-            ignore_mismatched_sizes=True,
-        )
-        return wrap_with_lora(base, self.config)
+        return {"num_labels": self.num_labels, "ignore_mismatched_sizes": True}
 
     def preprocess(self, dataset: Dataset) -> Dataset:
         text, label = self.config.data.text_column, self.config.data.label_column

@@ -19,6 +19,7 @@ from fedhello.config import LoraSettings, TrainConfig
 from fedhello.models.adapter import extract_state, freeze_for_plan, load_state
 from fedhello.models.layers import HEAD
 from fedhello.models.precision import autocast
+from fedhello.models.quantize import weights_mb
 from fedhello.models.ranks import PerRankScaling, lora_factor, self_prune, truncate, zero_beyond_rank
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
@@ -80,6 +81,15 @@ class LocalTrainer:
             # non-reentrant checkpointing lets gradients reach LoRA inputs without grads on the embeddings
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._warmed_up = False
+        self._weights_mb: float | None = None
+
+    @property
+    def weights_mb(self) -> float:
+        """MiB the model's tensors hold (base weights at their quantization, adapter, head): what a client
+        holds before training; `total_mem_mb` = this + the training peak."""
+        if self._weights_mb is None:
+            self._weights_mb = weights_mb(self.model)
+        return self._weights_mb
 
     def _start_meter(self, data: Dataset) -> MemoryMeter:
         """`train.record_resources`: start a peak-memory window for this client. The first call of a process
@@ -148,8 +158,10 @@ class LocalTrainer:
             peak = meter.peak_mb()
             update.metrics["step_seconds"] = statistics.median(stats.step_times[1:] or stats.step_times or [0.0])
             update.metrics["step_cpu_seconds"] = statistics.median(stats.step_cpu[1:] or stats.step_cpu or [0.0])
+            update.metrics["weights_mb"] = self.weights_mb
             if peak is not None:
                 update.metrics["peak_mem_mb"] = peak
+                update.metrics["total_mem_mb"] = self.weights_mb + peak
         return update
 
     def _self_prune(self, plan: Plan, tensors: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -10,6 +10,10 @@ A node started with `--node-config "data-path=..."` holds its own data (`flower.
 the task and model (`experiment.build_node_experiment`), never the run's data source, and serves exactly one
 client, client id = partition-id. One client per node because a silo's data is one client's data: splitting
 it into pseudo-clients would invent heterogeneity and divide its sample-count weight arbitrarily.
+
+A node started with `--node-config "quantization=nf4"` (or int8, none) loads its base weights that way, whatever
+the run's `model.quantization` or its clients' tiers say: the device decides what it can hold. The adapter it
+trains and sends is the same full-precision one, so the server's aggregation does not change.
 """
 
 from __future__ import annotations
@@ -30,29 +34,39 @@ from fedhello.engines.flower.messages import (
     update_content,
 )
 from fedhello.errors import FedHelloError
-from fedhello.experiment import build_node_experiment
+from fedhello.experiment import Experiment, build_node_experiment
+from fedhello.models.quantize import NODE_QUANTIZATION_KEY, check_available
+from fedhello.models.quantize import resolve as resolve_quantization
 from fedhello.runtime import quiet_libraries
-from fedhello.server.federation import build_federation
-from fedhello.training import LocalTrainer
+from fedhello.server.federation import assign_tiers, build_federation
+from fedhello.training import LocalTrainer, TrainerPool
 from fedhello.training.schedule import round_lr
 
 app = ClientApp()
 
 
 class Worker:
-    """What this process trains with for one run: the config, a trainer on the run's model, and the data of
-    each client (the run's partitions, or the node's own data)."""
+    """What this process trains with for one run: the config, trainers on the run's model (one per base-weight
+    quantization its clients load), and the data of each client (the run's partitions, or the node's own)."""
 
     def __init__(self, config: RunConfig, data_path: str | None) -> None:
         self.config = config
+        self.client_tiers = assign_tiers(config.federation.num_clients, config.tiers, config.seed)
         if data_path is None:
-            federation = build_federation(config)
-            self.trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
-            self.client_data = federation.client_data
+            built: Experiment = build_federation(config)
+            self.client_data = built.client_data
         else:
-            node = build_node_experiment(config, data_path)
-            self.trainer = LocalTrainer(node.model, node.task, node.layout, config.train)
-            self.client_data = lambda client_id: node.train
+            built = build_node_experiment(config, data_path)
+            self.client_data = lambda client_id: built.train
+        self.trainers = TrainerPool(built.task, built.model, config.model.quantization, built.layout, config.train)
+
+    def trainer(self, client_id: int, node_quantization: str | None) -> LocalTrainer:
+        """The trainer of a client: on the node's own quantization (`--node-config quantization=...`), else
+        its tier's, else the run's."""
+        tier = self.config.tiers[self.client_tiers[client_id]]
+        quantization = node_quantization or resolve_quantization(tier.quantization, self.config)
+        check_available(quantization, f"node config '{NODE_QUANTIZATION_KEY}'")
+        return self.trainers.trainer(quantization)
 
 
 _WORKER: dict[tuple[str, str | None], Worker] = {}  # (run config JSON, node data path) -> this process's worker
@@ -110,5 +124,7 @@ def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(max(1, int(config.flower.client_cpus)))
     lr = round_lr(config.train, task.round_num, config.federation.rounds)
     data = work.client_data(task.client_id)
-    update = work.trainer.train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
+    node_quantization = context.node_config.get(NODE_QUANTIZATION_KEY)
+    trainer = work.trainer(task.client_id, str(node_quantization) if node_quantization else None)
+    update = trainer.train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
     return Message(update_content(update), reply_to=msg)
