@@ -22,7 +22,9 @@ from fedhello.engines import ENGINES
 from fedhello.reporting.report import lm_eval_table
 from fedhello.rundir import load_run
 from fedhello.tasks.causal_lm import CausalLMTask
-from fedhello.tasks.lm_eval_scorer import LMEvalScorer, flatten_results
+from fedhello.tasks.lm_eval_scorer import LMEvalScorer, check_tasks_load, flatten_results, resolve_tasks
+
+REPO = Path(__file__).resolve().parents[2]
 
 # questions and choices in the tiny GPT-2's word-level vocabulary (the Dolly-like data)
 QUESTIONS = [
@@ -137,6 +139,15 @@ def test_scores_follow_the_adapter_the_model_holds(dolly_config, tmp_path):
     # lm-eval seeds the global generators; the run's own random streams must not notice
     assert torch.equal(torch.get_rng_state(), states[0]) and np.array_equal(np.random.get_state()[1], states[1])
     assert random.getstate() == states[2]
+
+
+def test_shipped_example_task_loads(monkeypatch):
+    """configs/lm_eval/fedhello_mc.yaml, from the repository root as the docs run it (its data_files path is
+    relative to the working directory, lm-eval's rule)."""
+    monkeypatch.chdir(REPO)
+    manager, tasks = resolve_tasks(["fedhello_*"], "configs/lm_eval")  # a glob expands to the matching tasks
+    assert tasks == ["fedhello_mc"]
+    check_tasks_load(manager, tasks)
 
 
 def test_flatten_results_keeps_numbers_only():
