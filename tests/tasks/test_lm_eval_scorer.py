@@ -22,7 +22,13 @@ from fedhello.engines import ENGINES
 from fedhello.reporting.report import lm_eval_table
 from fedhello.rundir import load_run
 from fedhello.tasks.causal_lm import CausalLMTask
-from fedhello.tasks.lm_eval_scorer import LMEvalScorer, check_tasks_load, flatten_results, resolve_tasks
+from fedhello.tasks.lm_eval_scorer import (
+    LMEvalScorer,
+    _self_contained,
+    check_tasks_load,
+    flatten_results,
+    resolve_tasks,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,6 +154,22 @@ def test_shipped_example_task_loads(monkeypatch):
     manager, tasks = resolve_tasks(["fedhello_*"], "configs/lm_eval")  # a glob expands to the matching tasks
     assert tasks == ["fedhello_mc"]
     check_tasks_load(manager, tasks)
+
+
+def test_a_local_group_of_builtin_tasks_is_not_scored_from_the_local_index(tmp_path):
+    """Only the include folder is indexed when the configured names are local, unless a local group lists one
+    of lm-eval's own tasks: that one is only in the full index."""
+    from lm_eval.tasks import TaskManager
+
+    folder = tmp_path / "tasks"
+    write_task(folder, "tiny_mc", [0, 1, 0, 1, 0, 1])
+    group = {"group": "{name}", "task": ["tiny_mc", "{member}"], "aggregate_metric_list": [{"metric": "acc"}]}
+    for name, member in (("own", "tiny_mc"), ("mixed", "arc_easy")):
+        text = yaml.safe_dump(group).replace("{name}", name).replace("{member}", member)
+        (folder / f"{name}.yaml").write_text(text)
+    index = TaskManager(include_path=str(folder), include_defaults=False).task_index
+    assert {"tiny_mc", "own", "mixed"} <= set(index)
+    assert _self_contained(index, ["tiny_mc", "own"]) and not _self_contained(index, ["mixed"])
 
 
 def test_flatten_results_keeps_numbers_only():

@@ -87,41 +87,26 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def resolve_tasks(names: list[str], include_path: str | None) -> tuple[Any, list[str]]:
-    """lm-eval's `TaskManager` and the configured task names, glob patterns expanded; an unknown name is a
-    `ConfigError`. The index of lm-eval's own ~14k task YAMLs takes seconds to build: when every name is a
-    local task, only `include_path` is indexed."""
-    from lm_eval.tasks import TaskManager
+def _expand(manager: Any, names: list[str]) -> dict[str, list[str]]:  # noqa: ANN401 - lm_eval's TaskManager
+    return {name: manager.match_tasks([name]) for name in names}
 
-    if include_path is not None and not Path(include_path).is_dir():
-        raise ConfigError(
-            "eval.lm_eval_include_path",
-            f"'{include_path}' is not a folder",
-            "give the folder holding your task YAMLs, or leave it unset for lm-eval's own tasks",
-        )
 
-    def expand(manager: TaskManager) -> dict[str, list[str]]:
-        return {name: manager.match_tasks([name]) for name in names}
-
-    if include_path is not None:
-        local = TaskManager(include_path=include_path, include_defaults=False)
-        matched = expand(local)
-        if all(matched.values()):
-            return local, list(dict.fromkeys(t for name in names for t in matched[name]))
-    manager = TaskManager(include_path=include_path)
-    matched = expand(manager)
-    unknown = [name for name, found in matched.items() if not found]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=3)
-        hint = f" (close: {', '.join(close)})" if close else ""
-        where = f" or in the task YAMLs of '{include_path}'" if include_path else ""
-        raise ConfigError(
-            TASKS_FIELD,
-            f"unknown lm-eval task {', '.join(repr(n) for n in unknown)}{hint}: not among lm-eval's tasks{where}",
-            "use a name `lm-eval ls tasks` lists, or set eval.lm_eval_include_path to the folder of a YAML "
-            "whose `task:` is that name",
-        )
-    return manager, list(dict.fromkeys(t for name in names for t in matched[name]))
+def _self_contained(index: dict[str, Any], names: list[str]) -> bool:
+    """Whether `names` and, through groups, every task they list are in `index` (a local group may list
+    lm-eval's own tasks, which then need the full index)."""
+    pending, seen = list(names), set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in index:
+            return False
+        config = index[name].cfg or {}
+        members = config.get("task") if "group" in config else None
+        if isinstance(members, list):  # inline task configs (dicts) are defined where they stand
+            pending += [m for m in members if isinstance(m, str)]
+    return True
 
 
 def check_tasks_load(manager: Any, tasks: list[str]) -> None:  # noqa: ANN401 - lm_eval's TaskManager
@@ -139,6 +124,44 @@ def check_tasks_load(manager: Any, tasks: list[str]) -> None:  # noqa: ANN401 - 
             ) from err
 
 
+def resolve_tasks(names: list[str], include_path: str | None) -> tuple[Any, list[str]]:
+    """lm-eval's `TaskManager` and the configured task names, glob patterns expanded, every task loaded once
+    (`check_tasks_load`); an unknown name is a `ConfigError`. The index of lm-eval's own ~14k task YAMLs takes
+    seconds to build: when every name (and every task a local group lists) is local, only `include_path` is
+    indexed."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None and not Path(include_path).is_dir():
+        raise ConfigError(
+            "eval.lm_eval_include_path",
+            f"'{include_path}' is not a folder",
+            "give the folder holding your task YAMLs, or leave it unset for lm-eval's own tasks",
+        )
+    if include_path is not None:
+        local = TaskManager(include_path=include_path, include_defaults=False)
+        matched = _expand(local, names)
+        tasks = list(dict.fromkeys(t for name in names for t in matched[name]))
+        if all(matched.values()) and _self_contained(local.task_index, tasks):
+            check_tasks_load(local, tasks)
+            return local, tasks
+    manager = TaskManager(include_path=include_path)
+    matched = _expand(manager, names)
+    unknown = [name for name, found in matched.items() if not found]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=3)
+        hint = f" (close: {', '.join(close)})" if close else ""
+        where = f" or in the task YAMLs of '{include_path}'" if include_path else ""
+        raise ConfigError(
+            TASKS_FIELD,
+            f"unknown lm-eval task {', '.join(repr(n) for n in unknown)}{hint}: not among lm-eval's tasks{where}",
+            "use a name `lm-eval ls tasks` lists, or set eval.lm_eval_include_path to the folder of a YAML "
+            "whose `task:` is that name",
+        )
+    tasks = list(dict.fromkeys(t for name in names for t in matched[name]))
+    check_tasks_load(manager, tasks)
+    return manager, tasks
+
+
 class LMEvalScorer:
     """Scores a causal LM on the configured lm-eval tasks; built once per run, on the server."""
 
@@ -149,7 +172,6 @@ class LMEvalScorer:
         self.precision = config.train.precision
         self.lm_eval = _import_lm_eval()
         self.task_manager, self.tasks = resolve_tasks(settings.lm_eval_tasks, settings.lm_eval_include_path)
-        check_tasks_load(self.task_manager, self.tasks)
         self._tokenizer: Any = None
 
     def due(self, round_num: int) -> bool:
