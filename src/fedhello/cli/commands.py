@@ -24,6 +24,7 @@ import click
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from fedhello.errors import FedHelloError
 from fedhello.methods import compatibility  # noqa: F401  (configs loaded here get the pairing check)
@@ -75,13 +76,15 @@ def fail(err: BaseException, run_dir: Path | None = None) -> NoReturn:
     expected = isinstance(err, FedHelloError)
     log = write_traceback(err, run_dir) if run_dir is not None or not expected else None
     if expected:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        # escaped: a message's brackets (pip install 'fedhello[llm]') are text, not rich markup
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=EXIT_USER_ERROR)
     text = str(err).strip()
     what = f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
     where = f"the traceback is in {log}" if log else "no traceback could be written"
     console.print(
-        f"[red]error:[/red] unexpected {what} -- this is a bug in fedhello; {where} (please attach it to a bug report)",
+        f"[red]error:[/red] unexpected {escape(what)} -- this is a bug in fedhello; {escape(where)} "
+        "(please attach it to a bug report)",
         highlight=False,
         soft_wrap=True,
     )

@@ -18,6 +18,7 @@ from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
+from fedhello.tasks.lm_eval_scorer import lm_eval_scorer
 from fedhello.training import TrainerPool
 from fedhello.training.schedule import round_lr
 
@@ -27,8 +28,9 @@ class LocalEngine(Engine):
     def execute(self, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
         # the observers come before the model: a logger whose package is missing fails fast
         observers = run_observers(config, options.show_progress, options.observers)
+        scorer = lm_eval_scorer(config)  # lm-eval tasks and their data are checked before the model loads
         federation = build_federation(config)
-        coordinator = Coordinator(federation)
+        coordinator = Coordinator(federation, scorer=scorer)
         trainers = TrainerPool(
             federation.task, federation.model, config.model.quantization, federation.layout, config.train
         )

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fedhello import figures
-from fedhello.rundir import CONFIG_FILE, REPORT_DIR, RunData, as_number, load_run
+from fedhello.rundir import CONFIG_FILE, LM_EVAL_PREFIX, REPORT_DIR, RunData, as_number, load_run
 
 REPORT_FILE = "report.html"
 
@@ -279,6 +279,43 @@ def partition_section(page: Page, run: RunData) -> None:
         )
 
 
+def lm_eval_table(run: RunData) -> str | None:
+    """One row per lm-eval task and metric, one column per round it was scored in (value ± stderr); None
+    when the run scored no lm-eval task (`eval.lm_eval_tasks`)."""
+    scored: dict[int, dict[tuple[str, str], float]] = {}
+    for record in run.metrics:
+        for key, value in record.items():
+            number = as_number(value)
+            if key.startswith(LM_EVAL_PREFIX) and number is not None:
+                task, metric = key[len(LM_EVAL_PREFIX) :].rsplit(".", 1)
+                scored.setdefault(int(record["round"]), {})[(task, metric)] = number
+    if not scored:
+        return None
+    rounds = sorted(scored)
+    keys = {key for scores in scored.values() for key in scores}
+    shown = sorted(k for k in keys if not k[1].endswith("_stderr") and k[1] != "samples")
+    rows = []
+    for task, metric in shown:
+        cells = []
+        for r in rounds:
+            value, stderr = scored[r].get((task, metric)), scored[r].get((task, f"{metric}_stderr"))
+            cells.append(_fmt(value) + (f" ± {stderr:.4f}" if value is not None and stderr is not None else ""))
+        documents = scored[rounds[-1]].get((task, "samples"))
+        rows.append([task, metric, _fmt(documents, ".0f"), *cells])
+    return table(["task", "metric", "documents", *(f"round {r}" for r in rounds)], rows)
+
+
+def lm_eval_section(page: Page, run: RunData) -> None:
+    """Benchmark scores of the global adapter (lm-evaluation-harness); left out of runs that scored none."""
+    scores = lm_eval_table(run)
+    if scores is None:
+        return
+    page.heading("Benchmarks (lm-eval)", level=3)
+    page.note("lm-evaluation-harness scores of the global adapter in the rounds they were computed "
+              "(eval.lm_eval_tasks, after the last round and every eval.lm_eval_every rounds).")
+    page.raw(scores)
+
+
 def config_section(page: Page, run: RunData) -> None:
     path = run.path / CONFIG_FILE
     if path.exists():
@@ -287,6 +324,7 @@ def config_section(page: Page, run: RunData) -> None:
 
 
 RUN_SECTIONS: tuple[Callable[[Page, RunData], None], ...] = (
+    lm_eval_section,
     allocation_section,
     importance_section,
     cost_section,

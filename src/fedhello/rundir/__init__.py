@@ -1,7 +1,8 @@
 """The run folder: the one module that knows its file names, writes them and reads them back.
 
   config.yaml       resolved configuration (every default filled in)
-  metrics.jsonl     one JSON object per round (the round record every observer receives)
+  metrics.jsonl     one JSON object per round (the round record every observer receives; lm-eval scores
+                    are its `lm_eval.<task>.<metric>` keys)
   allocations.csv   round, client, tier, layers trained
   importance.jsonl  FIM scores, levels and probabilities at each refresh
   summary.json      best/final accuracy and totals (written last: a run folder with it is finished)
@@ -26,6 +27,7 @@ from fedhello.rundir.files import (
     FLOWER_LOG,
     FLOWER_LOGS_DIR,
     IMPORTANCE_FILE,
+    LM_EVAL_PREFIX,
     LOG_FILES,
     METRICS_FILE,
     MLFLOW_DIR,
@@ -52,6 +54,7 @@ __all__ = [
     "FLOWER_LOG",
     "FLOWER_LOGS_DIR",
     "IMPORTANCE_FILE",
+    "LM_EVAL_PREFIX",
     "LOG_FILES",
     "METRICS_FILE",
     "MLFLOW_DIR",

@@ -27,6 +27,8 @@ FLOWER_LOG = "flower.log"
 FLOWER_LOGS_DIR = "flower-logs"
 # append-only logs: a checkpoint records their lengths, a resumed run cuts them back to those
 LOG_FILES = (METRICS_FILE, ALLOCATIONS_FILE, IMPORTANCE_FILE)
+# metrics.jsonl keys of lm-eval benchmark scores: lm_eval.<task>.<metric> (fedhello.tasks.lm_eval_scorer)
+LM_EVAL_PREFIX = "lm_eval."
 
 
 def new_run_dir(config: RunConfig, out: str | Path | None = None) -> Path:

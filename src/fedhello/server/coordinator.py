@@ -21,6 +21,7 @@ from fedhello.models.layers import HEAD
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.seeding import ALLOCATION, SAMPLING, eval_subset_rng, round_rng
 from fedhello.server.federation import Federation
+from fedhello.tasks.lm_eval_scorer import LMEvalScorer, lm_eval_scorer
 
 
 def build_allocator(federation: Federation) -> Allocator:
@@ -45,12 +46,18 @@ class Coordinator:
     """Holds the global adapter state and the server's decisions for every round."""
 
     def __init__(
-        self, federation: Federation, allocator: Allocator | None = None, aggregator: Aggregator | None = None
+        self,
+        federation: Federation,
+        allocator: Allocator | None = None,
+        aggregator: Aggregator | None = None,
+        scorer: LMEvalScorer | None = None,
     ) -> None:
         self.federation = federation
         self.config = federation.config
         self.allocator = allocator or build_allocator(federation)
         self.aggregator = aggregator or build_aggregator(federation)
+        # lm-eval benchmarks (`eval.lm_eval_tasks`); engines build the scorer before the model to fail fast
+        self.scorer = scorer or lm_eval_scorer(self.config)
         self.global_state: dict[str, torch.Tensor] = extract_state(federation.model, list(federation.layout))
         self._eval_subset = None
 
@@ -83,9 +90,14 @@ class Coordinator:
         self.global_state = self.aggregator.aggregate(self.global_state, updates)
         self.allocator.observe(round_num, updates)
 
-    def evaluate(self, full: bool = True) -> dict[str, float]:
+    def benchmarks_due(self, round_num: int) -> bool:
+        """Whether the lm-eval tasks are scored after `round_num` (`eval.lm_eval_every` and the last round)."""
+        return self.scorer is not None and self.scorer.due(round_num)
+
+    def evaluate(self, full: bool = True, benchmarks: bool = False) -> dict[str, float]:
         """Metrics of the global model on the test split, or (`full=False` with `federation.eval_subset`) on
-        a fixed seeded subset of it: cheap intermediate evaluations, the same samples every time."""
+        a fixed seeded subset of it: cheap intermediate evaluations, the same samples every time. With
+        `benchmarks`, also its lm-eval scores (`lm_eval.<task>.<metric>`)."""
         load_state(self.federation.model, self.global_state)
         test = self.federation.test
         size = self.config.federation.eval_subset
@@ -94,5 +106,8 @@ class Coordinator:
                 picked = eval_subset_rng(self.config.seed).permutation(len(test))[:size]
                 self._eval_subset = test.select(sorted(int(i) for i in picked))
             test = self._eval_subset
-        return self.federation.task.evaluate(self.federation.model, test)
+        metrics = self.federation.task.evaluate(self.federation.model, test)
+        if benchmarks and self.scorer is not None:
+            metrics.update(self.scorer.score(self.federation.model, self.federation.task))
+        return metrics
 

@@ -213,8 +213,9 @@ def run_rounds(
             if not skipped:
                 coordinator.aggregate(outcome.accepted, round_num)
             evaluation = None
-            if round_num % config.federation.eval_every == 0 or round_num == rounds:
-                evaluation = coordinator.evaluate(full=round_num == rounds)
+            benchmarks = coordinator.benchmarks_due(round_num)  # a round lm-eval scores is an evaluated round
+            if benchmarks or round_num % config.federation.eval_every == 0 or round_num == rounds:
+                evaluation = coordinator.evaluate(full=round_num == rounds, benchmarks=benchmarks)
                 observers.on_evaluate(round_num, evaluation)
             seconds = time.perf_counter() - started
             record = round_record(

@@ -49,6 +49,7 @@ from fedhello.server import Coordinator, build_federation
 from fedhello.server.federation import Federation
 from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
+from fedhello.tasks.lm_eval_scorer import lm_eval_scorer
 
 LOGGER = logging.getLogger("fedhello.flower")
 STARTUP_TIMEOUT_S = 180.0  # how long the ServerApp waits for SuperNodes to cover every partition
@@ -272,8 +273,9 @@ def serve(
     counts are known, not claimed."""
     quiet_libraries()
     observers = run_observers(config, options.show_progress, options.observers)
+    scorer = lm_eval_scorer(config)  # lm-eval tasks and their data are checked before the model loads
     federation = build_federation(config)
-    coordinator = Coordinator(federation)
+    coordinator = Coordinator(federation, scorer=scorer)
     dispatch = FlowerDispatch(grid, config_for_nodes(federation), EngineLog(run_dir / FLOWER_LOG))
     counts = partition_sizes(federation) if holds_partitions else None
     try:
