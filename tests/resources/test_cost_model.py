@@ -75,3 +75,55 @@ def test_constraint_repair_moves_shallow_layers_up_and_keeps_the_count():
     assert constraint.repair((4, 5), L) == (4, 5)
     # the allowed range is never exceeded even if the inner plan is larger than the budget
     assert constraint.repair((0, 1, 2, 3, 4, 5), L) == (3, 4, 5)
+
+
+# --- the quantization term: total = weights(q) + training cost of the set when loaded in q --------------------------
+
+TRAINING = {"none": CostModel(10.0, 20.0, 1.0), "int8": CostModel(12.0, 22.0, 1.0), "nf4": CostModel(11.0, 21.0, 1.0)}
+WEIGHTS = {"none": 200.0, "int8": 80.0, "nf4": 50.0}
+
+
+def synthetic_profiles():
+    from fedhello.resources.measure import Measurement
+    from fedhello.resources.profile import Profile
+
+    def profile(q):
+        model = TRAINING[q]
+        measured = [Measurement(s, model.predict(s, L), 0.01) for s in SETS]
+        return Profile(L, "cpu", "synthetic", [2, 8], measured, quantization=q, weights_mb=WEIGHTS[q])
+
+    return {q: profile(q) for q in TRAINING}
+
+
+def test_total_budget_adds_the_weights_of_the_quantization():
+    profiles = synthetic_profiles()
+    nf4 = profiles["nf4"]
+    assert nf4.total_memory.predict((4, 5), L) == pytest.approx(50 + 11 + 21 * 2 + 2)
+    # 140 MiB in total: unquantized weights alone need 200; nf4 leaves 90 for training -> 3 layers, depth 3
+    with pytest.raises(BudgetError, match="in total"):
+        budget_constraint(L, None, None, total=profiles["none"].total_memory, total_memory_mb=140.0)
+    constraint = budget_constraint(L, None, None, total=nf4.total_memory, total_memory_mb=140.0)
+    assert constraint.max_layers == 3 and constraint.min_layer == 3
+
+
+def test_auto_quantization_trains_the_most_depth_and_ties_go_to_the_more_precise(tmp_path):
+    from fedhello.config import config_from_dict
+    from fedhello.errors import ConfigError
+    from fedhello.resources.budgets import tier_constraints
+
+    profiles = synthetic_profiles()
+    tiers = [
+        {"share": 0.25, "total_memory_mb": 140.0, "quantization": "auto"},  # only nf4 trains anything
+        {"share": 0.25, "total_memory_mb": 190.0, "quantization": "auto"},  # int8 reaches depth 4, nf4 all 6
+        {"share": 0.25, "total_memory_mb": 1000.0, "quantization": "auto"},  # all fit every layer: none
+        {"share": 0.25, "layers": 2},
+    ]
+    config = config_from_dict({"tiers": tiers})
+    constraints = tier_constraints(config, profiles.__getitem__, L)
+    assert [t.quantization for t in config.tiers] == ["nf4", "nf4", "none", None]
+    assert constraints[0].max_layers == 3 and constraints[2].max_layers == L and constraints[3] is None
+    assert config.tiers[0].layers == 3  # written back, as for memory budgets
+    # a budget below the smallest weights: one line naming the tier and every quantization it tried
+    config = config_from_dict({"tiers": [{"share": 1, "total_memory_mb": 40.0, "quantization": "auto"}]})
+    with pytest.raises(ConfigError, match=r"tiers\.0.*none: .*int8: .*nf4: .*quantize"):
+        tier_constraints(config, profiles.__getitem__, L)

@@ -10,6 +10,7 @@ from fedhello.config import RunConfig
 from fedhello.experiment import build_experiment
 from fedhello.models.quantize import QUANTIZATIONS, check_available
 from fedhello.resources.budgets import profile_for, tier_constraints, tier_quantizations
+from fedhello.resources.cost import LayerConstraint, reachable_depth
 from fedhello.resources.measure import Measurement
 from fedhello.resources.profile import Profile
 from fedhello.resources.report import format_profile
@@ -50,6 +51,27 @@ def profile_command(
     for quantization in QUANTIZATIONS:  # most precise first, so the tables come in a fixed order
         if quantization in wanted:
             profile_of(quantization)
-    constraints = tier_constraints(config, profile_of, experiment.num_layers)
-    ordered = [q for q in QUANTIZATIONS if q in profiles]
-    return "\n\n".join(format_profile(profiles[q][0], config, constraints, profiles[q][1]) for q in ordered)
+    choices: dict[int, dict[str, LayerConstraint | str]] = {}
+    constraints = tier_constraints(config, profile_of, experiment.num_layers, choices)
+    # the tiers' constraints may need other profiles than those asked for; only the asked ones are printed
+    ordered = [q for q in QUANTIZATIONS if q in profiles and q in wanted]
+    tables = [format_profile(profiles[q][0], config, constraints, profiles[q][1]) for q in ordered]
+    return "\n\n".join(tables + [format_choices(config, choices, experiment.num_layers)] if choices else tables)
+
+
+def format_choices(config: RunConfig, choices: dict[int, dict[str, LayerConstraint | str]], num_layers: int) -> str:
+    """Why each `quantization: auto` tier loads what it loads: what every quantization would allow."""
+    lines = ["quantization: auto (the most trainable depth within total_memory_mb; ties go to the more precise):"]
+    for i, options in sorted(choices.items()):
+        tier = config.tiers[i]
+        lines.append(f"  tier {i} (total_memory_mb {tier.total_memory_mb:g}) -> {tier.quantization}")
+        for quantization in QUANTIZATIONS:
+            option = options.get(quantization)
+            if isinstance(option, LayerConstraint):
+                lines.append(
+                    f"    {quantization:<5} up to {option.max_layers} layers, down to layer "
+                    f"{num_layers - reachable_depth(option, num_layers)} (depth {reachable_depth(option, num_layers)})"
+                )
+            elif option is not None:
+                lines.append(f"    {quantization:<5} {option}")
+    return "\n".join(lines)

@@ -66,10 +66,16 @@ def tier_quantizations(config: RunConfig, tier: TierConfig) -> list[str]:
     return [resolve_quantization(tier.quantization, config)]
 
 
-def tier_constraints(config: RunConfig, profile_of: ProfileOf | None, num_layers: int) -> list[LayerConstraint | None]:
+def tier_constraints(
+    config: RunConfig,
+    profile_of: ProfileOf | None,
+    num_layers: int,
+    choices: dict[int, dict[str, LayerConstraint | str]] | None = None,
+) -> list[LayerConstraint | None]:
     """One constraint per budget tier (None for count-only tiers). A tier without `layers` gets the largest
     count its budget allows written into the config, so every consumer of `tiers[i].layers` sees a number;
-    a tier with `quantization: auto` gets the quantization with which its budget trains the most depth."""
+    a tier with `quantization: auto` gets the quantization with which its budget trains the most depth.
+    `choices`, when given, receives for every auto tier each quantization's constraint (or why it failed)."""
     constraints: list[LayerConstraint | None] = []
     for i, tier in enumerate(config.tiers):
         if not tier.has_budget or profile_of is None:
@@ -86,10 +92,14 @@ def tier_constraints(config: RunConfig, profile_of: ProfileOf | None, num_layers
                 )
             except BudgetError as err:
                 failures.append(f"{quantization}: {err}" if tier.quantization == "auto" else str(err))
+                if choices is not None and tier.quantization == "auto":
+                    choices.setdefault(i, {})[quantization] = str(err)
         if not options:
             fix = "raise the budget, quantize the base weights, or lower batch_size/max_length"
             raise ConfigError(f"tiers.{i}", f"budget {'; '.join(failures)}", fix) from None
         chosen = most_depth(options, num_layers)
+        if choices is not None and tier.quantization == "auto":
+            choices.setdefault(i, {}).update(options)
         if tier.quantization == "auto":
             tier.quantization = chosen
         if tier.layers is None:

@@ -22,6 +22,7 @@ import torch
 
 from fedhello.allocation.patterns import PATTERNS
 from fedhello.config import RunConfig
+from fedhello.models.layers import HEAD
 from fedhello.models.quantize import weights_mb
 from fedhello.resources.cost import CostModel
 from fedhello.resources.measure import Measurement, measure_layers
@@ -148,7 +149,10 @@ def measure_profile(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         # One unrecorded pass: the first backward of a process allocates one-time buffers.
         measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1)
+        has_head = any(index == HEAD for index in layout.values())
         for label, layers in representative_sets(num_layers, counts):
+            if not layers and not has_head:  # a causal LM without a task head: nothing to train in "head only"
+                continue
             m = measure_layers(model, loss_fn, layout, batches, layers, steps=steps, warmup=warmup, label=label)
             measurements.append(m)
             if on_measure:

@@ -1,0 +1,122 @@
+"""Quantized base weights: config checks, one federated round with nf4 / int8 / unquantized clients on a tiny
+GPT-2 (bitsandbytes runs its 4- and 8-bit layers on CPU), the weights' memory, and the deferred import."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import fedhello
+from fedhello.config import config_from_dict
+from fedhello.engines import ENGINES
+from fedhello.errors import ConfigError
+from fedhello.models.quantize import check_available, weights_mb
+from fedhello.tasks.causal_lm import render_prompt
+from fedhello.testing.checkpoints import gpt2_checkpoint
+from fedhello.testing.datasets import dolly_like
+
+
+@pytest.fixture(scope="module")
+def weighty_gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A GPT-2 whose weights (49 MiB in fp32) outweigh the activations of its small batches, as an LLM's do."""
+    root = tmp_path_factory.mktemp("weighty-gpt2")
+    rows = dolly_like(96)
+    words = " ".join(" ".join(row.values()) for row in rows) + " " + render_prompt("x", "y")
+    model = gpt2_checkpoint(
+        root / "model", hidden_size=512, layers=4, heads=4, positions=64, words=re.findall(r"\w+|[^\w\s]", words)
+    )
+    data = root / "dolly.jsonl"
+    rows.to_json(str(data))
+    return model, data
+
+
+def quantized_tree(model: Path, data: Path, out: Path) -> dict:
+    return {
+        "name": "quantized",
+        "seed": 2,
+        "task": "causal_lm",
+        "model": {"name_or_path": str(model), "max_length": 32, "max_new_tokens": 2},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["c_attn"], "head_modules": []},
+        "data": {
+            "source": "dolly", "path": str(data), "label_column": "category", "proxy_size": 4, "test_size": 0.1,
+            "max_train_samples": 24, "max_test_samples": 4, "max_generate_samples": 1,
+        },
+        "partition": {"kind": "iid"},
+        "federation": {"num_clients": 3, "clients_per_round": 3, "rounds": 1},
+        # one client per tier, each tier loading its base weights its own way
+        "tiers": [
+            {"share": "1/3", "layers": 4, "quantization": "nf4"},
+            {"share": "1/3", "layers": 4, "quantization": "int8"},
+            {"share": "1/3", "layers": 4, "quantization": "none"},
+        ],
+        "strategy": {"name": "gd", "pattern": "inverted_triangle"},
+        "train": {"batch_size": 2, "max_steps": 3, "lr": 0.01, "record_resources": True},
+        "output": {"dir": str(out), "plot": False},
+    }
+
+
+def test_one_round_with_nf4_int8_and_unquantized_clients(weighty_gpt2, tmp_path):
+    config = config_from_dict(quantized_tree(*weighty_gpt2, tmp_path))
+    run_dir = tmp_path / "run"
+    ENGINES.get("local")().run(config, run_dir, show_progress=False)
+    (record,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    clients = {config.tiers[c["tier"]].quantization: c for c in record["clients"]}
+    assert set(clients) == {"nf4", "int8", "none"}
+    assert all(torch.isfinite(torch.tensor(c["train_loss"])) for c in clients.values())
+    weights = {q: c["weights_mb"] for q, c in clients.items()}
+    # 4-bit and 8-bit storage of the blocks' linear weights (embeddings and norms stay fp32)
+    assert weights["nf4"] < weights["int8"] < 0.4 * weights["none"], weights
+    # what a client must hold to train: the loaded weights plus the training peak, from the run's own records
+    total = {q: c["total_mem_mb"] for q, c in clients.items()}
+    assert total["nf4"] < total["none"] and total["int8"] < total["none"], total
+    assert all(c["total_mem_mb"] == pytest.approx(c["weights_mb"] + c["peak_mem_mb"]) for c in clients.values())
+    # the server aggregated full-precision LoRA factors whatever the clients' base weights
+    adapter = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all(t.dtype == torch.float32 for t in adapter.values())
+    assert record["loss"] == record["loss"]  # the server's (unquantized) model evaluated the aggregate
+
+
+def test_quantization_settings_are_checked():
+    with pytest.raises(ConfigError, match="model.quantization"):
+        config_from_dict({"model": {"quantization": "fp8"}})
+    with pytest.raises(ConfigError, match=r"tiers\.0.*total_memory_mb"):
+        config_from_dict({"tiers": [{"share": 1, "layers": 2, "quantization": "auto"}]})
+    config = config_from_dict({"tiers": [{"share": 1, "total_memory_mb": 500, "quantization": "auto"}]})
+    assert config.tiers[0].has_budget
+
+
+def test_a_missing_bitsandbytes_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now raises ImportError
+    with pytest.raises(ConfigError, match=r"model\.quantization.*nf4 needs the bitsandbytes package.*fedhello\[llm\]"):
+        check_available("nf4")
+    check_available("none")  # nothing to load
+
+
+def test_weights_mb_counts_every_tensor_once():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.LayerNorm(32))
+    model.register_buffer("steps", torch.zeros(8, dtype=torch.int64))
+    expected = (64 * 32 + 32 + 32 + 32) * 4 + 8 * 8
+    assert weights_mb(model) == pytest.approx(expected / 2**20)
+    tied = torch.nn.Sequential(torch.nn.Embedding(10, 4, _weight=torch.zeros(10, 4)))
+    tied.head = torch.nn.Linear(4, 10, bias=False)
+    tied.head.weight = tied[0].weight  # one storage, counted once
+    assert weights_mb(tied) == pytest.approx(10 * 4 * 4 / 2**20)
+
+
+def test_peft_imports_without_bitsandbytes_but_fedhello_can_still_load_it():
+    """peft.helpers' eager bitsandbytes import is refused (it costs every process ~1 s of TorchInductor
+    imports); every other import of bitsandbytes is left alone."""
+    finder = next(f for f in sys.meta_path if isinstance(f, fedhello._DeferBitsandbytes))
+    from_peft_helpers: dict = {"__name__": "peft.helpers", "finder": finder}
+    exec("spec = finder.find_spec('bitsandbytes')", from_peft_helpers)
+    assert from_peft_helpers["spec"] is not None
+    with pytest.raises(ImportError):
+        finder.create_module(from_peft_helpers["spec"])
+    assert finder.find_spec("bitsandbytes") is None  # anyone else: the normal finders
+    assert finder.find_spec("peft") is None
