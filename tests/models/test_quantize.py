@@ -120,3 +120,21 @@ def test_peft_imports_without_bitsandbytes_but_fedhello_can_still_load_it():
         finder.create_module(from_peft_helpers["spec"])
     assert finder.find_spec("bitsandbytes") is None  # anyone else: the normal finders
     assert finder.find_spec("peft") is None
+
+
+def test_a_flower_node_may_load_its_own_quantization(weighty_gpt2, tmp_path):
+    """A deployment node started with --node-config 'quantization=nf4' trains on an nf4 model whatever its
+    client's tier says; without it, the tier decides. The adapter it trains is the same."""
+    import bitsandbytes as bnb
+
+    from fedhello.engines.flower.clientapp import Worker
+
+    tree = quantized_tree(*weighty_gpt2, tmp_path)
+    tree["tiers"] = [{"share": 1, "layers": 4}]  # the run loads none
+    config = config_from_dict(tree)
+    run_trainer, node_trainer = Worker(config, None).trainer(0), Worker(config, None, "nf4").trainer(0)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in run_trainer.model.modules())
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in node_trainer.model.modules())
+    assert node_trainer.layout == run_trainer.layout
+    with pytest.raises(ConfigError, match="node config 'quantization'.*unknown quantization 'fp8'"):
+        Worker(config, None, "fp8")

@@ -49,32 +49,38 @@ class Worker:
     """What this process trains with for one run: the config, trainers on the run's model (one per base-weight
     quantization its clients load), and the data of each client (the run's partitions, or the node's own)."""
 
-    def __init__(self, config: RunConfig, data_path: str | None) -> None:
+    def __init__(self, config: RunConfig, data_path: str | None, node_quantization: str | None = None) -> None:
         self.config = config
+        self.node_quantization = node_quantization
         self.client_tiers = assign_tiers(config.federation.num_clients, config.tiers, config.seed)
+        build = config
+        if node_quantization:  # the node's model is built in its own quantization from the start: a device that
+            check_available(node_quantization, f"node config '{NODE_QUANTIZATION_KEY}'")  # cannot hold the other
+            build = config.model_copy(deep=True)
+            build.model.quantization = node_quantization
         if data_path is None:
-            built: Experiment = build_federation(config)
+            built: Experiment = build_federation(build)
             self.client_data = built.client_data
         else:
-            built = build_node_experiment(config, data_path)
+            built = build_node_experiment(build, data_path)
             self.client_data = lambda client_id: built.train
-        self.trainers = TrainerPool(built.task, built.model, config.model.quantization, built.layout, config.train)
+        self.trainers = TrainerPool(built.task, built.model, build.model.quantization, built.layout, config.train)
 
-    def trainer(self, client_id: int, node_quantization: str | None) -> LocalTrainer:
+    def trainer(self, client_id: int) -> LocalTrainer:
         """The trainer of a client: on the node's own quantization (`--node-config quantization=...`), else
         its tier's, else the run's."""
         tier = self.config.tiers[self.client_tiers[client_id]]
-        quantization = node_quantization or resolve_quantization(tier.quantization, self.config)
-        check_available(quantization, f"node config '{NODE_QUANTIZATION_KEY}'")
+        quantization = self.node_quantization or resolve_quantization(tier.quantization, self.config)
         return self.trainers.trainer(quantization)
 
 
-_WORKER: dict[tuple[str, str | None], Worker] = {}  # (run config JSON, node data path) -> this process's worker
+# (run config JSON, node data path, node quantization) -> this process's worker
+_WORKER: dict[tuple[str, str | None, str | None], Worker] = {}
 
 
-def worker(config_json: str, data_path: str | None = None) -> Worker:
-    """The worker of this process for a run config and node data (built on first use)."""
-    key = (config_json, data_path)
+def worker(config_json: str, data_path: str | None = None, node_quantization: str | None = None) -> Worker:
+    """The worker of this process for a run config, node data and node quantization (built on first use)."""
+    key = (config_json, data_path, node_quantization)
     if key not in _WORKER:
         _WORKER.clear()  # a new run: drop the previous model
         quiet_libraries()  # no per-split progress bars from every worker
@@ -84,7 +90,7 @@ def worker(config_json: str, data_path: str | None = None) -> Worker:
                 f"the run trains on the nodes' own data and this SuperNode has none (fix: start it with "
                 f"--node-config '{NODE_DATA_KEY}=/path/to/data ...')"
             )
-        _WORKER[key] = Worker(config, data_path if config.flower.node_data else None)
+        _WORKER[key] = Worker(config, data_path if config.flower.node_data else None, node_quantization)
     return _WORKER[key]
 
 
@@ -118,13 +124,12 @@ def train(msg: Message, context: Context) -> Message:
     data_path = node_data_path(context)
     if task.client_id % partitions != partition or (data_path is not None and task.client_id != partition):
         raise FedHelloError(f"client {task.client_id} is not served by partition {partition} of {partitions}")
-    work = worker(task.config_json, data_path)
+    node_quantization = context.node_config.get(NODE_QUANTIZATION_KEY)
+    work = worker(task.config_json, data_path, str(node_quantization) if node_quantization else None)
     config = work.config
     # as many threads as cores reserved per client, so parallel workers do not oversubscribe the machine
     torch.set_num_threads(max(1, int(config.flower.client_cpus)))
     lr = round_lr(config.train, task.round_num, config.federation.rounds)
     data = work.client_data(task.client_id)
-    node_quantization = context.node_config.get(NODE_QUANTIZATION_KEY)
-    trainer = work.trainer(task.client_id, str(node_quantization) if node_quantization else None)
-    update = trainer.train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
+    update = work.trainer(task.client_id).train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
     return Message(update_content(update), reply_to=msg)
