@@ -113,14 +113,14 @@ def format_budget_report(rows: list[dict[str, Any]]) -> str:
     """Budget vs measured per tier of a finished run."""
     lines = [
         f"  {'tier':<5}{'quant':>6}{'layers':>7}{'budget MiB':>11}{'peak med':>10}{'peak max':>10}{'over':>6}"
-        f"{'total MiB':>10}{'total max':>10}{'over':>6}"
+        f"{'budget tot':>11}{'total max':>10}{'over':>6}"
         f"{'budget s':>9}{'step med':>10}{'step max':>10}{'over':>6}{'plans':>7}{'lowest':>8}"
     ]
     for r in rows:
         lines.append(
             f"  {r['tier']:<5}{r['quantization']:>6}{r['layers'] or '-':>7}{_fmt(r['memory_mb']):>11}"
             f"{_fmt(r['peak_mb_median']):>10}{_fmt(r['peak_mb_max']):>10}{r['memory_violations']:>6}"
-            f"{_fmt(r['total_memory_mb']):>10}{_fmt(r['total_mb_max']):>10}{r['total_violations']:>6}"
+            f"{_fmt(r['total_memory_mb']):>11}{_fmt(r['total_mb_max']):>10}{r['total_violations']:>6}"
             f"{_fmt(r['seconds_per_step'], 3):>9}"
             f"{_fmt(r['step_s_median'], 3):>10}{_fmt(r['step_s_max'], 3):>10}{r['time_violations']:>6}"
             f"{r['plans']:>7}{'-' if r['lowest_layer'] is None else r['lowest_layer']:>8}"
