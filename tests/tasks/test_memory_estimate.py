@@ -1,18 +1,21 @@
 """The analytic memory estimate (`fedhello.resources.estimate`) against reality: the weights of a really
-loaded (and quantized) model, and a peak measured on a GPU."""
+loaded (and quantized) model, and a peak measured on a GPU; and the LLM preset's dry run, offline."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from fedhello.cli.dry_run import model_shape
+from fedhello.cli.dry_run import describe_plan, model_shape
 from fedhello.config import load_config
 from fedhello.models import quantize
-from fedhello.resources.estimate import training_terms, weights_mb
+from fedhello.resources.estimate import predict_tiers, training_terms, weights_mb
+
+PRESET = Path("configs/paper/llama-1b-qlora.yaml")
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +62,40 @@ def test_training_estimate_matches_the_h200_vit_measurement(precision, measured)
     cost = training_terms(shape, config, "none").cost_model()
     predicted = [cost.predict_counts(k, 0, shape.num_layers) for k in (6, 9, 12)]
     assert predicted == pytest.approx(measured, rel=0.05)
+
+
+def memory_rows(text: str) -> dict[str, tuple[str, int, float, float]]:
+    """Tier -> (quantization, layers, weights MiB, deepest total MiB) from the dry run's memory table (the
+    quantization an auto tier picked is marked with '>')."""
+    rows = {}
+    pattern = r"^  (\d*)\s+(>?)(none|int8|nf4)\s+(\d+)/\d+\s+([\d,]+)\s+[\d,]+ / [\d,]+\s+[\d,]+ / ([\d,]+)"
+    tier = ""
+    for index, mark, quant, layers, weights, total in re.findall(pattern, text, flags=re.M):
+        tier = index or tier
+        if mark or tier not in rows:
+            rows[tier] = (quant, int(layers), float(weights.replace(",", "")), float(total.replace(",", "")))
+    return rows
+
+
+def test_llm_preset_dry_run_predicts_each_tier_offline():
+    """The preset sizes Llama 3.2 1B without the hub; its nf4 tier is predicted to fit a 6 GiB GPU with
+    room for the CUDA context, and below the bf16 tier (weights and total)."""
+    config = load_config(PRESET)
+    text = describe_plan(config)
+    assert "from fedhello's table of known architectures" in text
+    rows = memory_rows(text)
+    assert [rows[str(i)][0] for i in range(3)] == ["nf4", "none", "none"]  # the 8 GiB auto tier affords bf16
+    assert "tier 1 quantization auto -> none" in text
+    weak, strong = rows["0"], rows["2"]
+    assert weak[2] < strong[2] and weak[3] < strong[3]
+    assert weak[3] <= config.tiers[0].total_memory_mb <= 6144 - 1024
+
+
+def test_auto_takes_the_most_depth_then_the_most_precise():
+    """A budget that neither bf16 nor int8 weights meet with the tier's 12 layers goes to nf4 (and one they
+    all meet to bf16: the preset test)."""
+    config = load_config(PRESET)
+    config.tiers[1].total_memory_mb = 3500
+    auto = predict_tiers(model_shape(config), config)[1]
+    assert {c.estimate.quantization: c.layers for c in auto.candidates} == {"none": None, "int8": None, "nf4": 12}
+    assert auto.chosen.estimate.quantization == "nf4" and auto.chosen.total_mb(deepest=True) <= 3500
