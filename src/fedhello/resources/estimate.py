@@ -43,9 +43,10 @@ hidden size, i the MLP width, a the attention heads, V the vocabulary:
     dropout masks           T*h per hidden dropout, T*(LoRA input widths) with LoRA dropout: 1 byte on a
                             GPU, the input's bytes on CPU (PyTorch's CPU dropout keeps a noise tensor)
     fp32 weights + 16-bit   the 16-bit copy autocast makes of every frozen linear weight (backward keeps it)
-    int8                    T*(3h + i) * 4         (bitsandbytes' int8 matmul keeps its input)
+    int8                    T*(3h*4 + i*p_act)     (bitsandbytes' int8 matmul keeps its input)
   p_attn = 2 under bf16/fp16 autocast, else the weights' bytes; p_act = 4 for int8/nf4 (prepared models
-  run an fp32 residual stream and bitsandbytes returns its input dtype), else p_attn.
+  run an fp32 residual stream and bitsandbytes returns its input dtype; on CPU its int8 matmul is a plain
+  linear under autocast, so p_attn), else p_attn.
   With `gradient_checkpointing` only each block's input is kept (T*h * residual bytes); one block's
   activations come back during its own backward (see base).
 - **per_layer**, per trained layer: its LoRA parameters * 16 bytes (fp32 parameter, gradient and two
@@ -58,11 +59,11 @@ hidden size, i the MLP width, a the attention heads, V the vocabulary:
   bytes, the 4-D attention mask of text models (b*s^2 bytes) and a fixed 32 MiB allowance for library
   workspaces (cuBLAS keeps up to 32 MiB).
 
-Checked against measurements (docs/benchmarks.md): a ViT-B/16 on an H200 (bf16 and fp32, peak training
-memory per tier within 2 %), a GPT-2-style model on CPU (fp32, bf16 autocast, checkpointing, nf4: slopes
-within 4 %, totals 4-8 % above the measured peaks), and exactly, to the byte, the weights of a tiny GPT-2
-loaded in none/int8/nf4 (tests/tasks/test_memory_estimate.py). Llama-family models on a GPU are not yet
-checked against a measurement.
+Checked against measurements (docs/benchmarks.md, `benchmarks/estimate_vs_measured.py`): a ViT-B/16 on
+an H200 (bf16 and fp32, peak training memory per tier within 2 %), a GPT-2-style model on CPU (fp32, bf16
+autocast, checkpointing, int8, nf4: per-block slopes within 4 %, peaks 4-9 % above the measured ones), and
+to the byte the weights of a tiny GPT-2 loaded in none/int8/nf4 (tests/tasks/test_memory_estimate.py).
+Llama-family models and int8/nf4 training on a GPU are not yet checked against a measurement.
 
 Not counted (keep headroom for them): the CUDA context (about 0.3-0.6 GiB per process), allocator
 fragmentation, and data/tokenizer memory on the host. Sequences are taken at `model.max_length`; batches
@@ -211,6 +212,8 @@ def training_terms(shape: ModelShape, config: RunConfig, quantization: str) -> T
     ckpt = weights.checkpoint_bytes
     p_attn = 2 if sixteen else (4 if quantized else ckpt)
     p_act = 4 if quantized else p_attn
+    if quantization == "int8" and not dims.gpu:  # bitsandbytes' CPU int8 matmul runs F.linear under autocast
+        p_act = p_attn
     p_res = 4 if quantized else ckpt
     p_lora = 2 if sixteen else 4  # LoRA factors are fp32; autocast casts their inputs to 16 bits
 
@@ -232,7 +235,7 @@ def training_terms(shape: ModelShape, config: RunConfig, quantization: str) -> T
     if not quantized and sixteen and ckpt == 4:
         block["16-bit weight copies"] = sum(weights.quantized_per_block) / layers * 2
     if quantization == "int8":
-        block["int8 matmul inputs"] = t * (3 * h + i) * 4
+        block["int8 matmul inputs"] = t * (3 * h * 4 + i * p_act)
     lora_saved = t * (lora_widths + config.lora.r * lora_modules) * p_lora
 
     per_layer = {"LoRA params, grads, AdamW": sum(shape.layer_params) / layers * ADAMW_BYTES}
