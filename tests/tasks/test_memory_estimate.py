@@ -95,7 +95,7 @@ def test_auto_takes_the_most_depth_then_the_most_precise():
     """A budget that neither bf16 nor int8 weights meet with the tier's 12 layers goes to nf4 (and one they
     all meet to bf16: the preset test)."""
     config = load_config(PRESET)
-    config.tiers[1].total_memory_mb = 3500
+    config.tiers[1].total_memory_mb = 3800
     auto = predict_tiers(model_shape(config), config)[1]
     assert {c.estimate.quantization: c.layers for c in auto.candidates} == {"none": None, "int8": None, "nf4": 12}
-    assert auto.chosen.estimate.quantization == "nf4" and auto.chosen.total_mb(deepest=True) <= 3500
+    assert auto.chosen.estimate.quantization == "nf4" and auto.chosen.total_mb(deepest=True) <= 3800

@@ -52,16 +52,17 @@ hidden size, i the MLP width, a the attention heads, V the vocabulary:
 - **per_layer**, per trained layer: its LoRA parameters * 16 bytes (fp32 parameter, gradient and two
   AdamW states), plus the inputs its LoRA branches keep for their weight gradients (T * LoRA input widths
   * p, and the r-wide outputs of lora_A), unless checkpointing recomputes them.
-- **base**, the larger of two moments of backward -- its start, where for causal LMs the logits dominate
-  (12 * T*V bytes: transformers' loss upcasts them to fp32; the fp32 log-softmax output, its gradient and
-  the logits' gradient are live), and one block's own backward (its transient gradients 2 * T*i * p_act
-  + 2 * T*h * 4, with checkpointing plus its recomputed activations) -- plus the head's parameters * 16
-  bytes, the 4-D attention mask of text models (b*s^2 bytes) and a fixed 32 MiB allowance for library
-  workspaces (cuBLAS keeps up to 32 MiB).
+- **base**, the larger of two moments of backward, plus fixed terms. Its start: for causal LMs the logits
+  dominate (12 * T*V bytes: transformers' loss upcasts them to fp32; the fp32 log-softmax output, its
+  gradient and the logits' gradient are live), and under 16-bit autocast an fp32 output layer (fp32
+  checkpoints, and every k-bit prepared model) adds the V*h*2-byte 16-bit copy its backward keeps. One
+  block's own backward: its transient gradients (2 * T*i * p_act + 2 * T*h * 4), with checkpointing plus
+  its recomputed activations. Fixed: the head's parameters * 16 bytes, the 4-D attention mask of text
+  models (b*s^2 bytes) and a 32 MiB allowance for library workspaces (cuBLAS keeps up to 32 MiB).
 
 Checked against measurements (docs/benchmarks.md, `benchmarks/estimate_vs_measured.py`): a ViT-B/16 on
 an H200 (bf16 and fp32, peak training memory per tier within 2 %), a GPT-2-style model on CPU (fp32, bf16
-autocast, checkpointing, int8, nf4: per-block slopes within 4 %, peaks 4-9 % above the measured ones), and
+autocast, checkpointing, int8, nf4: per-block slopes within 4 %, peaks 6-9 % above the measured ones), and
 to the byte the weights of a tiny GPT-2 loaded in none/int8/nf4 (tests/tasks/test_memory_estimate.py).
 Llama-family models and int8/nf4 training on a GPU are not yet checked against a measurement.
 
@@ -250,6 +251,9 @@ def training_terms(shape: ModelShape, config: RunConfig, quantization: str) -> T
         per_layer["LoRA inputs kept"] = lora_saved
         peak_block = ("backward transients of one block", transients)
     logits = ("logits: fp32 log-softmax output and gradients", LOGIT_BYTES * t * dims.vocab)
+    if dims.vocab and sixteen and (quantized or ckpt == 4):  # autocast's 16-bit copy of the fp32 output layer,
+        # kept for the backward of the hidden states (k-bit preparation makes lm_head/tied embeddings fp32)
+        logits = (logits[0] + ", 16-bit copy of the output layer", logits[1] + dims.vocab * h * 2)
     base = dict([max(logits, peak_block, key=lambda item: item[1])])
     base["head params, grads, AdamW"] = shape.head_params * ADAMW_BYTES
     if dims.masked:
