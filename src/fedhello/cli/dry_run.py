@@ -69,7 +69,10 @@ def describe_plan(config: RunConfig) -> str:
         f"  estimated upload per round {_mb(total)}, {_mb(total * fed.rounds)} over the run; "
         f"download per client {_mb(all_params * bytes_per)}"
     )
-    lines.extend(describe_memory(config, shape))
+    try:
+        lines.extend(describe_memory(config, shape))
+    except (AttributeError, TypeError, ValueError) as err:  # an architecture the estimate cannot read
+        lines.append(f"  predicted memory: not available for {shape.model_type} ({type(err).__name__}: {err})")
     return "\n".join(lines)
 
 
