@@ -1,7 +1,8 @@
 """`fedhello run --dry-run`: the resolved plan of a run, computed without downloading anything.
 
 Model sizes come from `fedhello.models.architectures` (the architecture only, on the meta device), the
-number of classes from `fedhello.data.count_labels`, the tier assignment from the server's own rule.
+number of classes from `fedhello.data.count_labels`, the tier assignment from the server's own rule, and
+each tier's predicted memory from the analytic estimate `fedhello.resources.estimate`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from fractions import Fraction
 from fedhello.config import RunConfig
 from fedhello.data import count_labels
 from fedhello.models.architectures import ModelShape, lora_shape
+from fedhello.models.quantize import QUANTIZATIONS
+from fedhello.resources.estimate import Candidate, TierPrediction, dimensions, predict_tiers
 from fedhello.server.federation import assign_tiers
 from fedhello.tasks import TASKS
 
@@ -66,4 +69,77 @@ def describe_plan(config: RunConfig) -> str:
         f"  estimated upload per round {_mb(total)}, {_mb(total * fed.rounds)} over the run; "
         f"download per client {_mb(all_params * bytes_per)}"
     )
+    try:
+        lines.extend(describe_memory(config, shape))
+    except (AttributeError, TypeError, ValueError) as err:  # an architecture the estimate cannot read
+        lines.append(f"  predicted memory: not available for {shape.model_type} ({type(err).__name__}: {err})")
     return "\n".join(lines)
+
+
+def _mib(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _budget(candidate: Candidate, prediction: TierPrediction) -> str:
+    tier = prediction.tier
+    parts = [f"memory_mb {tier.memory_mb:,.0f}"] if tier.memory_mb is not None else []
+    if tier.total_memory_mb is not None:
+        parts.append(f"total_memory_mb {tier.total_memory_mb:,.0f}")
+    if not parts:
+        return "-" if tier.seconds_per_step is None else "seconds_per_step: decided by the profile at run time"
+    if candidate.layers is None:
+        return f"{', '.join(parts)}: does not fit (the top layer alone needs ~{_mib(candidate.need_mb)} MiB training)"
+    return f"{', '.join(parts)}: " + ("fits" if candidate.fits else "over at the deepest plan")
+
+
+def _row(label: str, quant: str, candidate: Candidate, prediction: TierPrediction) -> str:
+    n = candidate.estimate.num_layers
+    weights, budget = _mib(candidate.estimate.weights_mb), _budget(candidate, prediction)
+    if candidate.layers is None:
+        return f"  {label:<4}  {quant:<5}  {'-':>5}  {weights:>7}  {'-':>26}  {'-':>23}  {budget}"
+    training = f"{_mib(candidate.training_mb(False))} / {_mib(candidate.training_mb(True))}"
+    total = f"{_mib(candidate.total_mb(False))} / {_mib(candidate.total_mb(True))}"
+    layers = f"{candidate.layers}/{n}"
+    return f"  {label:<4}  {quant:<5}  {layers:>5}  {weights:>7}  {training:>26}  {total:>23}  {budget}"
+
+
+def describe_memory(config: RunConfig, shape: ModelShape) -> list[str]:
+    """Per tier: quantization, layers, predicted weights / training / total MiB (analytic, offline)."""
+    predictions = predict_tiers(shape, config)
+    dims = dimensions(shape, config)
+    where = "GPU (fused attention)" if dims.gpu else "CPU (materialised attention scores)"
+    if config.train.device == "auto":
+        where += ", assumed for device auto"
+    lines = [
+        f"  predicted memory per client, MiB (analytic estimate, docs/benchmarks.md): {config.train.precision}, "
+        f"{dims.batch} x {dims.seq} tokens"
+        + (", gradient checkpointing" if config.train.gradient_checkpointing else "")
+        + f", {where}",
+        f"  tier  quant  {'layers':>5}  {'weights':>7}  {'training top-k / deepest':>26}  "
+        f"{'total top-k / deepest':>23}  budget",
+    ]
+    notes = []
+    used: dict[str, Candidate] = {}
+    for p in predictions:
+        if not p.candidates:
+            lines.append(_row(str(p.index), p.chosen.estimate.quantization, p.chosen, p))
+            used.setdefault(p.chosen.estimate.quantization, p.chosen)
+            continue
+        for c in p.candidates:
+            q = c.estimate.quantization
+            mark = ">" if c is p.chosen else " "
+            lines.append(_row(str(p.index) if c is p.candidates[0] else "", f"{mark}{q}", c, p))
+            used.setdefault(q, c)
+        notes.append(f"  tier {p.index} quantization auto -> {p.chosen.estimate.quantization}: {p.reason}")
+    lines.extend(notes)
+    for q, c in sorted(used.items(), key=lambda item: QUANTIZATIONS.index(item[0])):
+        m = c.estimate.training
+        formula = f"{m.base:,.0f} + {m.per_depth:,.1f}*depth + {m.per_layer:,.2f}*layers MiB"
+        lines.append(f"  training cost model {q}: {formula}")
+    lines += [
+        "  weights: the base model at the tier's quantization; training: activations, LoRA gradients and AdamW,",
+        "  logits; top-k: the k top layers; deepest: k layers down to layer 0 (to the budget's floor with",
+        "  strategy.depth_aware). Not counted: the CUDA context (~0.3-0.6 GiB per process) and fragmentation.",
+        "  An estimate: budget tiers are converted with the profile measured at run time (fedhello profile).",
+    ]
+    return lines
