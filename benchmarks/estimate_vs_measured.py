@@ -109,7 +109,7 @@ def main() -> None:
             base = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
             if q == "none":
                 base = base.to(device)
-            base = quantize.prepare(base, q, train.gradient_checkpointing)
+            base = quantize.prepare(base, q, train.precision)
             weights = quantize.weights_mb(base)
             model = apply_lora(base, config)
             if train.gradient_checkpointing:

@@ -138,3 +138,20 @@ def test_a_flower_node_may_load_its_own_quantization(weighty_gpt2, tmp_path):
     assert node_trainer.layout == run_trainer.layout
     with pytest.raises(ConfigError, match="node config 'quantization'.*unknown quantization 'fp8'"):
         Worker(config, None, "fp8")
+
+
+def test_prepared_models_do_not_back_propagate_below_the_trained_layers(weighty_gpt2):
+    """peft's default k-bit preparation hooks the embeddings so their output requires grad (for reentrant
+    checkpointing); backward would then run through every block and freezing the lower layers would save
+    nothing. fedhello prepares without it (the trainer's checkpointing is non-reentrant)."""
+    from transformers import AutoModelForCausalLM
+
+    from fedhello.models.quantize import prepare, quantization_kwargs
+
+    config = config_from_dict(quantized_tree(*weighty_gpt2, Path("unused")))
+    model = AutoModelForCausalLM.from_pretrained(
+        weighty_gpt2[0], **quantization_kwargs(config, "nf4", torch.device("cpu"))
+    )
+    model = prepare(model, "nf4", config.train.precision)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert not model.get_input_embeddings()(torch.tensor([[1, 2, 3]])).requires_grad

@@ -32,8 +32,8 @@ def bf16_gpt2_dir(tiny_gpt2_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     return path
 
 
-@pytest.mark.parametrize("checkpoint", ["fp32", "bf16"])
-def test_weights_estimate_matches_the_loaded_model(checkpoint, tiny_gpt2_dir, bf16_gpt2_dir):
+@pytest.mark.parametrize(("checkpoint", "precision"), [("fp32", "fp32"), ("bf16", "fp32"), ("bf16", "bf16")])
+def test_weights_estimate_matches_the_loaded_model(checkpoint, precision, tiny_gpt2_dir, bf16_gpt2_dir):
     """Estimated MiB of the base weights vs `quantize.weights_mb` of the model loaded through bitsandbytes
     and prepared for k-bit training, as a client does. The estimate counts the same tensors with the same
     storage rules, so it agrees to the byte here; the 1 % tolerance only allows bitsandbytes to change
@@ -42,12 +42,13 @@ def test_weights_estimate_matches_the_loaded_model(checkpoint, tiny_gpt2_dir, bf
     unquantized parameters double when k-bit preparation casts a bf16 checkpoint's to fp32."""
     path = tiny_gpt2_dir if checkpoint == "fp32" else bf16_gpt2_dir
     overrides = ["task=causal_lm", f"model.name_or_path={path}", "lora.target_modules=[c_attn]", "lora.head_modules=[]"]
+    overrides.append(f"train.precision={precision}")  # bf16: a bf16 checkpoint's embeddings stay bf16
     config = load_config(None, overrides)
     shape = model_shape(config)
-    estimated = {q: weights_mb(shape.weights, q) for q in quantize.QUANTIZATIONS}
+    estimated = {q: weights_mb(shape.weights, q, precision) for q in quantize.QUANTIZATIONS}
     for q in quantize.QUANTIZATIONS:
         kwargs = quantize.quantization_kwargs(config, q, torch.device("cpu"))
-        model = quantize.prepare(AutoModelForCausalLM.from_pretrained(path, **kwargs), q, False)
+        model = quantize.prepare(AutoModelForCausalLM.from_pretrained(path, **kwargs), q, config.train.precision)
         assert estimated[q] == pytest.approx(quantize.weights_mb(model), rel=0.01), q
     assert estimated["nf4"] < estimated["int8"] < estimated["none"]
 
@@ -98,7 +99,7 @@ def test_auto_takes_the_most_depth_then_the_most_precise():
     """A budget that neither bf16 nor int8 weights meet with the tier's 12 layers goes to nf4 (and one they
     all meet to bf16: the preset test)."""
     config = load_config(PRESET)
-    config.tiers[1].total_memory_mb = 3800
+    config.tiers[1].total_memory_mb = 3000
     auto = predict_tiers(model_shape(config), config)[1]
     assert {c.estimate.quantization: c.layers for c in auto.candidates} == {"none": None, "int8": None, "nf4": 12}
-    assert auto.chosen.estimate.quantization == "nf4" and auto.chosen.total_mb(deepest=True) <= 3800
+    assert auto.chosen.estimate.quantization == "nf4" and auto.chosen.total_mb(deepest=True) <= 3000

@@ -105,13 +105,15 @@ class BaseWeights:
     and GPT-2's `Conv1D`, minus transformers' skip list: `lora.head_modules` when given, else the output
     embeddings / tied weights / last module); `quantized_per_block[i]` the numel of block i's share.
     `other_params` are the parameters kept as they are (embeddings, norms, biases, the head, `lm_head`),
-    `buffer_bytes` the buffers, `checkpoint_bytes` bytes per parameter of the checkpoint's dtype."""
+    `embedding_params` the part of them in the input and output embeddings (tied ones once), `buffer_bytes`
+    the buffers, `checkpoint_bytes` bytes per parameter of the checkpoint's dtype."""
 
     quantized: list[tuple[int, int]]
     quantized_per_block: list[int]
     other_params: int
     buffer_bytes: int
     checkpoint_bytes: int
+    embedding_params: int = 0
 
 
 def checkpoint_bytes(arch: PretrainedConfig) -> int:
@@ -143,7 +145,10 @@ def base_weights(base: torch.nn.Module, arch: PretrainedConfig, skip_modules: li
             per_block[index] += weight.numel()
     other = sum(p.numel() for p in base.parameters() if id(p) not in weight_ids)  # tied weights listed once
     buffers = sum(b.numel() * b.element_size() for b in base.buffers())
-    return BaseWeights(quantized, per_block, other, buffers, checkpoint_bytes(arch))
+    modules = (base.get_input_embeddings(), base.get_output_embeddings())
+    tables = {id(m.weight): m.weight for m in modules if isinstance(getattr(m, "weight", None), torch.Tensor)}
+    embedding = sum(w.numel() for key, w in tables.items() if key not in weight_ids)
+    return BaseWeights(quantized, per_block, other, buffers, checkpoint_bytes(arch), embedding)
 
 
 @dataclass

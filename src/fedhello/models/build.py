@@ -78,7 +78,7 @@ def load_base(
     device = select_device(config.train.device)
     extra = quantization_kwargs(config, quantization, device)
     base = load_pretrained(auto_class.from_pretrained, path, what, **kwargs, **extra)
-    return prepare(base, quantization, config.train.gradient_checkpointing)
+    return prepare(base, quantization, config.train.precision)
 
 
 def wrap_with_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:

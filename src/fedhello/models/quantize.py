@@ -67,9 +67,18 @@ def quantization_kwargs(config: RunConfig, quantization: str, device: torch.devi
     return {"quantization_config": bnb, "device_map": {"": target}}
 
 
-def prepare(model: torch.nn.Module, quantization: str, gradient_checkpointing: bool) -> torch.nn.Module:
-    """peft's k-bit preparation of a quantized base (frozen base, fp32 norms, input gradients for
-    checkpointing); a no-op for unquantized weights. Refuses a model in which nothing was quantized."""
+def prepare(model: torch.nn.Module, quantization: str, precision: str = "fp32") -> torch.nn.Module:
+    """peft's k-bit preparation of a quantized base (frozen base, fp32 norms); a no-op for unquantized weights.
+    Refuses a model in which nothing was quantized.
+
+    Two departures from peft's defaults, both to keep what a weak client saves:
+    - no input gradients: peft's reentrant-checkpointing path makes the embeddings' output require grad, and
+      backward would then run through every block, below the lowest trained layer too. The trainer enables
+      non-reentrant checkpointing itself (`train.gradient_checkpointing`), which needs no such hook;
+    - under 16-bit autocast (`train.precision` bf16/fp16) the frozen input and output embeddings keep their
+      16-bit checkpoint dtype instead of being cast to fp32: they are the largest unquantized tensors of an
+      LLM (a tied 128k x 2048 table is 1 GiB in fp32), and autocast would copy an fp32 output layer back to
+      16 bits for every step anyway."""
     if quantization == "none":
         return model
     import bitsandbytes as bnb
@@ -80,7 +89,15 @@ def prepare(model: torch.nn.Module, quantization: str, gradient_checkpointing: b
         raise ConfigError(
             "model.quantization", f"no linear layer of this model was loaded in {quantization}", "use none"
         )
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    modules = (model.get_input_embeddings(), model.get_output_embeddings())
+    embeddings = [m for m in modules if isinstance(getattr(m, "weight", None), torch.Tensor)]  # ViT: patches
+    dtypes = [m.weight.dtype for m in embeddings]
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if precision in ("bf16", "fp16"):
+        for module, dtype in zip(embeddings, dtypes, strict=True):
+            if dtype in (torch.bfloat16, torch.float16):
+                module.to(dtype)
+    return model
 
 
 def is_quantized(model: torch.nn.Module) -> bool:

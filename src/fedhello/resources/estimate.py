@@ -14,9 +14,10 @@ two parts as the measured path, per base-weight quantization q (none / int8 / nf
 - int8 (LLM.int8): 1 byte per weight + one fp32 scale per output row;
 - nf4 with double quantization (QLoRA): 0.5 byte per weight + one uint8 absmax per block of 64 weights,
   one fp32 absmax per 256 blocks, and the two code tables bitsandbytes keeps per layer (16 + 256 fp32);
-- int8 / nf4: everything left unquantized (embeddings, norms, biases, head) in fp32, because peft's k-bit
-  preparation casts fp16/bf16 parameters to fp32 before training (for tied embeddings this is the larger
-  part of an nf4 Llama 3.2 1B: 1,002 MiB of fp32 embeddings vs 479 MiB of nf4 linear layers).
+- int8 / nf4: everything left unquantized (norms, biases, head) in fp32, because peft's k-bit preparation
+  casts fp16/bf16 parameters to fp32 before training; the input/output embeddings of a 16-bit checkpoint
+  trained under 16-bit autocast stay 16-bit (`fedhello.models.quantize.prepare`: for an nf4 Llama 3.2 1B
+  that is 501 MiB of bf16 embeddings instead of 1,002 MiB in fp32, beside 479 MiB of nf4 linear layers).
 
 Buffers count as they are. LoRA factors are not in this term: they are counted with their training state.
 
@@ -94,14 +95,20 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def weights_mb(weights: BaseWeights, quantization: str) -> float:
-    """MiB of the loaded base model at `quantization` (see the module docstring for the storage rules)."""
+def weights_mb(weights: BaseWeights, quantization: str, precision: str = "fp32") -> float:
+    """MiB of the loaded base model at `quantization` under `train.precision` (see the module docstring for
+    the storage rules)."""
+    ckpt = weights.checkpoint_bytes
+    # k-bit preparation casts unquantized parameters to fp32, except the embeddings of a 16-bit checkpoint
+    # trained under 16-bit autocast (fedhello.models.quantize.prepare)
+    kept = ckpt if precision in ("bf16", "fp16") and ckpt == 2 else 4
+    prepared_other = (weights.other_params - weights.embedding_params) * 4 + weights.embedding_params * kept
     if quantization == "none":
-        linear = sum(n for n, _ in weights.quantized) * weights.checkpoint_bytes
-        other = weights.other_params * weights.checkpoint_bytes
+        linear = sum(n for n, _ in weights.quantized) * ckpt
+        other = weights.other_params * ckpt
     elif quantization == "int8":
         linear = sum(n + 4 * out for n, out in weights.quantized)
-        other = weights.other_params * 4
+        other = prepared_other
     elif quantization == "nf4":
         linear = sum(
             _ceil_div(n, 2)
@@ -110,7 +117,7 @@ def weights_mb(weights: BaseWeights, quantization: str) -> float:
             + NF4_CODES_BYTES
             for n, _ in weights.quantized
         )
-        other = weights.other_params * 4
+        other = prepared_other
     else:
         raise ValueError(f"unknown quantization '{quantization}'")
     return (linear + other + weights.buffer_bytes) / MIB
@@ -251,8 +258,8 @@ def training_terms(shape: ModelShape, config: RunConfig, quantization: str) -> T
         per_layer["LoRA inputs kept"] = lora_saved
         peak_block = ("backward transients of one block", transients)
     logits = ("logits: fp32 log-softmax output and gradients", LOGIT_BYTES * t * dims.vocab)
-    if dims.vocab and sixteen and (quantized or ckpt == 4):  # autocast's 16-bit copy of the fp32 output layer,
-        # kept for the backward of the hidden states (k-bit preparation makes lm_head/tied embeddings fp32)
+    if dims.vocab and sixteen and ckpt == 4:  # autocast's 16-bit copy of an fp32 output layer, kept for the
+        # backward of the hidden states (k-bit preparation keeps a 16-bit checkpoint's output layer 16-bit here)
         logits = (logits[0] + ", 16-bit copy of the output layer", logits[1] + dims.vocab * h * 2)
     base = dict([max(logits, peak_block, key=lambda item: item[1])])
     base["head params, grads, AdamW"] = shape.head_params * ADAMW_BYTES
@@ -282,7 +289,8 @@ def estimate(shape: ModelShape, config: RunConfig, quantization: str) -> Estimat
     if shape.weights is None:
         raise ValueError("the model shape carries no base-weight counts")
     cost = training_terms(shape, config, quantization).cost_model()
-    return Estimate(quantization, weights_mb(shape.weights, quantization), cost, shape.num_layers)
+    weights = weights_mb(shape.weights, quantization, config.train.precision)
+    return Estimate(quantization, weights, cost, shape.num_layers)
 
 
 @dataclass
