@@ -324,7 +324,7 @@ def test_the_local_engine_holds_claims_to_its_own_partition_sizes(fast_config, t
             update.num_samples = 10**12
         return update
 
-    monkeypatch.setattr("fedhello.engines.local.LocalTrainer", type("Boasting", (LocalTrainer,), {"train": train}))
+    monkeypatch.setattr("fedhello.training.pool.LocalTrainer", type("Boasting", (LocalTrainer,), {"train": train}))
     ENGINES.get("local")().run(config, tmp_path / "run", show_progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [[r["id"] for r in record["rejected"]] for record in records] == [[liar] for liar in liars]

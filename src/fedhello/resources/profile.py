@@ -63,6 +63,7 @@ def profile_key(config: RunConfig, device: str) -> str:
         "lora": config.lora.model_dump(mode="json"),
         "data": [config.data.source, config.data.path, config.data.subset, config.data.text_column],
         "batch_size": config.train.batch_size,
+        "precision": [config.train.precision, config.train.gradient_checkpointing],
         "device": device,
         "machine": [platform.node(), platform.machine(), os.cpu_count(), torch.__version__],
         "version": 3,

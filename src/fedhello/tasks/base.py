@@ -10,6 +10,7 @@ from datasets import Dataset
 
 from fedhello.config import RunConfig
 from fedhello.models.build import load_base, resolve_model_path, wrap_with_lora
+from fedhello.models.precision import autocast
 from fedhello.models.quantize import resolve as resolve_quantization
 from fedhello.registry import Registry
 
@@ -58,8 +59,11 @@ class Task(ABC):
         """Stack preprocessed samples into a batch (with `labels`)."""
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean loss of a batch (the training and Fisher objective)."""
-        return model(**batch).loss
+        """Mean loss of a batch (the training, Fisher and profiling objective), under the run's `train.precision`
+        autocast wherever it is computed, so the profile measures what training does (and a quantized model
+        whose embeddings stay 16-bit always runs under the autocast it needs)."""
+        with autocast(next(iter(batch.values())).device, self.config.train.precision):
+            return model(**batch).loss
 
     def loss_weight(self, batch: dict[str, torch.Tensor]) -> float:
         """How many terms `loss` averages over for this batch: its samples. Gradient accumulation weighs
