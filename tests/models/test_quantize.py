@@ -109,10 +109,10 @@ def test_weights_mb_counts_every_tensor_once():
     assert weights_mb(tied) == pytest.approx(10 * 4 * 4 / 2**20)
 
 
-def test_peft_imports_without_bitsandbytes_but_fedhello_can_still_load_it():
-    """peft.helpers' eager bitsandbytes import is refused (it costs every process ~1 s of TorchInductor
-    imports); every other import of bitsandbytes is left alone."""
-    finder = next(f for f in sys.meta_path if isinstance(f, fedhello._DeferBitsandbytes))
+def test_optional_imports_are_deferred_only_for_the_libraries_that_do_not_need_them():
+    """peft.helpers' eager bitsandbytes import and seaborn's scipy import are refused (each costs every process
+    most of a second); every other import of them is left alone."""
+    finder = next(f for f in sys.meta_path if isinstance(f, fedhello._DeferOptionalImports))
     from_peft_helpers: dict = {"__name__": "peft.helpers", "finder": finder}
     exec("spec = finder.find_spec('bitsandbytes')", from_peft_helpers)
     assert from_peft_helpers["spec"] is not None
@@ -120,6 +120,9 @@ def test_peft_imports_without_bitsandbytes_but_fedhello_can_still_load_it():
         finder.create_module(from_peft_helpers["spec"])
     assert finder.find_spec("bitsandbytes") is None  # anyone else: the normal finders
     assert finder.find_spec("peft") is None
+    from_seaborn: dict = {"__name__": "seaborn._statistics", "finder": finder}  # its guarded KDE import of scipy
+    exec("spec = finder.find_spec('scipy.stats')", from_seaborn)
+    assert from_seaborn["spec"] is not None and finder.find_spec("scipy.stats") is None
 
 
 def test_a_flower_node_may_load_its_own_quantization(weighty_gpt2, tmp_path):
