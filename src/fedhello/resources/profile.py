@@ -8,12 +8,14 @@ cache key hashes exactly those (`profile_key`). Profiles live in `$FEDHELLO_CACH
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +133,20 @@ class Profile:
         )
 
 
+@contextlib.contextmanager
+def young_garbage_only() -> Iterator[None]:
+    """Freeze (`gc.freeze`) the objects alive now -- modules, model, data -- for the duration: each measurement
+    collects garbage before it starts, and a full collection over everything torch and transformers keep alive
+    took ~0.4 s, most of a tiny model's profile. Frozen objects are not collected; the measurements' own
+    garbage still is. Unfrozen afterwards, so the process is left as it was."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def measure_profile(
     model: torch.nn.Module,
     loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
@@ -147,7 +163,7 @@ def measure_profile(
     are left as they were, so profiling inside a run does not change the run."""
     device = next(model.parameters()).device
     measurements = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), young_garbage_only():
         # One unrecorded pass: the first backward of a process allocates one-time buffers.
         measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1)
         has_head = any(index == HEAD for index in layout.values())
