@@ -9,10 +9,9 @@ from collections.abc import Callable, Sequence
 from fedhello.config import RunConfig
 from fedhello.experiment import build_experiment
 from fedhello.models.quantize import QUANTIZATIONS, check_available
-from fedhello.resources.budgets import profile_for, tier_constraints, tier_quantizations
+from fedhello.resources.budgets import ProfileCache, tier_constraints, tier_quantizations
 from fedhello.resources.cost import LayerConstraint, reachable_depth
 from fedhello.resources.measure import Measurement
-from fedhello.resources.profile import Profile
 from fedhello.resources.report import format_profile
 
 
@@ -31,31 +30,29 @@ def profile_command(
         check_available(quantization, "--quantization")
     experiment = build_experiment(config, train_samples=2 * config.train.batch_size)
     wanted = set(quantizations) or {q for tier in config.tiers for q in tier_quantizations(config, tier)}
-    profiles: dict[str, tuple[Profile, str]] = {}
 
-    def profile_of(quantization: str) -> Profile:
-        if quantization not in profiles:
-            if echo:
-                echo(f"profiling with the base weights in {quantization}")
+    def progress(m: Measurement) -> None:
+        if echo:
+            echo(f"  measured {m.label:<16} peak {m.peak_mb or 0:8.1f} MiB  step {m.step_seconds:.3f} s")
 
-            def progress(m: Measurement) -> None:
-                if echo:
-                    echo(f"  measured {m.label:<16} peak {m.peak_mb or 0:8.1f} MiB  step {m.step_seconds:.3f} s")
+    def starting(quantization: str) -> None:
+        if echo:
+            echo(f"profiling with the base weights in {quantization}")
 
-            profile, path, cached = profile_for(
-                experiment, refresh, steps, warmup, on_measure=progress, quantization=quantization
-            )
-            profiles[quantization] = (profile, f"cached in {path}" if cached else f"measured now, cached in {path}")
-        return profiles[quantization][0]
-
+    profiles = ProfileCache(
+        experiment, on_profile=starting, refresh=refresh, steps=steps, warmup=warmup, on_measure=progress
+    )
     for quantization in QUANTIZATIONS:  # most precise first, so the tables come in a fixed order
         if quantization in wanted:
-            profile_of(quantization)
+            profiles(quantization)
     choices: dict[int, dict[str, LayerConstraint | str]] = {}
-    constraints = tier_constraints(config, profile_of, experiment.num_layers, choices)
+    constraints = tier_constraints(config, profiles, experiment.num_layers, choices)
     # the tiers' constraints may need other profiles than those asked for; only the asked ones are printed
-    ordered = [q for q in QUANTIZATIONS if q in profiles and q in wanted]
-    tables = [format_profile(profiles[q][0], config, constraints, profiles[q][1]) for q in ordered]
+    tables = []
+    for quantization in (q for q in QUANTIZATIONS if q in wanted):
+        profile, path, cached = profiles.found[quantization]
+        source = f"cached in {path}" if cached else f"measured now, cached in {path}"
+        tables.append(format_profile(profile, config, constraints, source))
     return "\n\n".join(tables + [format_choices(config, choices, experiment.num_layers)] if choices else tables)
 
 

@@ -84,8 +84,9 @@ def load_base(
 def wrap_with_lora(base: torch.nn.Module, config: RunConfig) -> torch.nn.Module:
     """`apply_lora`, then move the model to the configured device (a quantized base is already there and
     cannot be moved)."""
+    placed = is_quantized(base)
     model = apply_lora(base, config)
-    return model if is_quantized(model) else model.to(select_device(config.train.device))
+    return model if placed else model.to(select_device(config.train.device))
 
 
 def select_device(name: str) -> torch.device:

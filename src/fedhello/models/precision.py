@@ -8,7 +8,7 @@ import torch
 
 from fedhello.errors import ConfigError
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -17,4 +17,4 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision", "fp16 autocast needs a CUDA device", "use bf16 or fp32")
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    return torch.autocast(device_type=device.type, dtype=DTYPES[precision])

@@ -18,11 +18,11 @@ import torch
 
 from fedhello.config import RunConfig
 from fedhello.errors import ConfigError
+from fedhello.models.precision import DTYPES
 
 QUANTIZATIONS = ("none", "int8", "nf4")  # most to least precise: ties in a budget go to the first
 NODE_QUANTIZATION_KEY = "quantization"  # a deployment node's own choice: --node-config 'quantization=nf4'
 INSTALL_FIX = "pip install 'fedhello[llm]' (bitsandbytes)"
-_COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve(quantization: str | None, config: RunConfig) -> str:
@@ -60,7 +60,7 @@ def quantization_kwargs(config: RunConfig, quantization: str, device: torch.devi
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=_COMPUTE_DTYPES[config.train.precision],
+            bnb_4bit_compute_dtype=DTYPES[config.train.precision],
             llm_int8_skip_modules=skip,
         )
     target = device.index if device.type == "cuda" and device.index is not None else device.type
@@ -100,22 +100,10 @@ def prepare(model: torch.nn.Module, quantization: str, precision: str = "fp32") 
     return model
 
 
-def is_quantized(model: torch.nn.Module) -> bool:
-    """Whether bitsandbytes placed (some of) the model's weights; such a model cannot be moved with `.to()`."""
-    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)) or any(
-        bool(getattr(m, "is_loaded_in_4bit", False) or getattr(m, "is_loaded_in_8bit", False)) for m in _bases(model)
-    )
-
-
-def _bases(model: torch.nn.Module) -> list[Any]:
-    """The transformers model under a peft wrapper (and the wrapper itself)."""
-    found, node = [], model
-    for _ in range(3):
-        found.append(node)
-        node = getattr(node, "model", None) or getattr(node, "base_model", None)
-        if node is None:
-            break
-    return found
+def is_quantized(base: torch.nn.Module) -> bool:
+    """Whether `from_pretrained` loaded this (transformers) model through a quantizer, which placed its weights on
+    their device for good: such a model cannot be moved with `.to()`."""
+    return getattr(base, "hf_quantizer", None) is not None
 
 
 def weights_mb(model: torch.nn.Module) -> float:

@@ -81,8 +81,9 @@ def tier_constraints(
         if not tier.has_budget or profile_of is None:
             constraints.append(None)
             continue
+        auto = tier.quantization == "auto"
         options: dict[str, LayerConstraint] = {}
-        failures: list[str] = []
+        failures: dict[str, str] = {}
         for quantization in tier_quantizations(config, tier):
             profile = profile_of(quantization)
             try:
@@ -91,16 +92,15 @@ def tier_constraints(
                     total=profile.total_memory, total_memory_mb=tier.total_memory_mb,
                 )
             except BudgetError as err:
-                failures.append(f"{quantization}: {err}" if tier.quantization == "auto" else str(err))
-                if choices is not None and tier.quantization == "auto":
-                    choices.setdefault(i, {})[quantization] = str(err)
+                failures[quantization] = str(err)
+        if auto and choices is not None:
+            choices[i] = {**failures, **options}
         if not options:
+            why = "; ".join(f"{q}: {err}" if auto else err for q, err in failures.items())
             fix = "raise the budget, quantize the base weights, or lower batch_size/max_length"
-            raise ConfigError(f"tiers.{i}", f"budget {'; '.join(failures)}", fix) from None
+            raise ConfigError(f"tiers.{i}", f"budget {why}", fix) from None
         chosen = most_depth(options, num_layers)
-        if choices is not None and tier.quantization == "auto":
-            choices.setdefault(i, {}).update(options)
-        if tier.quantization == "auto":
+        if auto:
             tier.quantization = chosen
         if tier.layers is None:
             tier.layers = options[chosen].max_layers
@@ -123,19 +123,27 @@ def resolve_budgets(experiment: Experiment) -> list[LayerConstraint | None]:
                 "declare a budget in tiers or set depth_aware: false",
             )
         return [None] * len(config.tiers)
-    return tier_constraints(config, cached_profiles(experiment), experiment.num_layers)
+    return tier_constraints(config, ProfileCache(experiment), experiment.num_layers)
 
 
-def cached_profiles(experiment: Experiment, **measure: Any) -> ProfileOf:
-    """`quantization -> profile` for one experiment, each profile loaded or measured once (`profile_for`)."""
-    profiles: dict[str, Profile] = {}
+class ProfileCache:
+    """`quantization -> profile` for one experiment (a `ProfileOf`), each loaded or measured once with
+    `profile_for(experiment, quantization=..., **measure)`; `found[q]` keeps (profile, cache path, cached)."""
 
-    def profile_of(quantization: str) -> Profile:
-        if quantization not in profiles:
-            profiles[quantization] = profile_for(experiment, quantization=quantization, **measure)[0]
-        return profiles[quantization]
+    def __init__(
+        self, experiment: Experiment, on_profile: Callable[[str], None] | None = None, **measure: Any
+    ) -> None:
+        self.experiment = experiment
+        self.on_profile = on_profile  # hears a quantization before its profile is loaded or measured
+        self.measure = measure
+        self.found: dict[str, tuple[Profile, Path, bool]] = {}
 
-    return profile_of
+    def __call__(self, quantization: str) -> Profile:
+        if quantization not in self.found:
+            if self.on_profile:
+                self.on_profile(quantization)
+            self.found[quantization] = profile_for(self.experiment, quantization=quantization, **self.measure)
+        return self.found[quantization][0]
 
 
 def budget_report(run_dir: Path) -> list[dict[str, Any]]:

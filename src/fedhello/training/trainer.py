@@ -6,6 +6,7 @@ backward below the lowest trained layer, the optimizer holds no state for it, an
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Iterable, Iterator
@@ -81,15 +82,12 @@ class LocalTrainer:
             # non-reentrant checkpointing lets gradients reach LoRA inputs without grads on the embeddings
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._warmed_up = False
-        self._weights_mb: float | None = None
 
-    @property
+    @functools.cached_property
     def weights_mb(self) -> float:
         """MiB the model's tensors hold (base weights at their quantization, adapter, head): what a client
         holds before training; `total_mem_mb` = this + the training peak."""
-        if self._weights_mb is None:
-            self._weights_mb = weights_mb(self.model)
-        return self._weights_mb
+        return weights_mb(self.model)
 
     def _start_meter(self, data: Dataset) -> MemoryMeter:
         """`train.record_resources`: start a peak-memory window for this client. The first call of a process
