@@ -216,8 +216,13 @@ class StrategyConfig(Section):
     )
     depth_aware: bool = Field(
         False,
-        description="keep every plan within its tier's memory_mb/seconds_per_step budget by construction: "
-        "layers below the tier's lowest affordable layer are moved up (needs budget tiers)",
+        description="budget-true plans for any strategy: a plan that does not fit its tier's memory/time budget is "
+        "replaced by the fitting set that keeps most of the strategy's layers (needs budget tiers)",
+    )
+    recompute: bool = Field(
+        False,
+        description="budget-true plans (fill, fedpilot, depth_aware) may recompute activations of some blocks "
+        "to fit a memory budget: deeper layer sets for more time per step; the cost model picks the fewest blocks",
     )
 
 

@@ -27,6 +27,8 @@ class Plan:
     tensor is frozen. `ranks` optionally gives a per-layer rank (rank-heterogeneous methods); None means
     the adapter's full rank. `train_head` says whether the task head is trained and uploaded.
     `train_lora_a` / `train_lora_b` = False freeze (and do not upload) that LoRA factor (FFA-LoRA freezes A).
+    `recompute` is how many blocks, from the lowest trained layer up, recompute their activations in backward
+    instead of keeping them (`fedhello.models.recompute`): memory for time, the same update.
     """
 
     layers: tuple[int, ...]
@@ -34,6 +36,7 @@ class Plan:
     train_head: bool = True
     train_lora_a: bool = True
     train_lora_b: bool = True
+    recompute: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
@@ -45,6 +48,8 @@ class Plan:
         for flag, trained in (("train_lora_a", self.train_lora_a), ("train_lora_b", self.train_lora_b)):
             if not trained:
                 out[flag] = False
+        if self.recompute:
+            out["recompute"] = self.recompute
         return out
 
     @classmethod
@@ -56,6 +61,7 @@ class Plan:
             train_head=bool(data.get("train_head", True)),
             train_lora_a=bool(data.get("train_lora_a", True)),
             train_lora_b=bool(data.get("train_lora_b", True)),
+            recompute=int(data.get("recompute", 0)),
         )
 
 

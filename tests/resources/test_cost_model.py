@@ -67,14 +67,118 @@ def test_impossible_budgets_are_errors_that_name_the_need():
         budget_constraint(L, None, None, memory_mb=120.0)
 
 
-def test_constraint_repair_moves_shallow_layers_up_and_keeps_the_count():
+def test_constraint_repair_keeps_the_strategys_layers_that_fit_and_the_count():
+    from fedhello.allocation.constraints import repair
+
     constraint = LayerConstraint(max_layers=3, min_layer=3)
     assert constraint.allows((3, 5)) and not constraint.allows((0, 4)) and not constraint.allows((3, 4, 5, 2))
-    assert constraint.repair((0, 1, 5), L) == (3, 4, 5)
-    assert constraint.repair((0, 4), L) == (3, 4)
-    assert constraint.repair((4, 5), L) == (4, 5)
+    assert repair(constraint, (0, 1, 5), L) == (3, 4, 5)  # 5 kept, the count filled from the cheapest
+    assert repair(constraint, (0, 4), L) == (4, 5)
     # the allowed range is never exceeded even if the inner plan is larger than the budget
-    assert constraint.repair((0, 1, 2, 3, 4, 5), L) == (3, 4, 5)
+    assert repair(constraint, (0, 1, 2, 3, 4, 5), L) == (3, 4, 5)
+
+
+def test_allows_uses_the_exact_floor_of_the_sets_size_not_the_largest_counts():
+    # fewer layers reach deeper: 2 layers may start at 1, 3 layers only at 3 (the bug: 2 layers judged by 3's floor)
+    constraint = LayerConstraint(max_layers=3, min_layer=3, floors=(0, 1, 3))
+    assert constraint.allows((1, 5)) and constraint.allows((0,)) and not constraint.allows((2, 4, 5))
+
+
+# --- recomputation: blocks that recompute their activations move from the depth term to their own ----------------
+
+def synthetic_recompute(base, per_depth, per_layer, per_recompute, plans):
+    return [
+        (s, base + per_depth * (depth(s, L) - r) + per_layer * len(s) + per_recompute * r, r) for s, r in plans
+    ]
+
+
+PLANS = [(s, 0) for s in SETS] + [((0, 1, 2, 3, 4, 5), 5), ((0, 5), 5), ((3, 4, 5), 2), ((2, 3, 4, 5), 3)]
+
+
+def test_fit_recovers_the_recompute_term():
+    model = CostModel.fit(synthetic_recompute(20.0, 12.0, 2.0, 0.5, PLANS), L)
+    assert (model.base, model.per_depth, model.per_layer, model.per_recompute) == pytest.approx((20, 12, 2, 0.5))
+    assert model.predict((0, 5), L, recompute=3) == pytest.approx(20 + 12 * 3 + 2 * 2 + 0.5 * 3)
+    # without recomputed samples nothing is learnt about it (and budgets must not plan it)
+    assert CostModel.fit(synthetic(20.0, 12.0, 2.0, SETS), L).per_recompute == 0.0
+
+
+MEMORY = CostModel(base=10.0, per_depth=12.0, per_layer=2.0, per_recompute=0.5)
+TIME = CostModel(base=0.10, per_depth=0.03, per_layer=0.0, per_recompute=0.05)
+
+
+def test_a_memory_budget_only_recomputation_meets_gives_a_recomputing_plan():
+    # all 6 layers kept: 10 + 72 + 12 = 94; the budget 40 allows the top 2 kept (10 + 24 + 4 = 38) or, recomputing,
+    # every layer: 10 + 12 * (6 - r) + 12 + 0.5 r <= 40 -> r >= 5 (36.5 at r = 5)
+    kept = budget_constraint(L, MEMORY, TIME, memory_mb=40.0)
+    assert kept.max_layers == 2 and kept.recompute is None and not kept.fits(6, 0)
+    constraint = budget_constraint(L, MEMORY, TIME, memory_mb=40.0, recompute=True)
+    assert constraint.max_layers == L and constraint.recompute_for(6, 0) == 5
+    assert constraint.recompute_for(2, 4) == 0  # what fits kept is not recomputed
+    assert constraint.recompute_for(2, 0) == 4  # bottom layers: 10 + 12 * (6 - r) + 4 + 0.5 r <= 40 -> r >= 4
+    for count in range(1, L + 1):
+        for lowest in range(L - count + 1):
+            r = constraint.recompute_for(count, lowest)
+            assert r is not None and MEMORY.upper(count, lowest, L, r) <= 40.0
+            assert r == 0 or MEMORY.upper(count, lowest, L, r - 1) > 40.0  # the fewest blocks
+
+
+def test_a_tight_time_budget_refuses_the_recomputing_plans():
+    # time: 0.1 + 0.03 d + 0.05 r; 0.3 s allows the top 6 only when r <= 0.4 -> not the 4 blocks memory needs
+    constraint = budget_constraint(L, MEMORY, TIME, memory_mb=40.0, seconds_per_step=0.3, recompute=True)
+    assert not constraint.fits(6, 0) and constraint.max_layers < L
+    for count in range(1, constraint.max_layers + 1):
+        for lowest in range(L - count + 1):
+            r = constraint.recompute_for(count, lowest)
+            if r is not None:
+                assert TIME.upper(count, lowest, L, r) <= 0.3 and MEMORY.upper(count, lowest, L, r) <= 40.0
+
+
+def brute_force_best(values, fits):
+    import itertools
+
+    best_value = 0.0
+    for n in range(1, len(values) + 1):
+        for subset in itertools.combinations(range(len(values)), n):
+            value = sum(values[i] for i in subset)
+            if fits(n, min(subset)) and value > best_value + 1e-12:
+                best_value = value
+    return best_value
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_knapsack_equals_brute_force_when_per_layer_costs_matter(seed):
+    # per-layer costs comparable to per-depth ones: fewer layers reach deeper, so a floor per count matters
+    import numpy as np
+
+    from fedhello.allocation.knapsack import best_layer_set
+
+    rng = np.random.default_rng(seed)
+    memory = CostModel(base=5.0, per_depth=float(rng.uniform(1, 10)), per_layer=float(rng.uniform(3, 15)),
+                       per_recompute=float(rng.uniform(0, 1)))
+    budget = float(rng.uniform(30, 90))
+    try:
+        constraint = budget_constraint(L, memory, None, memory_mb=budget, recompute=bool(seed % 2))
+    except BudgetError:
+        return
+    values = rng.uniform(0, 1, L).round(3).tolist()
+    chosen = best_layer_set(values, constraint.fits)
+    assert constraint.allows(chosen)
+    assert sum(values[i] for i in chosen) == pytest.approx(brute_force_best(values, constraint.fits))
+
+
+def test_fill_plans_never_exceed_their_memory_budget():
+    from fedhello.allocation.budget_true import FillAllocator
+    from fedhello.config import StrategyConfig
+
+    memory = CostModel(base=5.0, per_depth=4.0, per_layer=9.0)  # 3 layers at the top: 5 + 12 + 27 = 44
+    for budget in (30.0, 44.0, 45.0, 60.0):
+        constraint = budget_constraint(L, memory, None, memory_mb=budget)
+        fill = FillAllocator(StrategyConfig(name="fill"), L, [L], constraints=[constraint])
+        plan = fill.allocate(1, {0: L}, None)[0]
+        assert memory.upper(len(plan.layers), min(plan.layers), L) <= budget
+        # and it is the most layers that fit: one more at the cheapest place would not
+        assert memory.upper(len(plan.layers) + 1, L - len(plan.layers) - 1, L) > budget
 
 
 # --- the quantization term: total = weights(q) + training cost of the set when loaded in q --------------------------

@@ -42,25 +42,39 @@ before = {n: p.detach().clone() for n, p in model.named_parameters()}
 grads = {n: p.requires_grad for n, p in model.named_parameters()}
 measure_layers(model, task.loss, layout, batches, range(top_layer + 1), steps=1, warmup=0)  # process warm-up
 out = {}
-cases = (("top", (top_layer,), "freeze"), ("bottom", (0,), "freeze"), ("top_lr0", (top_layer,), "lr0"))
-for key, layers, mode in cases:
-    m = measure_layers(model, task.loss, layout, batches, layers, mode=mode, steps=1, warmup=1)
-    out[key] = {"peak_mb": m.peak_mb, "step_seconds": m.step_seconds, "mode": m.mode}
+cases = (("top", (top_layer,), "freeze", 0), ("bottom", (0,), "freeze", 0), ("top_lr0", (top_layer,), "lr0", 0),
+         ("bottom_recompute", (0,), "freeze", top_layer))
+for key, layers, mode, recompute in cases:
+    m = measure_layers(model, task.loss, layout, batches, layers, mode=mode, steps=1, warmup=1, recompute=recompute)
+    out[key] = {"peak_mb": m.peak_mb, "step_seconds": m.step_seconds, "mode": m.mode, "recompute": m.recompute}
+from fedhello.models.recompute import block_modules
+out["recompute_off_after"] = not any(b.gradient_checkpointing for b in block_modules(model).values())
 out["unchanged"] = all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 out["requires_grad_kept"] = grads == {n: p.requires_grad for n, p in model.named_parameters()}
 print(json.dumps(out))
 """
 
 
-def test_frozen_low_layers_cost_less_and_lr0_costs_more(tiny_config, tmp_path):
+def test_frozen_low_layers_cost_less_lr0_costs_more_and_recomputation_saves(tiny_config, tmp_path):
     import os
     import subprocess
     import sys
 
     import yaml
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(tiny_config.model_dump(mode="json")))
+    # 4 blocks, 128 wide: one block's activations are megabytes, well above the meter's noise
+    wide = tmp_path / "wide-bert"
+    torch.manual_seed(0)
+    BertForSequenceClassification(
+        BertConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=4, num_attention_heads=2,
+                   intermediate_size=256, max_position_embeddings=64, num_labels=4)
+    ).save_pretrained(wide)
+    AutoTokenizer.from_pretrained(tiny_config.model.name_or_path).save_pretrained(wide)
+    tree = tiny_config.model_dump(mode="json")
+    tree["model"]["name_or_path"] = str(wide)
+    config_path = tmp_path / "wide.yaml"
+    config_path.write_text(yaml.safe_dump(tree))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", MEASURE_SCRIPT, str(config_path)], capture_output=True, text=True, env=env, timeout=300
@@ -69,12 +83,17 @@ def test_frozen_low_layers_cost_less_and_lr0_costs_more(tiny_config, tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     top, bottom, top_lr0 = out["top"], out["bottom"], out["top_lr0"]
     assert top["step_seconds"] > 0 and top["mode"] == "freeze" and top_lr0["mode"] == "lr0"
-    if RssMeter.available():
-        assert top["peak_mb"] < bottom["peak_mb"], "backward must stop at the lowest trained layer"
-        assert top["peak_mb"] < top_lr0["peak_mb"], "lr=0 keeps activations and AdamW state for every layer"
-    # measuring leaves the model as it was: parameters and requires_grad
-    assert out["unchanged"] and out["requires_grad_kept"]
-    assert meter_for(torch.device("cpu")).method != "none" or not RssMeter.available()
+    assert RssMeter.available(), "the peak-memory meter needs /proc/self/status (Linux)"
+    assert meter_for(torch.device("cpu")).method != "none"
+    assert top["peak_mb"] < bottom["peak_mb"], "backward must stop at the lowest trained layer"
+    assert top["peak_mb"] < top_lr0["peak_mb"], "lr=0 keeps activations and AdamW state for every layer"
+    # recomputing the blocks below the top keeps one block's activations instead of all four: it saves at least
+    # half of what reaching down to layer 0 adds to the top layer's peak
+    recomputed = out["bottom_recompute"]
+    assert recomputed["recompute"] == 3
+    assert recomputed["peak_mb"] < (top["peak_mb"] + bottom["peak_mb"]) / 2, (top, recomputed, bottom)
+    # measuring leaves the model as it was: parameters, requires_grad and recomputation off
+    assert out["unchanged"] and out["requires_grad_kept"] and out["recompute_off_after"]
 
 
 def test_profile_is_cached_per_config(tiny_config, tmp_path, monkeypatch):

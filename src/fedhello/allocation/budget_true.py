@@ -12,7 +12,8 @@ model (cost follows the lowest trained layer) instead of a layer count alone.
   docs/compare.md.
 
 Both need each client's `LayerConstraint` (memory/time budget tiers) and fall back to the tier's layer
-count for count-only tiers.
+count for count-only tiers. With `strategy.recompute` the constraint also admits deeper sets that recompute
+some blocks' activations, and each plan carries the fewest recomputed blocks with which it fits.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from fedhello.allocation.base import ALLOCATORS, Allocator
+from fedhello.allocation.constraints import fit_plan
 from fedhello.allocation.importance import is_refresh_round
 from fedhello.allocation.knapsack import Fits, best_layer_set, count_fits
 from fedhello.config import StrategyConfig
@@ -49,8 +51,11 @@ class KnapsackAllocator(Allocator):
         super().__init__(config, num_layers, tier_budgets, lora_rank)
         self.constraints = list(constraints)
 
+    def constraint(self, client_id: int) -> LayerConstraint | None:
+        return self.constraints[client_id] if client_id < len(self.constraints) else None
+
     def fits(self, client_id: int, budget: int) -> Fits:
-        constraint = self.constraints[client_id] if client_id < len(self.constraints) else None
+        constraint = self.constraint(client_id)
         if constraint is None:
             return count_fits(budget)
         return lambda count, lowest: count <= budget and constraint.fits(count, lowest)
@@ -59,7 +64,10 @@ class KnapsackAllocator(Allocator):
         return np.ones(self.num_layers)
 
     def allocate(self, round_num, budgets, rng):  # noqa: ANN001
-        return {cid: Plan(best_layer_set(self.values(cid).tolist(), self.fits(cid, k))) for cid, k in budgets.items()}
+        return {
+            cid: fit_plan(self.constraint(cid), Plan(best_layer_set(self.values(cid).tolist(), self.fits(cid, k))))
+            for cid, k in budgets.items()
+        }
 
 
 @ALLOCATORS.register("fill")

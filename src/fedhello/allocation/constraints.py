@@ -1,9 +1,12 @@
-"""Depth-aware allocation: wrap any strategy so that every plan respects its client's `LayerConstraint`.
+"""Budget-true allocation for any strategy: every plan fits its client's `LayerConstraint`.
 
-A budget limits the *lowest* trained layer (cost follows depth, see `fedhello.resources.cost`), so the
-wrapper lets the inner strategy choose as usual and then moves any layer below the client's floor to the
-shallowest allowed layer not already chosen. Plans that already comply are left untouched, so with no
-constraints (or floors of 0) the wrapped strategy behaves exactly as before.
+A budget limits what a layer set may cost, and cost follows the set's lowest trained layer (and, when
+recomputation is allowed, how many blocks recompute their activations; see `fedhello.resources.cost`). The
+wrapper lets the inner strategy choose as usual and keeps its plan when that plan fits, with the recomputation
+the constraint asks for. A plan that does not fit is replaced by the fitting set of at most as many layers that
+keeps the most of the strategy's chosen layers (an exact knapsack, `best_layer_set`), so an importance-driven
+strategy still decides which layers a weak client trains wherever the budget allows it. With no constraints the
+wrapped strategy behaves exactly as before.
 """
 
 from __future__ import annotations
@@ -15,12 +18,35 @@ from typing import Any
 import numpy as np
 
 from fedhello.allocation.base import Allocator
+from fedhello.allocation.knapsack import best_layer_set
 from fedhello.plan import Plan
 from fedhello.resources.cost import LayerConstraint
 
+# value of a layer the inner strategy did not choose, relative to 1 for one it chose: small enough that no
+# number of them outweighs one chosen layer, positive so that a repaired plan keeps the strategy's count
+_UNCHOSEN_VALUE = 1e-3
+
+
+def fit_plan(constraint: LayerConstraint | None, plan: Plan) -> Plan:
+    """`plan` with the recomputation its constraint asks for its layer set (unchanged when there is no constraint
+    or the set fits with activations kept). The caller makes sure the set fits."""
+    if constraint is None or not plan.layers:
+        return plan
+    blocks = constraint.recompute_for(len(plan.layers), min(plan.layers))
+    return replace(plan, recompute=blocks) if blocks else plan
+
+
+def repair(constraint: LayerConstraint, layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """The fitting set of at most `len(layers)` layers that keeps the most of `layers`, then the shallowest-cost
+    one (`best_layer_set`'s tie-break)."""
+    chosen = set(layers)
+    values = [1.0 if i in chosen else _UNCHOSEN_VALUE for i in range(num_layers)]
+    budget = len(chosen)
+    return best_layer_set(values, lambda count, lowest: count <= budget and constraint.fits(count, lowest))
+
 
 class DepthAwareAllocator(Allocator):
-    """`inner`'s plans, repaired to each client's constraint (`constraints[client_id]`, None = free)."""
+    """`inner`'s plans, fitted to each client's constraint (`constraints[client_id]`, None = free)."""
 
     def __init__(self, inner: Allocator, constraints: Sequence[LayerConstraint | None]) -> None:
         super().__init__(inner.config, inner.num_layers, inner.tier_budgets, inner.lora_rank)
@@ -33,11 +59,13 @@ class DepthAwareAllocator(Allocator):
 
     def _fit(self, client_id: int, plan: Plan) -> Plan:
         constraint = self.constraints[client_id] if client_id < len(self.constraints) else None
-        if constraint is None or constraint.allows(plan.layers):
+        if constraint is None:
             return plan
-        layers = constraint.repair(plan.layers, self.num_layers)
-        ranks = {i: plan.ranks.get(i, max(plan.ranks.values())) for i in layers} if plan.ranks else None
-        return replace(plan, layers=layers, ranks=ranks)
+        if not constraint.allows(plan.layers):
+            layers = repair(constraint, plan.layers, self.num_layers)
+            ranks = {i: plan.ranks.get(i, max(plan.ranks.values())) for i in layers} if plan.ranks else None
+            plan = replace(plan, layers=layers, ranks=ranks)
+        return fit_plan(constraint, plan)
 
     def wants_importance(self, round_num: int) -> bool:
         return self.inner.wants_importance(round_num)

@@ -16,13 +16,15 @@ Fits = Callable[[int, int], bool]  # (count, lowest layer) -> within the budget
 
 def best_layer_set(values: Sequence[float], fits: Fits) -> tuple[int, ...]:
     """The layer set of largest total value that `fits`; among equal values, the shallower-cost one (the
-    highest lowest layer, then the fewest layers). Empty when not even one layer fits."""
+    highest lowest layer, then the fewest layers), so a layer of value 0 or less is never added. Empty when not
+    even one layer fits."""
     num_layers = len(values)
     best: tuple[int, ...] = ()
     best_key: tuple[float, int, int] | None = None
     for lowest in range(num_layers):
         above = sorted(range(lowest, num_layers), key=lambda i: (-values[i], -i))
         count = next((n for n in range(len(above), 0, -1) if fits(n, lowest)), 0)
+        count = min(count, sum(values[i] > 0 for i in above))  # worthless layers add cost, not value
         if count == 0:
             continue
         chosen = tuple(sorted(above[:count]))

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional, ParamSpec
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional, ParamSpec
 
 import click
 import typer
@@ -29,6 +29,9 @@ from rich.markup import escape
 from fedhello.errors import FedHelloError
 from fedhello.methods import compatibility  # noqa: F401  (configs loaded here get the pairing check)
 from fedhello.runtime import quiet_libraries
+
+if TYPE_CHECKING:
+    from fedhello.config import RunConfig
 
 P = ParamSpec("P")
 
@@ -152,11 +155,17 @@ def run(
     from fedhello.reporting import ReportObserver
     from fedhello.rundir import new_run_dir
 
+    adjusted = None
     if method is not None:
-        from fedhello.methods import method_overrides
+        from fedhello.methods import METHODS, method_overrides
 
+        if METHODS.get(method, "--method").adjust is not None and resume is None and config is not None:
+            # a preset computed from the experiment (centralized: the steps of a round): --set first, then the preset
+            adjusted = _config_with_method(config, method, overrides)
         overrides = [*method_overrides(method), *(overrides or [])]
-    if resume is not None:
+    if adjusted is not None:
+        resolved = adjusted
+    elif resume is not None:
         from fedhello.server.resume import resume_config
 
         resolved = resume_config(resume, config, overrides, out)
@@ -192,6 +201,17 @@ def run(
     elif report is not None:  # the results are on disk: a failed report only warns
         retry = f"retry: fedhello report {run_dir}"
         console.print(f"[yellow]warning:[/yellow] report not written: {report.error} ({retry})")
+
+
+def _config_with_method(config: Path, method: str, overrides: list[str] | None) -> RunConfig:
+    """The config of `fedhello run CONFIG --set ... --method NAME` for a preset that reads the experiment."""
+    from fedhello.config import config_from_dict, parse_override, read_yaml_tree, set_dotted
+    from fedhello.methods import apply_method
+
+    tree = read_yaml_tree(Path(config))
+    for text in overrides or []:
+        set_dotted(tree, *parse_override(text))
+    return config_from_dict(apply_method(tree, method, "--method"))
 
 
 @app.command()

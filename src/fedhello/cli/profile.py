@@ -23,12 +23,13 @@ def profile_command(
     echo: Callable[[str], None] | None = None,
     quantizations: Sequence[str] = (),
 ) -> str:
-    """The formatted profiles of `config`, measured on the samples a run profiles on (the first two training
-    batches after the proxy set) unless cached; `echo` hears each measurement as it is taken. Without
+    """The formatted profiles of `config`, measured on the samples a run profiles on (two batches of the longest
+    training rows) unless cached; `echo` hears each measurement as it is taken. Without
     `quantizations`, every quantization a tier may load (the run's, the tiers' own, all for `auto`)."""
     for quantization in quantizations:
         check_available(quantization, "--quantization")
-    experiment = build_experiment(config, train_samples=2 * config.train.batch_size)
+    # every training row: the profile measures the longest ones, as a run's does (the same cache entry)
+    experiment = build_experiment(config)
     wanted = set(quantizations) or {q for tier in config.tiers for q in tier_quantizations(config, tier)}
 
     def progress(m: Measurement) -> None:

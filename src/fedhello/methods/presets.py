@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,30 @@ class Method:
     name: str
     summary: str
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted config paths -> values
+    # a change that depends on the experiment (e.g. the centralized reference's step count), applied to the
+    # raw config tree after `overrides`; it receives the experiment's resolved config to read from
+    adjust: Callable[[dict[str, Any], RunConfig], None] | None = None
+
+
+def _centralized(tree: dict[str, Any], config: RunConfig) -> None:
+    """One client holding all training data (an IID partition of one), trained with the optimizer steps of a
+    whole federated round per round: the yardstick "converged" is measured against. Same rounds, learning rate
+    and schedule; `clients_per_round x max_steps` steps per round (with epochs instead of a step cap, the union
+    of the clients' data is one client's, so the same epochs are the same number of samples)."""
+    counts = [t.layers for t in config.tiers if t.layers]
+    if not counts:
+        from fedhello.errors import ConfigError
+
+        raise ConfigError("tiers", "the centralized reference needs a tier with layers", "add {share: ..., layers: L}")
+    sampled = min(config.federation.clients_per_round, config.federation.num_clients)
+    set_dotted(tree, "federation.num_clients", 1)
+    set_dotted(tree, "federation.clients_per_round", 1)
+    tree["partition"] = {"kind": "iid"}
+    tree["tiers"] = [{"share": 1, "layers": max(counts)}]
+    if config.train.max_steps:
+        steps = sampled * config.train.max_steps
+        set_dotted(tree, "train.max_steps", steps)
+        set_dotted(tree, "train.local_epochs", max(config.train.local_epochs, steps))  # the step cap decides
 
 
 METHODS: Registry[Method] = Registry("method", "--method")
@@ -84,6 +109,39 @@ for _method in [
         "budget-fill: every client trains all the layers its budget affords, from the output down; masked FedAvg",
         _strategy("fill"),
     ),
+    Method(
+        "fill-rc",
+        "budget-fill with recomputation: the most layers, deepest first, that a budget affords when some blocks "
+        "recompute their activations (fewest blocks that fit); masked FedAvg",
+        _strategy("fill", recompute=True),
+    ),
+    Method(
+        "fed-pilot-rc",
+        "Fed-pilot whose knapsack may recompute activations to fit deeper layer sets",
+        {
+            **_strategy("fedpilot", recompute=True),
+            "aggregation.name": "fedpilot",
+            "aggregation.weighting": "samples",
+        },
+    ),
+    Method(
+        "fed-hello-bt",
+        "budget-true Fed-HeLLo: Fed-HeLLo chooses the layers, each plan fitted to its budget by recomputation "
+        "(or the fitting set keeping most of them)",
+        _strategy("fim+gd", pattern="bottleneck", randomized=True, depth_aware=True, recompute=True),
+    ),
+    Method(
+        "fim-bt",
+        "budget-true FIM-HLA: Fisher importance chooses the layers, each plan fitted to its budget",
+        _strategy("fim", depth_aware=True, recompute=True),
+    ),
+    Method(
+        "centralized",
+        "centralized reference: one client holding all training data, the optimizer steps of a whole round per "
+        "round, every layer",
+        _strategy("full"),
+        adjust=_centralized,
+    ),
 ]:
     METHODS.add(_method.name, _method)
 
@@ -94,6 +152,8 @@ def apply_method(tree: dict[str, Any], name: str, field: str = "compare.methods"
     out = copy.deepcopy(tree)
     for dotted, value in method.overrides.items():
         set_dotted(out, dotted, value)
+    if method.adjust is not None:
+        method.adjust(out, config_from_dict(copy.deepcopy(out)))
     return out
 
 

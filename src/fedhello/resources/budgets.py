@@ -50,7 +50,7 @@ def profile_for(
         counts = tier_counts(config, experiment.num_layers)
         return measure_profile(
             model, experiment.task.loss, experiment.layout, batches, experiment.num_layers, counts, steps, warmup,
-            on_measure, quantization=quantization,
+            on_measure, quantization=quantization, micro_batches=config.train.grad_accum,
         )
 
     return load_or_measure(config, device, measure, refresh=refresh)
@@ -90,6 +90,7 @@ def tier_constraints(
                 options[quantization] = budget_constraint(
                     num_layers, profile.memory, profile.time, tier.memory_mb, tier.seconds_per_step, tier.layers,
                     total=profile.total_memory, total_memory_mb=tier.total_memory_mb,
+                    recompute=config.strategy.recompute and profile.measured_recompute,
                 )
             except BudgetError as err:
                 failures[quantization] = str(err)
@@ -156,7 +157,11 @@ def budget_report(run_dir: Path) -> list[dict[str, Any]]:
         mine = [c for c in clients if c.get("tier") == i]
         mems = [c["peak_mem_mb"] for c in mine if "peak_mem_mb" in c]
         totals = [c["total_mem_mb"] for c in mine if "total_mem_mb" in c]
-        secs = [c["step_seconds"] for c in mine if "step_seconds" in c]
+        # the time the budget was converted with (`Profile.time`): CPU time on the CPU, the wall clock elsewhere
+        time_key = "step_cpu_seconds" if config.train.device == "cpu" and all(
+            "step_cpu_seconds" in c for c in mine if "step_seconds" in c
+        ) else "step_seconds"
+        secs = [c[time_key] for c in mine if time_key in c]
         row: dict[str, Any] = {
             "tier": i,
             "layers": tier.layers,
@@ -175,6 +180,9 @@ def budget_report(run_dir: Path) -> list[dict[str, Any]]:
             "total_violations": sum(t > tier.total_memory_mb for t in totals) if tier.total_memory_mb else 0,
             "memory_violations": sum(m > tier.memory_mb for m in mems) if tier.memory_mb else 0,
             "time_violations": sum(s > tier.seconds_per_step for s in secs) if tier.seconds_per_step else 0,
+            "layer_violations": sum(len(c["layers"]) > tier.layers for c in mine) if tier.layers else 0,
+            "recomputing_plans": sum(bool(c.get("recompute")) for c in mine),
+            "time_key": time_key,
         }
         rows.append(row)
     return rows

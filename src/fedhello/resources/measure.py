@@ -18,6 +18,7 @@ import torch
 
 from fedhello.models.adapter import freeze_for_plan
 from fedhello.models.layers import HEAD, keys_for_layers
+from fedhello.models.recompute import block_modules, recomputed_blocks, set_recompute
 from fedhello.plan import Plan
 from fedhello.resources.memory import meter_for
 
@@ -36,6 +37,7 @@ class Measurement:
     # median CPU time of this process per step: robust to other processes on a shared machine, so the
     # benchmarks compare it (with one thread it equals the wall time of an idle machine)
     cpu_seconds: float | None = None
+    recompute: int = 0  # blocks that recomputed their activations (`Plan.recompute`)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -78,17 +80,24 @@ def measure_layers(
     lr: float = 1e-4,
     weight_decay: float = 0.01,
     label: str = "",
+    recompute: int = 0,
+    micro_batches: int = 1,
 ) -> Measurement:
-    """Train `layers` for `warmup + steps` steps on `batches` (cycled); return the peak memory over all
-    of them (the first allocates the optimizer state) and the median time of the steps after warm-up.
+    """Train `layers` for `warmup + steps` optimizer steps of `micro_batches` micro-batches each on `batches`
+    (cycled), recomputing the activations of `recompute` blocks from the lowest trained layer up; return the peak
+    memory over all of them (the first allocates the optimizer state) and the median time of the steps after
+    warm-up.
 
-    The model's trainable parameters are restored afterwards, so measurements do not depend on order.
+    The model's trainable parameters and recomputation flags are restored afterwards (recomputation off), so
+    measurements do not depend on order.
     """
     device = next(model.parameters()).device
     snapshot = {n: p.detach().clone() for n, p in model.named_parameters() if n in layout}
     grads_before = {n: p.requires_grad for n, p in model.named_parameters()}
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     model.train()
+    if recompute:
+        set_recompute(model, recomputed_blocks(tuple(layers), recompute, len(block_modules(model))))
     gc.collect()
     meter = meter_for(device)
     meter.start()
@@ -96,12 +105,13 @@ def measure_layers(
     times: list[float] = []
     cpu_times: list[float] = []
     warmup = max(warmup, 1)
+    micro_batches = max(micro_batches, 1)
     for step in range(warmup + steps):
-        batch = batches[step % len(batches)]
         started, cpu_started = time.perf_counter(), time.process_time()
-        loss = loss_fn(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for micro in range(micro_batches):
+            loss = loss_fn(model, batches[(step * micro_batches + micro) % len(batches)])
+            (loss / micro_batches).backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -111,6 +121,8 @@ def measure_layers(
     peak = meter.peak_mb()
     optimizer.zero_grad(set_to_none=True)
     del optimizer
+    if recompute:
+        set_recompute(model, ())
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name in snapshot:
@@ -124,4 +136,6 @@ def measure_layers(
         cpu_seconds=statistics.median(cpu_times[warmup:] or cpu_times),
         mode=mode,
         label=label,
+        recompute=recompute,
     )
+

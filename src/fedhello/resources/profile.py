@@ -26,6 +26,7 @@ from fedhello.allocation.patterns import PATTERNS
 from fedhello.config import RunConfig
 from fedhello.models.layers import HEAD
 from fedhello.models.quantize import weights_mb
+from fedhello.models.recompute import supports_recompute
 from fedhello.resources.cost import CostModel
 from fedhello.resources.measure import Measurement, measure_layers
 from fedhello.resources.memory import meter_for
@@ -64,11 +65,11 @@ def profile_key(config: RunConfig, device: str) -> str:
         "model": config.model.model_dump(mode="json"),
         "lora": config.lora.model_dump(mode="json"),
         "data": [config.data.source, config.data.path, config.data.subset, config.data.text_column],
-        "batch_size": config.train.batch_size,
+        "batch_size": [config.train.batch_size, config.train.grad_accum],
         "precision": [config.train.precision, config.train.gradient_checkpointing],
         "device": device,
         "machine": [platform.node(), platform.machine(), os.cpu_count(), torch.__version__],
-        "version": 3,
+        "version": 4,  # 4: recomputation measured; the longest rows; grad_accum micro-batches a step
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -87,9 +88,16 @@ class Profile:
     weights_mb: float | None = None  # memory of the loaded model's tensors (`fedhello.models.quantize.weights_mb`)
 
     @property
+    def measured_recompute(self) -> bool:
+        """Whether the profile measured sets with recomputed activations (so the cost models know what
+        recomputation costs and budgets may plan it)."""
+        return any(m.recompute for m in self.measurements if m.mode == "freeze")
+
+    @property
     def memory(self) -> CostModel | None:
         """Training memory (above the loaded model) of a layer set."""
-        samples = [(m.layers, m.peak_mb) for m in self.measurements if m.peak_mb is not None and m.mode == "freeze"]
+        kept = [m for m in self.measurements if m.peak_mb is not None and m.mode == "freeze"]
+        samples = [(m.layers, m.peak_mb, m.recompute) for m in kept]
         return CostModel.fit(samples, self.num_layers) if samples else None
 
     @property
@@ -100,12 +108,22 @@ class Profile:
 
     @property
     def time(self) -> CostModel:
-        samples = [(m.layers, m.step_seconds) for m in self.measurements if m.mode == "freeze"]
+        """Time of one optimizer step (all its micro-batches) of a layer set. On the CPU the process's CPU time
+        (`Measurement.cpu_seconds`): the work itself, not what other processes on a shared machine add to the
+        wall clock (with one thread the two agree on an idle machine); elsewhere the wall clock."""
+        samples = [(m.layers, self.step_time(m), m.recompute) for m in self.measurements if m.mode == "freeze"]
         return CostModel.fit(samples, self.num_layers)
 
-    def find(self, layers: Sequence[int]) -> Measurement | None:
+    def step_time(self, m: Measurement) -> float:
+        """The step time the time model uses for a measurement (see `time`)."""
+        return m.cpu_seconds if self.device == "cpu" and m.cpu_seconds is not None else m.step_seconds
+
+    def find(self, layers: Sequence[int], recompute: int = 0) -> Measurement | None:
         wanted = tuple(sorted(layers))
-        return next((m for m in self.measurements if m.layers == wanted and m.mode == "freeze"), None)
+        return next(
+            (m for m in self.measurements if m.layers == wanted and m.mode == "freeze" and m.recompute == recompute),
+            None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,22 +176,33 @@ def measure_profile(
     warmup: int = 1,
     on_measure: Callable[[Measurement], None] | None = None,
     quantization: str = "none",
+    micro_batches: int = 1,
 ) -> Profile:
-    """Measure every representative set on `batches`. The model's parameters and the global RNG state
-    are left as they were, so profiling inside a run does not change the run."""
+    """Measure every representative set on `batches` with its activations kept and, where the model can recompute
+    them block by block and backward traverses at least two blocks, with all but the top block recomputed (what
+    recomputation saves and costs at its most; the cost model interpolates between the two). A step is
+    `micro_batches` micro-batches (`train.grad_accum`). The model's parameters and the global RNG state are left
+    as they were, so profiling inside a run does not change the run."""
     device = next(model.parameters()).device
     measurements = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), young_garbage_only():
         # One unrecorded pass: the first backward of a process allocates one-time buffers.
         measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1)
         has_head = any(index == HEAD for index in layout.values())
+        recompute = supports_recompute(model)
         for label, layers in representative_sets(num_layers, counts):
             if not layers and not has_head:  # a causal LM without a task head: nothing to train in "head only"
                 continue
-            m = measure_layers(model, loss_fn, layout, batches, layers, steps=steps, warmup=warmup, label=label)
-            measurements.append(m)
-            if on_measure:
-                on_measure(m)
+            depth = num_layers - min(layers) if layers else 0
+            for blocks in (0, depth - 1) if recompute and depth >= 2 else (0,):
+                m = measure_layers(
+                    model, loss_fn, layout, batches, layers, steps=steps, warmup=warmup,
+                    label=label + (f" recompute {blocks}" if blocks else ""), recompute=blocks,
+                    micro_batches=micro_batches,
+                )
+                measurements.append(m)
+                if on_measure:
+                    on_measure(m)
     return Profile(
         quantization=quantization,
         weights_mb=weights_mb(model),
@@ -182,14 +211,23 @@ def measure_profile(
         memory_method=meter_for(device).method,
         batch_shape=list(batches[0]["input_ids"].shape) if "input_ids" in batches[0] else [],
         measurements=measurements,
-        meta={"created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "steps": steps, "warmup": warmup},
+        meta={
+            "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "steps": steps, "warmup": warmup,
+            "micro_batches": micro_batches,
+        },
     )
 
 
 def profile_batches(task: Any, dataset: Any, batch_size: int, count: int = 2) -> list[dict[str, torch.Tensor]]:
-    """The first `count` full batches of a preprocessed split (fixed, so every set sees the same data)."""
+    """`count` full batches of the split's longest rows (fixed, so every set sees the same data). Batches are
+    padded to their longest row, so the longest rows are what a client's largest batch costs: a budget checked
+    against them holds for every batch of the run."""
     n = min(len(dataset), batch_size * count)
-    rows = [dataset[i] for i in range(n)]
+    if n == 0:
+        return []
+    lengths = [len(ids) for ids in dataset["input_ids"]] if "input_ids" in dataset.column_names else None
+    order = sorted(range(len(dataset)), key=lambda i: -lengths[i])[:n] if lengths else range(n)
+    rows = [dataset[i] for i in order]
     return [task.collate(rows[i : i + batch_size]) for i in range(0, n, batch_size) if rows[i : i + batch_size]]
 
 

@@ -71,7 +71,8 @@ def format_profile(
         f"  {'set':<26} {'layers':<14} {'lowest':>6} {'peak MiB':>9} {'x all':>6} {'step s':>8} {'x all':>6}"
         f" {'cpu s':>8} {'x all':>6}",
     ]
-    for m, label in ((full, "all"), (head, "head only")):
+    for m, label in ((full, "all"), (profile.find(range(num_layers), num_layers - 1), "all, recompute"),
+                     (head, "head only")):
         if m is not None:
             lines.append(_row(m, full, num_layers, label))
     for i, tier in enumerate(config.tiers):
@@ -90,15 +91,16 @@ def format_profile(
             budget += f"{'; ' if budget else ''}loads {loads}: its budget is in that table"
         lines.append(f"tier {i} (share {tier.share:.2f}, {k} of {num_layers} layers{'; ' + budget if budget else ''}):")
         for kind, pattern in SET_KINDS.items():
-            m = profile.find(PATTERNS[pattern](num_layers, k)) if k else None
-            if m is not None:
-                lines.append(_row(m, full, num_layers, f"{kind}-{k}" + (f" ({pattern})" if kind != pattern else "")))
+            layers = PATTERNS[pattern](num_layers, k) if k else None
+            if layers is None:
+                continue
+            name = f"{kind}-{k}" + (f" ({pattern})" if kind != pattern else "")
+            for m in (profile.find(layers), profile.find(layers, num_layers - min(layers) - 1)):
+                if m is not None:
+                    lines.append(_row(m, full, num_layers, name + (f" rc {m.recompute}" if m.recompute else "")))
         constraint = constraints[i] if i < len(constraints) else None
         if constraint is not None and loads == profile.quantization:
-            lines.append(
-                f"  budget -> at most {constraint.max_layers} layers, lowest trained layer >= {constraint.min_layer}"
-                f" (depth-aware plans stay within budget; others may not)"
-            )
+            lines += _plan_lines(constraint, num_layers)
     mem, tim = profile.memory, profile.time
     lines += ["", "cost model (depth = layers from the lowest trained one to the output):"]
     if mem is not None:
@@ -109,12 +111,33 @@ def format_profile(
     return "\n".join(lines)
 
 
+def _plan_lines(constraint: LayerConstraint, num_layers: int) -> list[str]:
+    """Which plans a tier's budget admits: per layer count, how deep it may reach kept and recomputing."""
+    lines = [
+        f"  budget -> at most {constraint.max_layers} layers; {constraint.max_layers} layers reach down to layer "
+        f"{constraint.min_layer} (budget-true plans stay within budget; others may not)"
+    ]
+    if constraint.recompute is not None:
+        lines.append("  plans that fit (layers: lowest layer reachable, and the blocks it then recomputes):")
+        for count in range(1, constraint.max_layers + 1):
+            reach = [(f, constraint.recompute_for(count, f)) for f in range(num_layers - count + 1)]
+            fitting = [(f, r) for f, r in reach if r is not None]
+            kept = min((f for f, r in fitting if r == 0), default=None)
+            deepest, blocks = min(fitting) if fitting else (None, None)
+            reach_kept = "-" if kept is None else kept
+            text = f"    {count} layer{'s' if count > 1 else ' '}: kept down to layer {reach_kept}"
+            if deepest is not None and blocks:
+                text += f", recomputing {blocks} block{'s' if blocks > 1 else ''} down to layer {deepest}"
+            lines.append(text)
+    return lines
+
+
 def format_budget_report(rows: list[dict[str, Any]]) -> str:
     """Budget vs measured per tier of a finished run."""
     lines = [
         f"  {'tier':<5}{'quant':>6}{'layers':>7}{'budget MiB':>11}{'peak med':>10}{'peak max':>10}{'over':>6}"
         f"{'budget tot':>11}{'total max':>10}{'over':>6}"
-        f"{'budget s':>9}{'step med':>10}{'step max':>10}{'over':>6}{'plans':>7}{'lowest':>8}"
+        f"{'budget s':>9}{'step med':>10}{'step max':>10}{'over':>6}{'plans':>7}{'lowest':>8}{'recomp':>8}"
     ]
     for r in rows:
         lines.append(
@@ -124,5 +147,6 @@ def format_budget_report(rows: list[dict[str, Any]]) -> str:
             f"{_fmt(r['seconds_per_step'], 3):>9}"
             f"{_fmt(r['step_s_median'], 3):>10}{_fmt(r['step_s_max'], 3):>10}{r['time_violations']:>6}"
             f"{r['plans']:>7}{'-' if r['lowest_layer'] is None else r['lowest_layer']:>8}"
+            f"{r.get('recomputing_plans', 0):>8}"
         )
     return "\n".join(lines)

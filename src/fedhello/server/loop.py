@@ -127,6 +127,7 @@ def round_record(
             "id": u.client_id,
             "tier": federation.client_tiers[u.client_id],
             "layers": list(u.plan.layers),
+            **({"recompute": u.plan.recompute} if u.plan.recompute else {}),
             "num_samples": u.num_samples,
             **u.metrics,
         }

@@ -18,10 +18,11 @@ from torch.utils.data import DataLoader
 
 from fedhello.config import LoraSettings, TrainConfig
 from fedhello.models.adapter import extract_state, freeze_for_plan, load_state
-from fedhello.models.layers import HEAD
+from fedhello.models.layers import HEAD, model_depth
 from fedhello.models.precision import autocast
 from fedhello.models.quantize import weights_mb
 from fedhello.models.ranks import PerRankScaling, lora_factor, self_prune, truncate, zero_beyond_rank
+from fedhello.models.recompute import recomputed_blocks, set_recompute
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
@@ -58,7 +59,9 @@ class LocalTrainer:
     Options (all off by default): `precision` autocasts forward and loss (fp16 with a gradient scaler),
     `grad_accum` sums gradients of that many micro-batches per optimizer step, weighting every sample (every
     predicted token of a causal LM) equally, so the step is the full batch's however it is split -- an
-    epoch's short last micro-batch included; `gradient_checkpointing` recomputes activations.
+    epoch's short last micro-batch included; `gradient_checkpointing` recomputes the activations of every block
+    backward traverses (for every plan), otherwise a plan's `recompute` says how many blocks do
+    (`fedhello.models.recompute`, switched on the shared model per client).
     LoRA options (`lora`, default the task config's): `rank_scaling: per_rank` trains a rank-r plan as a
     rank-r adapter with scale alpha / r (`PerRankScaling`), `self_prune_threshold` prunes ranks after
     training (`self_prune`).
@@ -78,9 +81,7 @@ class LocalTrainer:
         self.config = config
         # rank scaling and self-pruning are LoRA settings; by default those the task's model was built with
         self.lora = lora if lora is not None else task.config.lora
-        if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            # non-reentrant checkpointing lets gradients reach LoRA inputs without grads on the embeddings
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.num_layers = model_depth(model)
         self._warmed_up = False
 
     @functools.cached_property
@@ -128,15 +129,21 @@ class LocalTrainer:
             zero_beyond_rank(self.model, self.layout, plan.ranks)
         meter = self._start_meter(data) if self.config.record_resources else None
         names = freeze_for_plan(self.model, self.layout, plan)
+        recompute = self.num_layers if self.config.gradient_checkpointing else plan.recompute
+        blocks = recomputed_blocks(plan.layers, recompute, self.num_layers)
+        if blocks:
+            set_recompute(self.model, blocks)
         scaling = None
         if plan.ranks and self.lora.rank_scaling == "per_rank":
             scaling = PerRankScaling(self.model, self.layout, plan.ranks)
             scaling.enter()
         try:
             stats = self._optimize(names, data, seed, meter, lr)
-        finally:  # the shared model must get peft's scale back even when training fails
+        finally:  # the shared model must get peft's scale back (and keep its activations) even when training fails
             if scaling is not None:
                 scaling.exit()
+            if blocks:
+                set_recompute(self.model, ())
         tensors = extract_state(self.model, names)
         metrics: dict[str, float] = {}
         if self.lora.self_prune_threshold > 0:
