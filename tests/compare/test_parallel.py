@@ -61,7 +61,7 @@ def test_two_workers_match_one_worker_and_the_cli_writes_the_new_outputs(tiny_mo
 
     out = tmp_path / "par"
     table = (out / "results.md").read_text()
-    assert "| method | final acc | last-3 acc | macro-F1 | Δ final vs fedit [95 % CI] | weak-tier memory" in table
+    assert "| macro-F1 | Δ final vs fedit [95 % CI] | rounds to 95 % | MB until | weakest tier T0 (1 layer)" in table
     assert "| fedit |" in table and "reference" in table and "with 2 workers" in table
     fed_hello = next(line for line in table.splitlines() if line.startswith("| fed-hello |"))
     assert "[" in fed_hello and "| 2 |" in fed_hello  # a paired difference over 2 seeds
@@ -71,6 +71,8 @@ def test_two_workers_match_one_worker_and_the_cli_writes_the_new_outputs(tiny_mo
                                                         ("fed-hello", "2")]
     # recorded resources give every cell ratios (on the tiny model its memory is noise, so only their presence)
     assert all(float(c["weak_mem_ratio"]) >= 0 and float(c["weak_step_ratio"]) > 0 for c in cells)
+    assert all(float(c["worst_mem_ratio"]) >= float(c["weak_mem_ratio"]) for c in cells)  # largest >= median
+    assert all(int(c["tier0_plans"]) > 0 and c["tier1_plans"] != "" for c in cells)  # ci.yaml: 2 weak tiers
     assert all(float(c["wall_seconds"]) > 0 and c["macro_f1"] != "" for c in cells)
     assert (out / "frontier_iid.png").stat().st_size > 1000 and (out / "accuracy_iid.png").stat().st_size > 1000
 
