@@ -118,25 +118,37 @@ def test_worker_count_and_reference_validation(tiny_model_dir, tiny_data_dir, mo
     assert result.exit_code == 2 and "compare.reference" in result.output
 
 
-def test_budget_tiers_run_the_first_cell_alone_so_the_profile_is_measured_once(
+def test_missing_budget_profiles_are_measured_alone_before_the_cells_and_cached_ones_not_at_all(
     tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch
 ):
     from fedhello.compare import runner as runner_module
-    from fedhello.compare.runner import CellOutcome
+    from fedhello.compare.runner import CellOutcome, measure_profile, profiles_to_measure
 
+    monkeypatch.setenv("FEDHELLO_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake_pool(batches, workers, finished):
-        calls.append([[cell.label for _, cell in batch] for batch in batches])
-        for batch in batches:
-            for index, _ in reversed(batch):  # completion order differs from grid order
-                finished(index, CellOutcome(1.0, "boom" if index == 1 else None))
+    def fake_pool(profiles, cells, workers, finished, measuring):
+        calls.append(([cell.label for cell in profiles], [cell.label for _, cell in cells]))
+        for index, _ in reversed(cells):  # completion order differs from grid order
+            finished(index, CellOutcome(1.0, "boom" if index == 1 else None))
 
     monkeypatch.setattr(runner_module, "_run_in_pool", fake_pool)
     args = grid_args(tiny_model_dir, tiny_data_dir)
     run = run_grid(load_grid("configs/compare/ci.yaml", args, tmp_path / "a"), show_progress=False, workers=2)
-    assert [len(batch) for batch in calls[0]] == [4]
+    assert calls[0] == ([], ["iid / fedit / seed 1", "iid / fedit / seed 2", "iid / fed-hello / seed 1",
+                             "iid / fed-hello / seed 2"])  # no budget tier: nothing to measure
     assert run.ran == 3 and [(cell.label, error) for cell, error in run.failed] == [("iid / fedit / seed 2", "boom")]
-    budget = [*args, "tiers=[{share: 1/2, memory_mb: 40}, {share: 1/2, layers: 4}]"]
-    run_grid(load_grid("configs/compare/ci.yaml", budget, tmp_path / "b"), show_progress=False, workers=2)
-    assert [len(batch) for batch in calls[1]] == [1, 3] and calls[1][0] == ["iid / fedit / seed 1"]
+
+    # budget tiers: every cell starts at once (none runs alone); one profile per distinct profile key is
+    # measured first (HetLoRA's LoRA options key a profile of their own)
+    budget = [*args, "tiers=[{share: 1/2, memory_mb: 40}, {share: 1/2, layers: 4}]",
+              "compare.methods=[fedit, hetlora, fed-hello]"]
+    cells = load_grid("configs/compare/ci.yaml", budget, tmp_path / "b")
+    run_grid(cells, show_progress=False, workers=2)
+    assert calls[1] == (["iid / fedit / seed 1", "iid / hetlora / seed 1"], [c.label for c in cells])
+
+    # the cheap check names the very file the profiler caches: once measured, fedit's profile is not again
+    measure_profile(cells[0].config)
+    assert [c.label for c in profiles_to_measure(cells)] == ["iid / hetlora / seed 1"]
+    run_grid(cells, show_progress=False, workers=2)
+    assert calls[2][0] == ["iid / hetlora / seed 1"]
