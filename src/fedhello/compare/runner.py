@@ -153,12 +153,13 @@ def profiles_to_measure(cells: Sequence[Cell]) -> list[Cell]:
     """One cell per distinct budget profile the cells need and the cache lacks (cells whose presets change
     the profile key, e.g. HetLoRA's LoRA options, need a profile of their own). A profile whose cache file
     cannot be named is measured anyway: loading a cached one takes seconds."""
+    budgeted = [cell for cell in cells if any(tier.has_budget for tier in cell.config.tiers)]
+    if not budgeted:
+        return []  # no profile to read, and no torch import in this process
     from fedhello.resources.profile import profile_key
 
     todo: dict[str, Cell] = {}
-    for cell in cells:
-        if not any(tier.has_budget for tier in cell.config.tiers):
-            continue
+    for cell in budgeted:
         files = _profile_files(cell.config)
         if files is not None and all(f.is_file() for f in files):
             continue
