@@ -80,23 +80,61 @@ def curves(runs: Sequence[RunData]) -> Figure:
     return fig
 
 
-def frontier(
-    points: Mapping[str, tuple[float, float, float]], reference: tuple[str, float] | None, title: str
+def method_colors(names: Sequence[str]) -> dict[str, tuple]:
+    """One colour per method, in the given order: the same method looks the same in every compare figure."""
+    return dict(zip(names, _label_colors(len(names)), strict=True))
+
+
+def accuracy_bands(
+    bands: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float]]], title: str = ""
 ) -> Figure:
-    """`fedhello compare`'s frontier: per method (x = weak-tier memory ratio, final accuracy mean, std) as a
-    labelled point with error bars; a dashed line at the reference method's mean."""
-    fig, (ax,) = _figure(7, 4.5)
+    """`fedhello compare`'s accuracy per round: per method (rounds, mean, std over seeds) a line at the mean
+    and a shaded band mean ± std (none for one seed)."""
+    fig, (ax,) = _figure(8.5, 4.5)
+    colors = method_colors(list(bands))
+    for label, (rounds, mean, std) in bands.items():
+        color = colors[label]
+        mean_arr, std_arr = np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
+        ax.plot(rounds, mean_arr, marker="o", markersize=3, color=color, label=label)
+        if std_arr.any():
+            ax.fill_between(rounds, mean_arr - std_arr, mean_arr + std_arr, color=color, alpha=0.15, linewidth=0)
+    ax.set(xlabel="round", ylabel="test accuracy (mean ± std over seeds)", ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if bands:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="method", title_fontsize=8)
+    return fig
+
+
+def frontier(
+    points: Mapping[str, tuple[float, float, float]],
+    reference: tuple[str, float] | None,
+    title: str,
+    missing: Sequence[str] = (),
+    colors: Mapping[str, tuple] | None = None,
+) -> Figure:
+    """`fedhello compare`'s frontier: per method (x = the worst weak tier's largest-plan memory ratio, final
+    accuracy mean, std) a labelled point with error bars; a dashed line at the reference method's mean, a
+    dotted one at x = 1 (the reference plan), and the methods without weak-tier plans named below. `colors`:
+    method -> colour (default: `method_colors` of the points)."""
+    fig, (ax,) = _figure(7.5, 4.8)
+    colors = colors or method_colors(list(points))
     for method, (x, mean, std) in points.items():
-        ax.errorbar([x], [mean], yerr=[std], fmt="o", capsize=3)
+        ax.errorbar([x], [mean], yerr=[std], fmt="o", capsize=3, color=colors[method])
         ax.annotate(method, (x, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axvline(1.0, linestyle=":", color="grey", linewidth=1, label="full reference plan")
     if reference is not None:
-        ax.axhline(reference[1], linestyle="--", color="grey", label=f"{reference[0]} mean")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.axhline(reference[1], linestyle="--", color="grey", label=f"{reference[0]} mean accuracy")
+    ax.legend(fontsize=8, loc="best")
+    ax.margins(x=0.12)  # room for the labels of the outermost points
     ax.set(
-        xlabel="weak-tier peak memory / full-rank all-layer client",
-        ylabel="final test accuracy (%)",
-        title=f"{title}: accuracy vs. what weak devices need",
+        xlabel="largest weak-tier plan's memory / full-rank all-layer plan (worst weak tier, worst seed)",
+        ylabel="final test accuracy (%, mean ± std)",
+        title=f"{title}: accuracy vs. the memory weak devices must hold",
     )
+    if missing:
+        ax.text(0.0, -0.2, "no weak-tier plan: " + ", ".join(missing), transform=ax.transAxes, fontsize=7,
+                color="dimgrey", va="top")
     ax.grid(alpha=0.3)
     return fig
 

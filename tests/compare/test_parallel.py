@@ -61,7 +61,7 @@ def test_two_workers_match_one_worker_and_the_cli_writes_the_new_outputs(tiny_mo
 
     out = tmp_path / "par"
     table = (out / "results.md").read_text()
-    assert "| method | final acc | last-3 acc | macro-F1 | Δ final vs fedit [95 % CI] | weak-tier memory" in table
+    assert "| macro-F1 | Δ final vs fedit [95 % CI] | rounds to 95 % | MB until | weakest tier T0 (1 layer)" in table
     assert "| fedit |" in table and "reference" in table and "with 2 workers" in table
     fed_hello = next(line for line in table.splitlines() if line.startswith("| fed-hello |"))
     assert "[" in fed_hello and "| 2 |" in fed_hello  # a paired difference over 2 seeds
@@ -71,6 +71,8 @@ def test_two_workers_match_one_worker_and_the_cli_writes_the_new_outputs(tiny_mo
                                                         ("fed-hello", "2")]
     # recorded resources give every cell ratios (on the tiny model its memory is noise, so only their presence)
     assert all(float(c["weak_mem_ratio"]) >= 0 and float(c["weak_step_ratio"]) > 0 for c in cells)
+    assert all(float(c["worst_mem_ratio"]) >= float(c["weak_mem_ratio"]) for c in cells)  # largest >= median
+    assert all(int(c["tier0_plans"]) > 0 and c["tier1_plans"] != "" for c in cells)  # ci.yaml: 2 weak tiers
     assert all(float(c["wall_seconds"]) > 0 and c["macro_f1"] != "" for c in cells)
     assert (out / "frontier_iid.png").stat().st_size > 1000 and (out / "accuracy_iid.png").stat().st_size > 1000
 
@@ -116,25 +118,37 @@ def test_worker_count_and_reference_validation(tiny_model_dir, tiny_data_dir, mo
     assert result.exit_code == 2 and "compare.reference" in result.output
 
 
-def test_budget_tiers_run_the_first_cell_alone_so_the_profile_is_measured_once(
+def test_missing_budget_profiles_are_measured_alone_before_the_cells_and_cached_ones_not_at_all(
     tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch
 ):
     from fedhello.compare import runner as runner_module
-    from fedhello.compare.runner import CellOutcome
+    from fedhello.compare.runner import CellOutcome, measure_profile, profiles_to_measure
 
+    monkeypatch.setenv("FEDHELLO_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake_pool(batches, workers, finished):
-        calls.append([[cell.label for _, cell in batch] for batch in batches])
-        for batch in batches:
-            for index, _ in reversed(batch):  # completion order differs from grid order
-                finished(index, CellOutcome(1.0, "boom" if index == 1 else None))
+    def fake_pool(profiles, cells, workers, finished, measuring):
+        calls.append(([cell.label for cell in profiles], [cell.label for _, cell in cells]))
+        for index, _ in reversed(cells):  # completion order differs from grid order
+            finished(index, CellOutcome(1.0, "boom" if index == 1 else None))
 
     monkeypatch.setattr(runner_module, "_run_in_pool", fake_pool)
     args = grid_args(tiny_model_dir, tiny_data_dir)
     run = run_grid(load_grid("configs/compare/ci.yaml", args, tmp_path / "a"), show_progress=False, workers=2)
-    assert [len(batch) for batch in calls[0]] == [4]
+    assert calls[0] == ([], ["iid / fedit / seed 1", "iid / fedit / seed 2", "iid / fed-hello / seed 1",
+                             "iid / fed-hello / seed 2"])  # no budget tier: nothing to measure
     assert run.ran == 3 and [(cell.label, error) for cell, error in run.failed] == [("iid / fedit / seed 2", "boom")]
-    budget = [*args, "tiers=[{share: 1/2, memory_mb: 40}, {share: 1/2, layers: 4}]"]
-    run_grid(load_grid("configs/compare/ci.yaml", budget, tmp_path / "b"), show_progress=False, workers=2)
-    assert [len(batch) for batch in calls[1]] == [1, 3] and calls[1][0] == ["iid / fedit / seed 1"]
+
+    # budget tiers: every cell starts at once (none runs alone); one profile per distinct profile key is
+    # measured first (HetLoRA's LoRA options key a profile of their own)
+    budget = [*args, "tiers=[{share: 1/2, memory_mb: 40}, {share: 1/2, layers: 4}]",
+              "compare.methods=[fedit, hetlora, fed-hello]"]
+    cells = load_grid("configs/compare/ci.yaml", budget, tmp_path / "b")
+    run_grid(cells, show_progress=False, workers=2)
+    assert calls[1] == (["iid / fedit / seed 1", "iid / hetlora / seed 1"], [c.label for c in cells])
+
+    # the cheap check names the very file the profiler caches: once measured, fedit's profile is not again
+    measure_profile(cells[0].config)
+    assert [c.label for c in profiles_to_measure(cells)] == ["iid / hetlora / seed 1"]
+    run_grid(cells, show_progress=False, workers=2)
+    assert calls[2][0] == ["iid / hetlora / seed 1"]

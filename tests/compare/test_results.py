@@ -151,29 +151,69 @@ def test_results_files_have_paired_columns_cells_and_frontier(grid, tmp_path):
     paths = write_results(grid, tmp_path, "fedhello compare x.yaml", reference="fedit", last_k=3,
                           elapsed_seconds=12.0)
     table = paths["md"].read_text()
-    assert "| method | final acc | last-3 acc | macro-F1 | Δ final vs fedit [95 % CI] | weak-tier memory " in table
-    assert "| fedit | **81.0 ± 1.0** | " in table and "| reference | 0.95 | 0.91 | 2.00 | 3 |" in table
+    assert ("| method | final acc | last-3 acc | macro-F1 | Δ final vs fedit [95 % CI] | rounds to 95 % | MB until "
+            "| weakest tier T0 (1 layer): memory / step / over budget | upload MB/round | seeds |") in table
+    # fedit reaches 95 % of its own final accuracy in rounds 1, 3, 3 (2, 6, 6 MB uploaded); its all-layer plans
+    # on the 1-layer tier: largest 100 MiB / 105, CPU 1.0 s / 1.1, and every one of the 12 is over budget
+    assert "| fedit | **81.0 ± 1.0** | " in table and "| reference | 2.3 | 4.67 | 0.95 / 0.91 / 12 of 12 | 2.00 | 3 |" \
+        in table
     hetlora = next(line for line in table.splitlines() if line.startswith("| hetlora |"))
     straggler = next(line for line in table.splitlines() if line.startswith("| straggler |"))
     exclusive = next(line for line in table.splitlines() if line.startswith("| exclusive |"))
     assert "**tie** -0.3 [" in hetlora and "tie" not in straggler and "-10.0 [" in straggler
+    # ±2.5 points is wider than the default ±1.5: the table says how many seeds would narrow it
+    assert "(±2.5: needs ~5 seeds)" in straggler
+    # straggler reaches 95 % of fedit's final (0.76, 0.7695, 0.779) on seed 1 in round 1 only
+    assert "| 1.0 (2/3 never) | 2.00 | 0.40 / 0.50 / 0 of 12 |" in straggler
     columns = [c.strip() for c in exclusive.split("|")[1:-1]]
     assert columns[1] == "61.0 ± 1.4" and columns[3] == "–"  # no macro-F1 recorded
-    assert columns[5:] == ["–", "–", "2.00", "2"]  # its weak clients never train: no ratio
+    assert columns[5:] == ["never (2/2)", "–", "no plans", "2.00", "2"]  # its weak clients never train
     assert "the interval contains 0" in table and "1 unpaired seed left out" in table
     assert "the 11 finished cells' runs took 88 s" in table and "this invocation took 12 s" in table
+    assert "![accuracy per round on p, mean ± std over seeds](accuracy_p.png)" in table
+    assert "](frontier_p.png)" in table
 
     rows = {r["method"]: r for r in read_csv(paths["csv"])}
     assert rows["hetlora"]["tie"] == "True" and rows["straggler"]["tie"] == "False"
     assert float(rows["fedit"]["final_mean"]) == pytest.approx(0.81) and rows["fedit"]["delta_final_mean"] == ""
     assert float(rows["fedit"]["best_mean"]) > float(rows["fedit"]["final_mean"])
+    assert rows["straggler"]["seeds_needed"] == "5" and rows["straggler"]["target_never"] == "2"
+    assert float(rows["straggler"]["tier0_max_mem_ratio"]) == pytest.approx(42 / 105)
+    assert rows["fedit"]["tier0_over_budget"] == "12" and rows["exclusive"]["tier0_plans"] == "0"
     cells = read_csv(paths["cells"])
     assert len(cells) == 11 and list(cells[0]) == [
-        "partition", "method", "seed", "final", "last_k_mean", "macro_f1", "best", "weak_mem_ratio",
-        "weak_step_ratio", "wall_seconds"]
+        "partition", "method", "seed", "final", "last_k_mean", "macro_f1", "best", "rounds_to_target",
+        "mb_to_target", "target_reached", "weak_mem_ratio", "weak_step_ratio", "worst_mem_ratio", "worst_step_ratio",
+        "tier0_max_mem_ratio", "tier0_max_step_ratio", "tier0_over_budget", "tier0_plans", "wall_seconds"]
     assert [(c["method"], c["seed"]) for c in cells[:4]] == [("fedit", "1"), ("fedit", "2"), ("fedit", "3"),
                                                             ("straggler", "1")]
+    assert [(c["rounds_to_target"], c["mb_to_target"]) for c in cells[:3]] == [("1", "2.0"), ("3", "6.0"),
+                                                                             ("3", "6.0")]
     assert paths["frontier:p"].stat().st_size > 1000 and paths["png:p"].stat().st_size > 1000
+
+
+def test_a_one_client_cell_gives_dashes(tmp_path):
+    """`centralized`: one client with all the training data, one tier: no weak tier, so dashes, no crash."""
+    cells = [make_cell(tmp_path, "fedit", seed, FINAL["fedit"][seed]) for seed in (1, 2)]
+    for seed in (1, 2):
+        config = method_config({"seed": seed, "tiers": [{"share": 1.0, "layers": 4}],
+                                "federation": {"num_clients": 1, "clients_per_round": 1}}, "fedit")
+        cell = Cell("p", "centralized", seed, config, tmp_path / "p" / "centralized" / f"seed{seed}")
+        cell.run_dir.mkdir(parents=True)
+        (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+        (cell.run_dir / "summary.json").write_text("{}")
+        client = {"id": 0, "tier": 0, "layers": [0, 1, 2, 3], "peak_mem_mb": 101.0, "step_seconds": 1.0,
+                  "step_cpu_seconds": 1.0}
+        records = [{"round": r, "accuracy": 0.85, "bytes_up": 1_000_000, "clients": [client]} for r in (1, 2)]
+        (cell.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        cells.append(cell)
+    paths = write_results(cells, tmp_path / "out", reference="fedit")
+    line = next(x for x in paths["md"].read_text().splitlines() if x.startswith("| centralized |"))
+    columns = [c.strip() for c in line.split("|")[1:-1]]
+    assert columns[5:8] == ["1.0", "1.00", "–"]  # reaches fedit's 95 % in round 1 (1 MB); no weak tier
+    row = next(r for r in read_csv(paths["csv"]) if r["method"] == "centralized")
+    assert row["worst_mem_ratio"] == "" and row["tier0_max_mem_ratio"] == "" and row["tier0_plans"] == ""
+    assert "frontier:p" in paths  # drawn for fedit; centralized is named as having no weak-tier plan
 
 
 def test_budget_tier_layers_filled_in_by_the_run_still_count_as_the_same_config():

@@ -287,7 +287,10 @@ def compare(
     run = GridRun(skipped=finished) if report_only else run_grid(cells, show_progress=progress, workers=spec.workers)
     run_args = [a for a in sys.argv[2:] if a != "--report-only"]  # the command that ran the cells
     command = "fedhello compare " + " ".join(shlex.quote(a) for a in run_args)
-    paths = write_results(cells, grid.root, command, spec.reference, spec.last_k, run, time.perf_counter() - started)
+    paths = write_results(
+        cells, grid.root, command, spec.reference, spec.last_k, run, time.perf_counter() - started,
+        spec.target_half_width,
+    )
     console.print(f"ran {run.ran} cells, kept {run.skipped} finished ones ({run.workers} workers)")
     console.print(f"results: {paths['md']}")
     typer.echo(paths["md"].read_text())

@@ -42,6 +42,12 @@ class CompareSpec(BaseModel):
         "fedit", description="method of the grid every other method is compared with (paired differences)"
     )
     last_k: int = Field(3, gt=0, description="the last-k column: mean accuracy of the last k evaluated rounds")
+    target_half_width: float = Field(
+        0.015,
+        gt=0.0,
+        description="precision wanted of each paired difference (a fraction: 0.015 = ±1.5 points); a wider 95 % "
+        "interval is flagged in the table with the number of seeds it would take",
+    )
     workers: int = Field(
         0,
         ge=0,

@@ -5,12 +5,15 @@ processes, reused across cells. Each worker limits torch, OpenMP and MKL to one 
 imported, and runs a cell exactly as the sequential path does, so on CPU its numbers are identical to a
 sequential run with one thread (`OMP_NUM_THREADS=1`, as the test suite runs). Results are kept in grid order
 whatever the completion order. A cell that fails is reported in one line (its traceback goes to
-`RUN_DIR/error.txt`) and the other cells go on. With memory / time budget tiers, the first cell runs alone
-before the others start, so that the budget profile they all share is measured once (and not concurrently).
+`RUN_DIR/error.txt`) and the other cells go on. With memory / time budget tiers, the budget profiles the
+cells need and the cache lacks are measured first, one at a time in one worker of the pool (the cells' own
+one-thread settings, no other process competing for the cores); then every cell starts and reads them from
+the cache. Finished cells are kept, so a grid may be completed over several invocations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -19,10 +22,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedhello.compare.grid import Cell
+from fedhello.config import RunConfig
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # glibc malloc settings of the worker processes (read when a process starts, so set before the pool spawns
@@ -122,29 +127,82 @@ def _progress(show: bool) -> Progress:
     )
 
 
-def _needs_profile(cells: Sequence[Cell]) -> bool:
-    """Whether the cells declare memory / time budget tiers, i.e. read (or first measure) the budget profile."""
-    return any(tier.has_budget for cell in cells for tier in cell.config.tiers)
+def _profile_files(config: RunConfig) -> list[Path] | None:
+    """The cache files of the budget profiles a cell of `config` reads (one per quantization its budget tiers
+    load), or None when they cannot be named here: a GPU device (the key holds the device the model lands
+    on, known once it is built) or an `auto` tier (it may try every quantization)."""
+    from fedhello.resources.profile import cache_dir, profile_key
+
+    device = config.train.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    quantizations = {t.quantization or config.model.quantization for t in config.tiers if t.has_budget}
+    if device != "cpu" or "auto" in quantizations:
+        return None
+    files = []
+    for quantization in sorted(quantizations):
+        keyed = config.model_copy(deep=True)
+        keyed.model.quantization = quantization  # as the profile of a tier's own quantization is keyed
+        files.append(cache_dir() / f"{profile_key(keyed, device)}.json")
+    return files
+
+
+def profiles_to_measure(cells: Sequence[Cell]) -> list[Cell]:
+    """One cell per distinct budget profile the cells need and the cache lacks (cells whose presets change
+    the profile key, e.g. HetLoRA's LoRA options, need a profile of their own). A profile whose cache file
+    cannot be named is measured anyway: loading a cached one takes seconds."""
+    budgeted = [cell for cell in cells if any(tier.has_budget for tier in cell.config.tiers)]
+    if not budgeted:
+        return []  # no profile to read, and no torch import in this process
+    from fedhello.resources.profile import profile_key
+
+    todo: dict[str, Cell] = {}
+    for cell in budgeted:
+        files = _profile_files(cell.config)
+        if files is not None and all(f.is_file() for f in files):
+            continue
+        key = " ".join(f.name for f in files) if files is not None else profile_key(cell.config, "any")
+        todo.setdefault(key, cell)
+    return list(todo.values())
+
+
+def measure_profile(config: RunConfig) -> None:
+    """Load or measure (and cache) every budget profile a cell of `config` reads: build its experiment and
+    resolve its budgets, as the cell itself will."""
+    from fedhello.experiment import build_experiment
+    from fedhello.resources.budgets import resolve_budgets
+
+    resolve_budgets(build_experiment(config))
 
 
 def _run_in_pool(
-    batches: list[list[tuple[int, Cell]]], workers: int, finished: Callable[[int, CellOutcome], None]
+    profiles: list[Cell],
+    cells: list[tuple[int, Cell]],
+    workers: int,
+    finished: Callable[[int, CellOutcome], None],
+    measuring: Callable[[Cell], None] = lambda cell: None,
 ) -> None:
-    """Run the batches of cells one after another, each batch's cells in `workers` spawned processes (the
-    pool is shared); call `finished(index, outcome)` as each cell ends."""
+    """Measure the `profiles` one at a time in one worker, then run the cells in `workers` spawned processes
+    (the same pool); call `measuring(cell)` before each profile and `finished(index, outcome)` as each cell
+    ends. A profile that fails is left to its cells, which measure it themselves or report the error."""
     context = get_context("spawn")
     for name, value in _ALLOCATOR_VARIABLES.items():
         os.environ.setdefault(name, value)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
     try:
-        for batch in batches:
-            futures: dict[Future[CellOutcome], int] = {pool.submit(run_cell, cell): i for i, cell in batch}
-            for future in as_completed(futures):
-                try:
-                    outcome = future.result()
-                except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory (BrokenProcessPool)
-                    outcome = CellOutcome(0.0, _one_line(err))
-                finished(futures[future], outcome)
+        for cell in profiles:
+            measuring(cell)
+            with contextlib.suppress(Exception):  # the cells run the same code and report what fails
+                pool.submit(measure_profile, cell.config).result()
+        futures: dict[Future[CellOutcome], int] = {pool.submit(run_cell, cell): i for i, cell in cells}
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory (BrokenProcessPool)
+                outcome = CellOutcome(0.0, _one_line(err))
+            finished(futures[future], outcome)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -180,10 +238,13 @@ def run_grid(cells: list[Cell], show_progress: bool = True, workers: int = 1) ->
                 finished(index, run_cell(cell))
         else:
             progress.update(bar, description=f"{result.workers} workers")
-            # budget tiers: the first cell runs alone, so the budget profile is measured once, without other
-            # cells competing for the cores, cached, and then read by every other cell
-            batches = [todo[:1], todo[1:]] if _needs_profile([c for _, c in todo]) else [todo]
-            _run_in_pool(batches, result.workers, finished)
+
+            def measuring(cell: Cell) -> None:
+                progress.update(bar, description=f"measuring the budget profile of {cell.label}")
+
+            # budget tiers: each missing profile is measured once, alone, cached, and then read by every cell
+            profiles = profiles_to_measure([c for _, c in todo])
+            _run_in_pool(profiles, todo, result.workers, finished, measuring)
     result.ran = sum(o.error is None for o in outcomes.values())
     result.failed = [(cells[i], outcomes[i].error or "") for i in sorted(outcomes) if outcomes[i].error]
     result.seconds = time.perf_counter() - started

@@ -41,9 +41,23 @@ class PairedDifference:
         return len(self.differences)
 
     @property
+    def undetermined(self) -> bool:
+        """The mean or the interval is not a finite number (a NaN or infinite accuracy): nothing can be told."""
+        values = [self.mean, *(self.interval or ())]
+        return not all(math.isfinite(v) for v in values)
+
+    @property
     def tie(self) -> bool:
-        """The interval contains 0: the seeds cannot tell the method from the reference (always with n < 2)."""
-        return self.interval is None or self.interval[0] <= 0.0 <= self.interval[1]
+        """The interval contains 0: the seeds cannot tell the method from the reference (always with n < 2,
+        and when the difference is undetermined: a NaN comparison is False, which must not read as a win)."""
+        if self.interval is None or self.undetermined:
+            return True
+        return self.interval[0] <= 0.0 <= self.interval[1]
+
+    @property
+    def half_width(self) -> float | None:
+        """Half the interval's width (None without an interval)."""
+        return None if self.interval is None else (self.interval[1] - self.interval[0]) / 2.0
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
@@ -54,6 +68,25 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     mean, sd = mean_std(values)
     half = float(stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
     return mean - half, mean + half
+
+
+def seeds_needed(sd: float, target: float, confidence: float = 0.95, limit: int = 10_000) -> int | None:
+    """The fewest seeds n (at least 2) whose t-interval half-width t_{(1+c)/2, n-1} * sd / sqrt(n) is at most
+    `target`, if the differences keep their sample std `sd` (t is taken at n - 1 degrees of freedom for each
+    n tried, so this is the exact answer to ceil((t * sd / target)^2) solved with t following n). None when
+    more than `limit` seeds would be needed or sd is not a finite number."""
+    if target <= 0.0:
+        raise ValueError(f"target must be positive, got {target}")
+    if not math.isfinite(sd):
+        return None
+    quantile = (1.0 + confidence) / 2.0
+    # start at the normal approximation's answer, a lower bound (t > z at every n), so few n are tried
+    n = max(2, math.ceil((float(stats.norm.ppf(quantile)) * sd / target) ** 2))
+    while n <= limit:
+        if float(stats.t.ppf(quantile, n - 1)) * sd / math.sqrt(n) <= target:
+            return n
+        n += 1
+    return None
 
 
 def paired_difference(
