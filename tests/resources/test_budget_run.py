@@ -84,13 +84,15 @@ def test_budget_below_the_cheapest_plan_is_a_config_error(tiny_config, cached_pr
         build_federation(config)
 
 
-def test_depth_aware_needs_a_budget_tier(tiny_config):
+def test_depth_aware_without_a_budget_tier_changes_nothing_and_says_so(tiny_config):
+    from fedhello.methods.compatibility import budget_note
     from fedhello.server import build_federation
 
     config = tiny_config.model_copy(deep=True)
     config.strategy.depth_aware = True
-    with pytest.raises(ConfigError, match="depth_aware"):
-        build_federation(config)
+    assert build_federation(config).client_constraints() == [None] * config.federation.num_clients
+    assert "no effect" in budget_note(config)
+    assert budget_note(tiny_config) is None
 
 
 def test_a_tier_needs_a_count_or_a_budget():

@@ -86,6 +86,11 @@ def budget_note(config: RunConfig) -> str | None:
     from fedhello.allocation import ALLOCATORS
 
     if ALLOCATORS.get(config.strategy.name).respects_budgets:
+        if (config.strategy.depth_aware or config.strategy.recompute) and not any(t.has_budget for t in config.tiers):
+            return (
+                "note: strategy.depth_aware / recompute have no effect: no tier declares memory_mb, total_memory_mb "
+                "or seconds_per_step, so every plan is the strategy's own"
+            )
         return None
     return (
         f"note: strategy '{config.strategy.name}' ignores the tier budgets: every client trains every layer "
