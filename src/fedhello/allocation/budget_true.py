@@ -55,10 +55,13 @@ class KnapsackAllocator(Allocator):
         return self.constraints[client_id] if client_id < len(self.constraints) else None
 
     def fits(self, client_id: int, budget: int) -> Fits:
+        """A budget tier: its constraint alone (a declared layer count is its `max_layers`; a count written from
+        the budget is what fits with activations kept, which recomputation may exceed). A count-only tier: the
+        count."""
         constraint = self.constraint(client_id)
         if constraint is None:
             return count_fits(budget)
-        return lambda count, lowest: count <= budget and constraint.fits(count, lowest)
+        return constraint.fits
 
     def values(self, client_id: int) -> np.ndarray:
         return np.ones(self.num_layers)

@@ -73,7 +73,8 @@ def tier_constraints(
     choices: dict[int, dict[str, LayerConstraint | str]] | None = None,
 ) -> list[LayerConstraint | None]:
     """One constraint per budget tier (None for count-only tiers). A tier without `layers` gets the largest
-    count its budget allows written into the config, so every consumer of `tiers[i].layers` sees a number;
+    count its budget allows with activations kept written into the config (`kept_count`), so every consumer of
+    `tiers[i].layers` sees a number;
     a tier with `quantization: auto` gets the quantization with which its budget trains the most depth.
     `choices`, when given, receives for every auto tier each quantization's constraint (or why it failed)."""
     constraints: list[LayerConstraint | None] = []
@@ -86,12 +87,18 @@ def tier_constraints(
         failures: dict[str, str] = {}
         for quantization in tier_quantizations(config, tier):
             profile = profile_of(quantization)
+            # with recomputation a tier's layer count is what layer-count strategies hand out (and what fits with
+            # activations kept when the run wrote it); budget-true allocators are bound by the budgets alone
+            recompute = config.strategy.recompute and profile.measured_recompute
             try:
-                options[quantization] = budget_constraint(
-                    num_layers, profile.memory, profile.time, tier.memory_mb, tier.seconds_per_step, tier.layers,
-                    total=profile.total_memory, total_memory_mb=tier.total_memory_mb,
-                    recompute=config.strategy.recompute and profile.measured_recompute,
+                constraint = budget_constraint(
+                    num_layers, profile.memory, profile.time, tier.memory_mb, tier.seconds_per_step,
+                    None if recompute else tier.layers,
+                    total=profile.total_memory, total_memory_mb=tier.total_memory_mb, recompute=recompute,
                 )
+                if recompute and tier.layers and not constraint.fits(tier.layers, num_layers - tier.layers):
+                    raise BudgetError(f"too small for {tier.layers} layers even at the top, recomputing")
+                options[quantization] = constraint
             except BudgetError as err:
                 failures[quantization] = str(err)
         if auto and choices is not None:
@@ -104,9 +111,20 @@ def tier_constraints(
         if auto:
             tier.quantization = chosen
         if tier.layers is None:
-            tier.layers = options[chosen].max_layers
+            tier.layers = kept_count(options[chosen], num_layers)
         constraints.append(options[chosen])
     return constraints
+
+
+def kept_count(constraint: LayerConstraint, num_layers: int) -> int:
+    """The layer count written for a tier that declares only budgets: the most layers its budget trains with
+    activations kept (at least 1). That is the count layer-count strategies (`fim+gd`, `rgd`, ...) hand out;
+    with `strategy.recompute` the constraint itself may admit more, which budget-true allocators (`fill`,
+    `fedpilot`) use, and `depth_aware` fits the count-based plans by recomputing where their layers need it."""
+    if constraint.recompute is None:
+        return constraint.max_layers
+    kept = [n for n in range(constraint.max_layers, 0, -1) if constraint.recompute_for(n, num_layers - n) == 0]
+    return kept[0] if kept else 1
 
 
 def resolve_budgets(experiment: Experiment) -> list[LayerConstraint | None]:
