@@ -62,6 +62,26 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def wide_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A 4-layer, 128-wide random BERT: one block's activations are megabytes, well above the memory meter's
+    noise (for tests that compare measured peaks)."""
+    path = tmp_path_factory.mktemp("wide-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=AutoTokenizer.from_pretrained(tiny_model_dir).vocab_size,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=64,
+        num_labels=4,
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny-data")
     make_texts(400).save_to_disk(str(path))

@@ -7,6 +7,23 @@ from fedhello.resources.cost import BudgetError, CostModel, LayerConstraint, bud
 L = 6
 
 
+@pytest.fixture(autouse=True)
+def exact_budgets(monkeypatch):
+    """The arithmetic below is exact: no headroom between predictions and budgets (tested on its own)."""
+    from fedhello.resources import cost
+
+    monkeypatch.setattr(cost, "SLACK", dict.fromkeys(cost.SLACK, 0.0))
+
+
+def test_budgets_keep_their_slack_below_the_prediction(monkeypatch):
+    from fedhello.resources import cost
+
+    monkeypatch.setattr(cost, "SLACK", {"MiB": 0.05, "s": 0.1, "MiB in total": 0.05})
+    memory = CostModel(base=10.0, per_depth=10.0, per_layer=0.0)  # top 3: 40 MiB
+    assert budget_constraint(L, memory, None, memory_mb=42.0).max_layers == 3  # 40 * 1.05 = 42
+    assert budget_constraint(L, memory, None, memory_mb=41.9).max_layers == 2
+
+
 def synthetic(base, per_depth, per_layer, sets):
     return [(s, base + per_depth * depth(s, L) + per_layer * len(s)) for s in sets]
 

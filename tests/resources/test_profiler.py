@@ -55,24 +55,15 @@ print(json.dumps(out))
 """
 
 
-def test_frozen_low_layers_cost_less_lr0_costs_more_and_recomputation_saves(tiny_config, tmp_path):
+def test_frozen_low_layers_cost_less_lr0_costs_more_and_recomputation_saves(tiny_config, wide_model_dir, tmp_path):
     import os
     import subprocess
     import sys
 
     import yaml
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    # 4 blocks, 128 wide: one block's activations are megabytes, well above the meter's noise
-    wide = tmp_path / "wide-bert"
-    torch.manual_seed(0)
-    BertForSequenceClassification(
-        BertConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=4, num_attention_heads=2,
-                   intermediate_size=256, max_position_embeddings=64, num_labels=4)
-    ).save_pretrained(wide)
-    AutoTokenizer.from_pretrained(tiny_config.model.name_or_path).save_pretrained(wide)
     tree = tiny_config.model_dump(mode="json")
-    tree["model"]["name_or_path"] = str(wide)
+    tree["model"]["name_or_path"] = str(wide_model_dir)
     config_path = tmp_path / "wide.yaml"
     config_path.write_text(yaml.safe_dump(tree))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -172,6 +172,13 @@ class LayerConstraint:
         return asdict(self)
 
 
+# Headroom between a prediction and a budget, as a share of the prediction. `CostModel.margin` covers how far the
+# profile's own measurements lie above the fit; a run measures the same plan again, on other rows, in another
+# process, and scatters around it (seen: +-0.3 MiB of 13 MiB for one plan measured in one run; CPU time per step
+# +-5-10 % on a shared machine). Budgets that hold need both.
+SLACK = {"MiB": 0.03, "s": 0.10, "MiB in total": 0.03}
+
+
 class BudgetError(ValueError):
     """A budget no layer set can meet (the message says the smallest feasible budget)."""
 
@@ -193,7 +200,8 @@ def budget_constraint(
     The cheapest n layers are the top n, so the largest feasible count is the largest whose top set fits (or the
     declared `layers`, which must fit at the top). Costs are monotone in count, depth and (for memory) inversely in
     recomputation, so the first r that meets every budget is the answer for (n, f): a larger r only costs more
-    time. `total` is the memory model including the base weights (`CostModel.plus`), for `total_memory_mb`.
+    time. A prediction fits when it stays `SLACK` below the budget. `total` is the memory model including the
+    base weights (`CostModel.plus`), for `total_memory_mb`.
     """
     budgets = ((memory, memory_mb, "MiB"), (time, seconds_per_step, "s"), (total, total_memory_mb, "MiB in total"))
     limits = [(m, b, unit) for m, b, unit in budgets if b]
@@ -204,7 +212,10 @@ def budget_constraint(
     def least_recompute(count: int, lowest: int) -> int:
         d = num_layers - lowest
         for r in range(0, max(d - 1, 0) + 1) if recompute else (0,):
-            if all(model.upper(count, lowest, num_layers, r) <= budget for model, budget, _ in limits):
+            if all(
+                model.upper(count, lowest, num_layers, r) * (1 + SLACK[unit]) <= budget
+                for model, budget, unit in limits
+            ):
                 return r
         return NO_FIT
 
@@ -215,7 +226,9 @@ def budget_constraint(
 
     def need(count: int) -> str:
         r = count - 1 if recompute else 0  # the most a top set can recompute
-        return ", ".join(f"{m.upper(count, num_layers - count, num_layers, r):.3g} {u}" for m, _, u in limits)
+        return ", ".join(
+            f"{m.upper(count, num_layers - count, num_layers, r) * (1 + SLACK[u]):.3g} {u}" for m, _, u in limits
+        )
 
     if layers is None:
         counts = [n for n in range(num_layers, 0, -1) if table[n - 1][num_layers - n] != NO_FIT]

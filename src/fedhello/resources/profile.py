@@ -186,10 +186,14 @@ def measure_profile(
     device = next(model.parameters()).device
     measurements = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), young_garbage_only():
-        # One unrecorded pass: the first backward of a process allocates one-time buffers.
-        measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1)
-        has_head = any(index == HEAD for index in layout.values())
+        # Unrecorded passes: the first backward of a process (and the first recomputing one) allocates one-time
+        # buffers.
         recompute = supports_recompute(model)
+        measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1)
+        if recompute:
+            measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1,
+                           recompute=num_layers - 1)
+        has_head = any(index == HEAD for index in layout.values())
         for label, layers in representative_sets(num_layers, counts):
             if not layers and not has_head:  # a causal LM without a task head: nothing to train in "head only"
                 continue

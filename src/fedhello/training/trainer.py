@@ -22,7 +22,7 @@ from fedhello.models.layers import HEAD, model_depth
 from fedhello.models.precision import autocast
 from fedhello.models.quantize import weights_mb
 from fedhello.models.ranks import PerRankScaling, lora_factor, self_prune, truncate, zero_beyond_rank
-from fedhello.models.recompute import recomputed_blocks, set_recompute
+from fedhello.models.recompute import recomputed_blocks, set_recompute, supports_recompute
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
@@ -90,24 +90,28 @@ class LocalTrainer:
         holds before training; `total_mem_mb` = this + the training peak."""
         return weights_mb(self.model)
 
-    def _start_meter(self, data: Dataset) -> MemoryMeter:
-        """`train.record_resources`: start a peak-memory window for this client. The first call of a process
-        runs one throw-away backward first, because the first backward allocates one-time buffers that
-        would otherwise be charged to the first client (parameters and RNG state are left unchanged)."""
+    def _warm_up(self, data: Dataset) -> None:
+        """`train.record_resources`: before the first client of a process is measured, one throw-away optimizer step
+        through the whole training path -- every layer, then every block recomputing where the model can --
+        because first uses allocate one-time buffers (autograd, the optimizer, the data loader, recomputation)
+        that would otherwise be charged to the first client. It moves the adapter: the caller loads the client's
+        starting state afterwards. The RNG state is left unchanged."""
+        if self._warmed_up:
+            return
+        self._warmed_up = True
         device = next(self.model.parameters()).device
-        if not self._warmed_up:
-            self._warmed_up = True
-            rows = [data[i] for i in range(min(len(data), self.config.batch_size))]
-            batch = {k: v.to(device) for k, v in self.task.collate(rows).items()}
-            for name, param in self.model.named_parameters():
-                param.requires_grad_(name in self.layout)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                self.task.loss(self.model, batch).backward()
-            for param in self.model.parameters():
-                param.grad = None
-        meter = meter_for(device)
-        meter.start()
-        return meter
+        names = freeze_for_plan(self.model, self.layout, Plan(tuple(range(self.num_layers))))
+        rows = data.select(range(min(len(data), self.config.batch_size)))
+        passes = (range(0), range(self.num_layers)) if supports_recompute(self.model) else (range(0),)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for blocks in passes:
+                if blocks:
+                    set_recompute(self.model, blocks)
+                try:
+                    self._optimize(names, rows, 0, None, max_steps=1)
+                finally:
+                    if blocks:
+                        set_recompute(self.model, ())
 
     def train(
         self,
@@ -124,10 +128,15 @@ class LocalTrainer:
         `train.lr`. Besides the tensors, the update's metrics carry `grad_norm.<layer>`: the root-mean-square
         over optimizer steps of each trained layer's LoRA gradient norm (what Fed-pilot's value uses)."""
         started = time.perf_counter()
+        if self.config.record_resources:
+            self._warm_up(data)
         load_state(self.model, global_state)
         if plan.ranks:  # rank-heterogeneous methods: this client is a rank-r adapter on those layers
             zero_beyond_rank(self.model, self.layout, plan.ranks)
-        meter = self._start_meter(data) if self.config.record_resources else None
+        meter = None
+        if self.config.record_resources:
+            meter = meter_for(next(self.model.parameters()).device)
+            meter.start()
         names = freeze_for_plan(self.model, self.layout, plan)
         recompute = self.num_layers if self.config.gradient_checkpointing else plan.recompute
         blocks = recomputed_blocks(plan.layers, recompute, self.num_layers)
@@ -187,9 +196,17 @@ class LocalTrainer:
         }
 
     def _optimize(
-        self, names: list[str], data: Dataset, seed: int, meter: MemoryMeter | None, lr: float | None = None
+        self,
+        names: list[str],
+        data: Dataset,
+        seed: int,
+        meter: MemoryMeter | None,
+        lr: float | None = None,
+        max_steps: int | None = None,
     ) -> _Stats:
-        """AdamW over the parameters `names` for the configured epochs / steps; the model is changed in place."""
+        """AdamW over the parameters `names` for the configured epochs / steps (`max_steps`: another cap); the
+        model is changed in place."""
+        max_steps = max_steps or self.config.max_steps
         params = dict(self.model.named_parameters())
         optimizer = torch.optim.AdamW(
             [params[n] for n in names], lr=self.config.lr if lr is None else lr, weight_decay=self.config.weight_decay
@@ -237,9 +254,9 @@ class LocalTrainer:
                     stats.step_times.append(time.perf_counter() - step_clock)
                     stats.step_cpu.append(time.process_time() - cpu_clock)
                     step_clock, cpu_clock = time.perf_counter(), time.process_time()
-                if self.config.max_steps and stats.steps >= self.config.max_steps:
+                if max_steps and stats.steps >= max_steps:
                     break
-            if self.config.max_steps and stats.steps >= self.config.max_steps:
+            if max_steps and stats.steps >= max_steps:
                 break
         optimizer.zero_grad(set_to_none=True)
         return stats
