@@ -61,6 +61,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def exact_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Budget tests in exact arithmetic: no slack between a cost prediction and a budget (`cost.SLACK`)."""
+    from fedhello.resources import cost
+
+    monkeypatch.setattr(cost, "SLACK", dict.fromkeys(cost.SLACK, 0.0))
+
+
 @pytest.fixture(scope="session")
 def wide_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A 4-layer, 128-wide random BERT: one block's activations are megabytes, well above the memory meter's

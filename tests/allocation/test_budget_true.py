@@ -11,6 +11,9 @@ from fedhello.config import StrategyConfig
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.cost import CostModel, budget_constraint
 
+# budgets in exact arithmetic: no headroom between predictions and budgets
+pytestmark = pytest.mark.usefixtures("exact_budgets")
+
 L = 6
 MEMORY = CostModel(base=15.0, per_depth=27.2, per_layer=3.66, margin=4.4)  # the default task's measured fit
 

@@ -7,12 +7,8 @@ from fedhello.resources.cost import BudgetError, CostModel, LayerConstraint, bud
 L = 6
 
 
-@pytest.fixture(autouse=True)
-def exact_budgets(monkeypatch):
-    """The arithmetic below is exact: no headroom between predictions and budgets (tested on its own)."""
-    from fedhello.resources import cost
-
-    monkeypatch.setattr(cost, "SLACK", dict.fromkeys(cost.SLACK, 0.0))
+# the arithmetic below is exact: no headroom between predictions and budgets (tested on its own)
+pytestmark = pytest.mark.usefixtures("exact_budgets")
 
 
 def test_budgets_keep_their_slack_below_the_prediction(monkeypatch):
