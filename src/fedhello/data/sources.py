@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset, load_from_disk
 
 from fedhello.config import DataConfig
 from fedhello.errors import ConfigError, FedHelloError
@@ -206,6 +206,36 @@ def check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
                 )
 
 
+def encode_labels(splits: DatasetDict, column: str, integer_ids: bool = False) -> DatasetDict:
+    """`column` as one `ClassLabel` shared by every split, so that a class has the same id in train and test
+    whatever classes each split happens to hold. (`DatasetDict.class_encode_column` numbers each split on its
+    own: a test split without 'business' would give 'sport' id 0 there and id 1 in train.) A `ClassLabel`
+    column is kept as it is.
+
+    Names are the sorted text of every value of all splits, as `class_encode_column` writes them; with
+    `integer_ids`, integer labels keep their value as their id (names '0' .. the largest), as the paper's
+    data sets number their classes. Missing values stay missing."""
+    if isinstance(splits["train"].features[column], ClassLabel):
+        return splits
+    values = {v for split in splits.values() for v in split.unique(column) if v is not None}
+    if integer_ids and values and all(isinstance(v, int) for v in values):
+        feature = ClassLabel(names=[str(i) for i in range(max(values) + 1)])
+        return DatasetDict({key: split.cast_column(column, feature) for key, split in splits.items()})
+    feature = ClassLabel(names=sorted(str(v) for v in values))
+
+    def as_text(batch: dict[str, list]) -> dict[str, list]:
+        return {column: [None if v is None else str(v) for v in batch[column]]}
+
+    out = {}
+    for key, split in splits.items():
+        if getattr(split.features[column], "dtype", None) not in ("string", "large_string"):
+            features = split.features.copy()
+            features[column] = Value("string")
+            split = split.map(as_text, batched=True, features=features)
+        out[key] = split.cast_column(column, feature)
+    return DatasetDict(out)
+
+
 @SOURCES.register("hf")
 def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
     """A hub data set by name, or a local copy: a `save_to_disk` folder or a csv/json/parquet file."""
@@ -213,8 +243,7 @@ def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
         raise ConfigError("data.path", "missing for source=hf", "set it to a hub name or a local path")
     loaded = load_any(cfg, cfg.path, cfg.subset)
     check_columns(loaded, cfg)
-    if not isinstance(loaded["train"].features[cfg.label_column], ClassLabel):
-        loaded = loaded.class_encode_column(cfg.label_column)
+    loaded = encode_labels(loaded, cfg.label_column)  # one class list for every split
     if "test" not in loaded:
         return _split(loaded["train"], cfg, seed)
     return DatasetDict({"train": loaded["train"], "test": loaded["test"]})
