@@ -325,6 +325,8 @@ DATA_FILE_CASES = [
     ("torn save_to_disk folder", torn_saved_dataset, "'data.path'", "saved"),
     ("too few samples for a proxy set", too_few_samples, "'data.proxy_size'", "Fisher"),
     ("folders source on a file", not_a_class_folder, "'data.path'", "not a folder"),
+    ("a path bbc_news would ignore", lambda d: {"data.source": "bbc_news", "data.path": str(_csv(d, "text,label\n"))},
+     "'data.path'", "ignored by data.source 'bbc_news'"),
     ("instruction column not in the file", lambda d: dolly_file(d, instruction_column="prompt"),
      "'data.instruction_column'", "prompt"),
     ("context column not in the file", lambda d: dolly_file(d, context_column="input"), "'data.context_column'",

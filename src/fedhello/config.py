@@ -69,7 +69,11 @@ class LoraSettings(Section):
 
 class DataConfig(Section):
     source: str = Field("bbc_news", description="registered data source: bbc_news, hf")
-    path: str | None = Field(None, description="hub name or local path for source=hf")
+    path: str | None = Field(
+        None,
+        description="local file or folder, or hub name, of the data (hf, folders and the paper's sources); "
+        "refused with bbc_news, whose corpus ships with fedhello",
+    )
     subset: str | None = Field(None, description="hub configuration name, e.g. 'ledgar'")
     text_column: str = "text"
     label_column: str = "label"

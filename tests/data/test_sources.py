@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from datasets import Dataset, DatasetDict
 
 from fedhello.config import DataConfig
 from fedhello.data import load_source
 from fedhello.data.sources import encode_labels
+from fedhello.errors import ConfigError
 
 
 def saved_splits(tmp_path, train: list, test: list) -> str:  # noqa: ANN001
@@ -55,3 +57,15 @@ def test_the_papers_integer_ids_keep_their_value_in_every_split():
     encoded = encode_labels(splits, "label", integer_ids=True)
     assert encoded["test"].features["label"].names == ["0", "1", "2", "3", "4"]
     assert encoded["test"]["label"] == [4, 4]
+
+
+def test_a_path_the_source_would_ignore_is_refused(tmp_path):
+    """bbc_news reads its shipped corpus: with `data.path` set it would train on BBC News while the run's
+    config.yaml names the user's file. The path is refused before anything is read."""
+    path = tmp_path / "mine.csv"
+    path.write_text("text,label\nhello,a\nworld,b\n")
+    with pytest.raises(ConfigError, match=r"'data.path': '.*mine.csv' is ignored by data.source 'bbc_news'") as err:
+        load_source(DataConfig(source="bbc_news", path=str(path)), seed=0)
+    assert "\n" not in str(err.value) and "fix: set data.source to hf" in str(err.value)
+    # the sources that read a path still do
+    assert load_source(DataConfig(source="hf", path=str(path), test_size=0.5), seed=0)["train"].num_rows == 1

@@ -22,6 +22,9 @@ SOURCES: Registry = Registry("source", "data.source")
 # Classes of each registered source, known without loading it (None: no classes, e.g. instruction data);
 # `fedhello run --dry-run` sizes the head from it. Sources that hold classes add themselves here.
 LABEL_COUNTS: dict[str, int | None] = {"bbc_news": 5}
+# Sources whose data ships with a package and that read nothing from `data.path`. A path given with one of them is
+# refused (`check_path`): a run must train on the file it names or stop, never on another corpus.
+PATHLESS: set[str] = {"bbc_news"}
 
 
 def bbc_news_dir() -> Path:
@@ -228,7 +231,7 @@ def encode_labels(splits: DatasetDict, column: str, integer_ids: bool = False) -
 
     out = {}
     for key, split in splits.items():
-        if getattr(split.features[column], "dtype", None) not in ("string", "large_string"):
+        if getattr(split.features[column], "dtype", None) != "string":  # ClassLabel casts from `string` only
             features = split.features.copy()
             features[column] = Value("string")
             split = split.map(as_text, batched=True, features=features)
@@ -269,6 +272,20 @@ def count_labels(cfg: DataConfig) -> int | None:
     return LABEL_COUNTS.get(cfg.source)
 
 
+def check_path(cfg: DataConfig) -> None:
+    """Refuse, in one line, a `data.path` that the configured source would ignore."""
+    if cfg.path and cfg.source in PATHLESS:
+        raise ConfigError(
+            "data.path",
+            f"'{cfg.path}' is ignored by data.source '{cfg.source}' (its corpus ships with fedhello)",
+            "set data.source to hf for a csv/json/parquet file, a save_to_disk folder or a hub name, or to folders "
+            "for a folder of class folders; or remove data.path",
+        )
+
+
 def load_source(cfg: DataConfig, seed: int) -> DatasetDict:
-    """The configured source's `train` and `test` splits (`data.source`)."""
-    return SOURCES.get(cfg.source)(cfg, seed)
+    """The configured source's `train` and `test` splits (`data.source`); a `data.path` it would ignore is
+    refused first."""
+    source = SOURCES.get(cfg.source)
+    check_path(cfg)
+    return source(cfg, seed)
