@@ -102,6 +102,7 @@ CONFIG_CASES = [
     ("empty csv delimiter", setting("data.csv_delimiter", ""), [], "'data.csv_delimiter'", "at least 1"),
     ("long csv quote", setting("data.csv_quotechar", "''"), [], "'data.csv_quotechar'", "at most 1"),
     ("unknown csv quoting", setting("data.csv_quoting", "sometimes"), [], "'data.csv_quoting'", "minimal"),
+    ("unknown bad-label rule", setting("data.bad_labels", "ignore"), [], "'data.bad_labels'", "drop"),
     # every field of model:
     ("model not a string", setting("model.name_or_path", 5), [], "'model.name_or_path'", "string"),
     ("zero max length", setting("model.max_length", 0), [], "'model.max_length'", "greater than 0"),

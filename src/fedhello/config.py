@@ -82,6 +82,12 @@ class DataConfig(Section):
         description="the run's classes in label-id order (None: the source's own). Fixes how every node of a "
         "deployment whose SuperNodes hold their own data maps its labels (flower.node_data)",
     )
+    bad_labels: Literal["refuse", "drop"] = Field(
+        "refuse",
+        description="rows whose label is missing (empty, or the 'no label' id -1) or, where the run fixes its "
+        "classes (data.label_names, a SuperNode's own data), not one of them: refuse the file in one line naming "
+        "it, or drop those rows and say how many",
+    )
     test_size: float = Field(0.2, gt=0.0, lt=1.0, description="held-out test share when no test split exists")
     proxy_size: int = Field(50, ge=0, description="training samples held out as the server's FIM proxy set")
     max_train_samples: int | None = Field(None, gt=0, description="cap on training samples (quick runs)")

@@ -180,8 +180,9 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
 
 
-def check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
-    """The text column must hold text in every row, and the label column a value in every row."""
+def check_columns(loaded: DatasetDict, cfg: DataConfig, require_labels: bool = True) -> None:
+    """The text column must hold text in every row, and (`require_labels`) the label column a value in every
+    row; callers that judge missing labels themselves (`fedhello.data.node`) pass False."""
     train = loaded["train"]
     names = train.column_names
     for field, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
@@ -199,7 +200,10 @@ def check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
                 f"column '{cfg.text_column}' holds {kind} values, not text",
                 "point data.text_column at the column with the texts",
             )
-        for field, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
+        required = [("data.text_column", cfg.text_column)]
+        if require_labels:
+            required.append(("data.label_column", cfg.label_column))
+        for field, column in required:
             empty = [i for i, value in enumerate(split[column]) if value is None]
             if empty:
                 raise ConfigError(
