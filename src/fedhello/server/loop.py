@@ -52,6 +52,7 @@ class RoundOutcome:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
     sent: int = 0  # plans actually handed to the engine (simulated dropouts are never sent one)
+    warnings: list[str] = field(default_factory=list)  # e.g. a median rule that had too few updates to judge
 
 
 def collect_updates(
@@ -104,6 +105,9 @@ def collect_updates(
         if not pending:
             break
     outcome.rejected.extend({**r.to_json(), "attempt": arrived[r.client_id]} for r in outliers)
+    outcome.warnings = validator.unbounded(wellformed, global_state)
+    for note in outcome.warnings:  # on the console too: nothing bounded these updates
+        warnings.warn(f"round {round_num}: {note}", stacklevel=2)
     # aggregation order must not depend on arrival order (floating-point sums are not associative)
     outcome.accepted.sort(key=lambda u: u.client_id)
     return outcome
@@ -149,6 +153,7 @@ def round_record(
         "skipped": skipped,
         "failed_clients": outcome.failed,
         "rejected": outcome.rejected,
+        "warnings": outcome.warnings,
     }
 
 

@@ -12,6 +12,13 @@ round so far (all attempts), so an outlier cannot slip through on a retry where 
 arrive. A rejected update is logged with its reason and never reaches the aggregator, so it cannot
 change the global model, and the aggregator only ever sees sample counts the server trusts.
 
+Updates that claim no samples (a node with empty data) trained nothing and carry no weight
+(`Coordinator.aggregate`), so they neither set the medians nor are judged by them: with most of a round at 0
+samples, a median over every claim would be 0 and refuse every honest update. The medians are taken over the
+updates that claim samples (and, for the norm rule, that changed the model), and need at least `MIN_JUDGED` of
+them: a median of one or two values bounds nothing. A round where a rule in force could not judge is said in
+the run's records (`unbounded`).
+
 Engines do not judge updates: they only move them (see engines/flower/serverapp.py).
 """
 
@@ -45,6 +52,8 @@ def _slice_like(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """The leading block of `tensor` with `shape` (the global part a truncated factor replaces)."""
     return tensor[tuple(slice(0, n) for n in shape)]
 
+
+MIN_JUDGED = 3  # fewest values a round median is taken over (one or two bound nothing)
 
 SampleCounts = Callable[[int], int]
 """client id -> the number of training samples the server knows that client holds."""
@@ -151,32 +160,64 @@ class UpdateValidator:
                 rejected.append(Rejection(update.client_id, reason))
         return wellformed, rejected
 
+    def _judges_claims(self) -> bool:
+        return self.settings.num_samples_bound is not None and self.sample_counts is None
+
+    def _moved(self, updates: Sequence[ClientUpdate], global_state: dict[str, torch.Tensor]) -> dict[int, float]:
+        """Change RMS of the updates that claim samples and changed the model, by position in `updates`."""
+        changes = {i: self.change_rms(u, global_state) for i, u in enumerate(updates) if u.num_samples > 0}
+        return {i: change for i, change in changes.items() if change > 0}
+
     def bound(
         self, updates: Sequence[ClientUpdate], global_state: dict[str, torch.Tensor]
     ) -> tuple[list[ClientUpdate], list[Rejection]]:
         """The round-level rules: `updates` are ALL the round's well-formed updates so far; an update is
-        refused when its change RMS exceeds `norm_bound` x their median, or (without server-side sample
-        counts) its claim exceeds `num_samples_bound` x their median claim. Pure: judging the same round
-        again with more updates may refuse one that an earlier call kept."""
-        if not self.settings.validate_updates or len(updates) < 3:  # a median of one or two says nothing
+        refused when its change RMS exceeds `norm_bound` x the median over the updates that claim samples and
+        changed the model, or (without server-side sample counts) its claim exceeds `num_samples_bound` x the
+        median of the positive claims. A rule judges only with at least `MIN_JUDGED` such values. Pure:
+        judging the same round again with more updates may refuse one that an earlier call kept."""
+        if not self.settings.validate_updates:
             return list(updates), []
         reasons: dict[int, str] = {}  # position in `updates` -> why
         bound = self.settings.norm_bound
         if bound is not None:
-            changes = [self.change_rms(u, global_state) for u in updates]
-            median = float(np.median(changes))
-            for i, change in enumerate(changes):
-                if change > bound * median:
-                    reasons[i] = f"norm bound: change RMS {change:.3g} > {bound:g} x round median {median:.3g}"
+            changes = self._moved(updates, global_state)
+            if len(changes) >= MIN_JUDGED:
+                median = float(np.median(list(changes.values())))
+                for i, change in changes.items():
+                    if change > bound * median:
+                        reasons[i] = f"norm bound: change RMS {change:.3g} > {bound:g} x round median {median:.3g}"
         samples_bound = self.settings.num_samples_bound
-        if samples_bound is not None and self.sample_counts is None:
-            median = float(np.median([u.num_samples for u in updates]))
-            for i, update in enumerate(updates):
-                if i not in reasons and update.num_samples > samples_bound * median:
-                    claim = update.num_samples
+        claims = {i: u.num_samples for i, u in enumerate(updates) if u.num_samples > 0}
+        if self._judges_claims() and samples_bound is not None and len(claims) >= MIN_JUDGED:
+            median = float(np.median(list(claims.values())))
+            for i, claim in claims.items():
+                if i not in reasons and claim > samples_bound * median:
                     reasons[i] = f"num_samples: claims {claim} > {samples_bound:g} x round median {median:g}"
         kept = [u for i, u in enumerate(updates) if i not in reasons]
         return kept, [Rejection(updates[i].client_id, why) for i, why in sorted(reasons.items())]
+
+    def unbounded(self, updates: Sequence[ClientUpdate], global_state: dict[str, torch.Tensor]) -> list[str]:
+        """The median rules in force that could not judge this round's `updates` (too few values), each as a
+        sentence for the run's records: there, a claim or a change is bounded by nothing else."""
+        if not self.settings.validate_updates:
+            return []
+        notes = []
+        claims = sum(1 for u in updates if u.num_samples > 0)
+        if self._judges_claims() and claims < MIN_JUDGED:
+            cap = self.settings.max_num_samples
+            notes.append(
+                f"num_samples_bound not applied: {claims} update(s) claim samples and a round median needs "
+                f"{MIN_JUDGED}; claims were bounded only by reliability.max_num_samples ({cap if cap else 'unset'})"
+            )
+        if self.settings.norm_bound is not None:
+            moved = len(self._moved(updates, global_state))
+            if moved < MIN_JUDGED:
+                notes.append(
+                    f"norm_bound not applied: {moved} update(s) with samples changed the model and a round median "
+                    f"needs {MIN_JUDGED}"
+                )
+        return notes
 
     def split(
         self, plans: dict[int, Plan], updates: Sequence[ClientUpdate], global_state: dict[str, torch.Tensor]
