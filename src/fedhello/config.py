@@ -56,7 +56,7 @@ class LoraSettings(Section):
         ge=0.0,
         description="HetLoRA rank self-pruning (0 = off): after local training a client drops the top "
         "components of a LoRA pair when the norm of their product is at most this fraction of the norm of "
-        "the kept components' product; the dropped components are sent as zeros",
+        "the kept components' product; such a pair is sent as the lower-rank adapter it now is",
     )
     self_prune_ratio: float = Field(
         0.75,

@@ -408,3 +408,28 @@ def test_a_round_too_small_for_the_median_rules_says_so_in_its_record():
     # where the server knows every partition size, claims are exact and there is nothing to say
     known = UpdateValidator(LAYOUT, config.reliability, sample_counts=lambda cid: updates[cid - 1].num_samples)
     assert known.unbounded(updates, state) == []
+
+
+def test_a_self_pruned_pair_may_arrive_below_the_plans_rank():
+    """With self-pruning on, a client sends a pruned pair as the rank-k adapter it is: accepted when both factors
+    have the same rank k >= 1 and every other dimension is the plan's; refused otherwise, and always refused
+    when clients cannot prune."""
+    state = global_state()
+    plan = Plan((0,), ranks={0: 4})
+    pruned = honest(1, plan, state)
+    pruned.tensors[A0], pruned.tensors[B0] = pruned.tensors[A0][:3], pruned.tensors[B0][:, :3]
+    lopsided = honest(2, plan, state)
+    lopsided.tensors[A0] = lopsided.tensors[A0][:3]
+    wider = honest(3, plan, state)
+    wider.tensors[A0], wider.tensors[B0] = torch.zeros(3, 9), wider.tensors[B0][:, :3]
+    plans = {1: plan, 2: plan, 3: plan}
+    accepted, rejected = UpdateValidator(LAYOUT, ReliabilityConfig(), pruned_ranks=True).split(
+        plans, [pruned, lopsided, wider], state
+    )
+    assert [u.client_id for u in accepted] == [1]
+    assert [(r.client_id, r.reason) for r in rejected] == [
+        (2, f"{A0}: rank 3, its lora_B has rank 4"),
+        (3, f"{A0}: shape [3, 9], expected [4, 8]"),
+    ]
+    _, rejected = UpdateValidator(LAYOUT, ReliabilityConfig()).split({1: plan}, [pruned], state)
+    assert "shape [3, 8], expected [4, 8]" in rejected[0].reason

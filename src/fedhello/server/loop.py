@@ -201,7 +201,13 @@ def run_rounds(
     observers = observers if observers is not None else run_observers(config)
     start = resume_run(federation, coordinator, run_dir) if resume else 0
     history = read_metrics(run_dir) if start else []
-    validator = UpdateValidator(federation.layout, config.reliability, coordinator.aggregator, sample_counts)
+    validator = UpdateValidator(
+        federation.layout,
+        config.reliability,
+        coordinator.aggregator,
+        sample_counts,
+        pruned_ranks=config.lora.self_prune_threshold > 0,  # self-pruned clients send rank-k pairs
+    )
     rounds = config.federation.rounds
     every = config.checkpoint.every
     download_bytes = state_bytes(coordinator.global_state)

@@ -1,7 +1,8 @@
 """Server-side checks on client updates before aggregation.
 
 A client is not trusted: its update must carry exactly the tensors its plan trains (the server's plan,
-not the one the client claims), with the shapes and dtypes that plan implies, finite values, and a
+not the one the client claims), with the shapes and dtypes that plan implies (where clients self-prune their
+rank, a LoRA pair may come at a lower rank, both factors alike), finite values, and a
 sample count the server can vouch for. Where the server knows each client's partition size (the local
 and flower-sim engines build the federation's partitioner) the claim must equal it; elsewhere
 (flower-deploy) it must stay within `max_num_samples` and `num_samples_bound` times the round's median
@@ -34,6 +35,7 @@ import torch
 
 from fedhello.aggregation.base import Aggregator, expected_shapes
 from fedhello.config import ReliabilityConfig
+from fedhello.models.ranks import lora_factor, partner_name, tensor_rank
 from fedhello.plan import ClientUpdate, Plan
 
 
@@ -64,6 +66,8 @@ class UpdateValidator:
 
     `sample_counts` is the server's own count of each client's training samples, where it has one (the
     simulation engines); without it, claims are only bounded (`max_num_samples`, `num_samples_bound`).
+    `pruned_ranks` (clients may self-prune, `lora.self_prune_threshold`): a LoRA pair may arrive at a lower rank
+    than the plan's, both factors at the same rank -- the rank-k adapter a self-pruned client sends.
     """
 
     def __init__(
@@ -72,10 +76,12 @@ class UpdateValidator:
         settings: ReliabilityConfig,
         aggregator: Aggregator | None = None,
         sample_counts: SampleCounts | None = None,
+        pruned_ranks: bool = False,
     ) -> None:
         self.layout = layout
         self.settings = settings
         self.sample_counts = sample_counts
+        self.pruned_ranks = pruned_ranks
         # the aggregator says what it expects clients to upload (`Aggregator.expected_shapes`)
         self._shapes = aggregator.expected_shapes if aggregator is not None else expected_shapes
 
@@ -96,13 +102,28 @@ class UpdateValidator:
             tensor = update.tensors[name]
             if not isinstance(tensor, torch.Tensor):
                 return f"{name}: not a tensor ({type(tensor).__name__})"
-            if tuple(tensor.shape) != tuple(shape):
+            if tuple(tensor.shape) != tuple(shape) and not self._pruned(name, tensor, shape):
                 return f"{name}: shape {list(tensor.shape)}, expected {list(shape)}"
             if tensor.dtype != global_state[name].dtype:
                 return f"{name}: dtype {tensor.dtype}, expected {global_state[name].dtype}"
             if not bool(torch.isfinite(tensor).all()):
                 return f"{name}: contains NaN or Inf"
+        if self.pruned_ranks:
+            for name, tensor in update.tensors.items():
+                partner = update.tensors.get(partner_name(name)) if lora_factor(name) == "A" else None
+                if partner is not None and tensor_rank(name, tensor) != tensor_rank(partner_name(name), partner):
+                    return f"{name}: rank {tensor_rank(name, tensor)}, its lora_B has rank {partner.shape[1]}"
         return self.check_samples(update.num_samples, update.client_id)
+
+    def _pruned(self, name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> bool:
+        """Whether `tensor` is LoRA factor `name` at a lower rank (at least 1) than `shape`, every other
+        dimension as planned, and self-pruned ranks are allowed."""
+        factor = lora_factor(name)
+        if not self.pruned_ranks or factor is None or tensor.dim() != 2 or len(shape) != 2:
+            return False
+        axis = 0 if factor == "A" else 1
+        rank, planned = tensor.shape[axis], shape[axis]
+        return 1 <= rank < planned and tensor.shape[1 - axis] == shape[1 - axis]
 
     def check_samples(self, samples: object, client_id: int) -> str | None:
         """Why a claimed sample count must be refused on its own (the median rule is in `bound`)."""
