@@ -74,3 +74,19 @@ def test_report_opens_in_headless_chromium(make_run_dir, tmp_path):
     assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1280) and float(pixels[..., :3].std()) > 0.05
+
+
+def test_a_missing_browser_fails_in_ci(monkeypatch):
+    """The CI rule itself, whatever this machine has installed: no Chromium is a failure where CI is set, a
+    skip elsewhere."""
+    monkeypatch.setitem(globals(), "CHROMIUM", None)
+    outcomes = (pytest.fail.Exception, pytest.skip.Exception)  # a skip must not escape: it would hide the check
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(outcomes) as raised:
+        require_chromium()
+    assert raised.type is pytest.fail.Exception and "CI is set and chromium not installed" in str(raised.value)
+    for value in ("", "0", "false"):
+        monkeypatch.setenv("CI", value)
+        with pytest.raises(outcomes) as raised:
+            require_chromium()
+        assert raised.type is pytest.skip.Exception, value
