@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from fedhello.config import load_config
+from fedhello.config import TrainConfig, load_config
 from fedhello.experiment import Experiment, build_experiment
+from fedhello.plan import ClientUpdate
 from fedhello.resources.profile import profile_batches
 from fedhello.resources.report import machine_line
 from fedhello.runtime import quiet_libraries
@@ -52,6 +53,29 @@ def batches(s: Experiment, count: int = 2) -> list[dict[str, torch.Tensor]]:
 
 def tier_counts(s: Experiment) -> list[int]:
     return [t.layers or s.num_layers for t in s.config.tiers]
+
+
+def work_done(update: ClientUpdate, num_samples: int, train: TrainConfig) -> tuple[int, int]:
+    """(micro-batches, samples) the trainer went through to make `update`, from its own record of optimizer
+    steps (`update.metrics["steps"]`): a benchmark credits the work done, never the client's whole data --
+    `train.max_steps` may stop it early (the default config's 3 steps of 16 are 48 samples, not an epoch of 64)."""
+    steps = int(update.metrics["steps"])
+    sizes = [min(train.batch_size, num_samples - start) for start in range(0, num_samples, train.batch_size)]
+    groups = [sizes[i : i + train.grad_accum] for i in range(0, len(sizes), train.grad_accum)]  # one step each
+    chosen = [groups[step % len(groups)] for step in range(steps)] if groups else []
+    return sum(len(g) for g in chosen), sum(sum(g) for g in chosen)
+
+
+def cap_note(num_samples: int, train: TrainConfig) -> str:
+    """One line saying whether the config's `train.max_steps` cuts a client's local epochs short."""
+    per_epoch = -(-num_samples // (train.batch_size * train.grad_accum))  # optimizer steps per epoch
+    planned = per_epoch * train.local_epochs
+    if train.max_steps and train.max_steps < planned:
+        return (
+            f"capped by the config: train.max_steps={train.max_steps} stops a client after {train.max_steps} of "
+            f"{planned} steps ({train.local_epochs} epoch(s) of {num_samples} samples); rates count the work done"
+        )
+    return f"not capped: {train.local_epochs} epoch(s) of {num_samples} samples, {planned} steps"
 
 
 def timed(times: MutableMapping[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -2,8 +2,11 @@
 time (target <= 5 %).
 
 Runs the local engine's round loop with a timed `Coordinator`; client training is timed in `dispatch`.
-Round wall time comes from metrics.jsonl. Evaluation is reported but not counted as overhead (how often to
-evaluate is the user's choice). FIM is measured per refresh and amortised over the config's own schedule.
+Round wall time comes from metrics.jsonl. The overhead is a share of the rounds' time, so it depends on how much
+local work a client does: the script prints the optimizer steps from the trainer's records and how many clients
+`train.max_steps` stopped early (the default config: 3 steps, not full epochs). Evaluation is reported but not
+counted as overhead (how often to evaluate is the user's choice). FIM is measured per refresh and amortised over
+the config's own schedule.
 
     OMP_NUM_THREADS=1 python benchmarks/engine_overhead.py                # 3 rounds, ~2-3 min on 2 idle cores
     python benchmarks/engine_overhead.py --rounds 8
@@ -16,7 +19,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from _common import footer, header, parser, timed
+from _common import cap_note, footer, header, parser, timed
 
 from fedhello.config import load_config
 from fedhello.rundir import read_metrics
@@ -75,6 +78,12 @@ def main() -> None:
     bookkeeping = max(wall - known, 0.0)
     n_fim = sum(1 for r in records if r.get("importance_refresh"))
     print(f"{len(records)} rounds, {config.federation.clients_per_round} clients/round, round wall total {wall:.1f} s")
+    clients = [c for r in records for c in r["clients"]]
+    steps = [int(c["steps"]) for c in clients]
+    capped = sum(1 for c in clients if "capped by" in cap_note(c["num_samples"], config.train))
+    print(f"local work (the trainer's records): {sum(steps)} optimizer steps in {len(clients)} client updates "
+          f"({min(steps)}-{max(steps)} each); {capped} of them stopped by train.max_steps={config.train.max_steps} "
+          "before the end of their local epochs")
     for name, value in (("client training", TIMES["training"]), ("allocation", allocation),
                         ("FIM (all refreshes)", fim), ("aggregation", TIMES["aggregation"]),
                         ("evaluation", TIMES["evaluation"]), ("bookkeeping (rest)", bookkeeping)):

@@ -102,6 +102,7 @@ CONFIG_CASES = [
     ("empty csv delimiter", setting("data.csv_delimiter", ""), [], "'data.csv_delimiter'", "at least 1"),
     ("long csv quote", setting("data.csv_quotechar", "''"), [], "'data.csv_quotechar'", "at most 1"),
     ("unknown csv quoting", setting("data.csv_quoting", "sometimes"), [], "'data.csv_quoting'", "minimal"),
+    ("unknown bad-label rule", setting("data.bad_labels", "ignore"), [], "'data.bad_labels'", "drop"),
     # every field of model:
     ("model not a string", setting("model.name_or_path", 5), [], "'model.name_or_path'", "string"),
     ("zero max length", setting("model.max_length", 0), [], "'model.max_length'", "greater than 0"),
@@ -325,6 +326,8 @@ DATA_FILE_CASES = [
     ("torn save_to_disk folder", torn_saved_dataset, "'data.path'", "saved"),
     ("too few samples for a proxy set", too_few_samples, "'data.proxy_size'", "Fisher"),
     ("folders source on a file", not_a_class_folder, "'data.path'", "not a folder"),
+    ("a path bbc_news would ignore", lambda d: {"data.source": "bbc_news", "data.path": str(_csv(d, "text,label\n"))},
+     "'data.path'", "ignored by data.source 'bbc_news'"),
     ("instruction column not in the file", lambda d: dolly_file(d, instruction_column="prompt"),
      "'data.instruction_column'", "prompt"),
     ("context column not in the file", lambda d: dolly_file(d, context_column="input"), "'data.context_column'",

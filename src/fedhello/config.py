@@ -56,7 +56,7 @@ class LoraSettings(Section):
         ge=0.0,
         description="HetLoRA rank self-pruning (0 = off): after local training a client drops the top "
         "components of a LoRA pair when the norm of their product is at most this fraction of the norm of "
-        "the kept components' product; the dropped components are sent as zeros",
+        "the kept components' product; such a pair is sent as the lower-rank adapter it now is",
     )
     self_prune_ratio: float = Field(
         0.75,
@@ -69,7 +69,11 @@ class LoraSettings(Section):
 
 class DataConfig(Section):
     source: str = Field("bbc_news", description="registered data source: bbc_news, hf")
-    path: str | None = Field(None, description="hub name or local path for source=hf")
+    path: str | None = Field(
+        None,
+        description="local file or folder, or hub name, of the data (hf, folders and the paper's sources); "
+        "refused with bbc_news, whose corpus ships with fedhello",
+    )
     subset: str | None = Field(None, description="hub configuration name, e.g. 'ledgar'")
     text_column: str = "text"
     label_column: str = "label"
@@ -77,6 +81,12 @@ class DataConfig(Section):
         None,
         description="the run's classes in label-id order (None: the source's own). Fixes how every node of a "
         "deployment whose SuperNodes hold their own data maps its labels (flower.node_data)",
+    )
+    bad_labels: Literal["refuse", "drop"] = Field(
+        "refuse",
+        description="rows whose label is missing (empty, or the 'no label' id -1) or, where the run fixes its "
+        "classes (data.label_names, a SuperNode's own data), not one of them: refuse the file in one line naming "
+        "it, or drop those rows and say how many",
     )
     test_size: float = Field(0.2, gt=0.0, lt=1.0, description="held-out test share when no test split exists")
     proxy_size: int = Field(50, ge=0, description="training samples held out as the server's FIM proxy set")

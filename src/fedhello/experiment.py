@@ -74,7 +74,10 @@ def build_experiment(config: RunConfig, train_samples: int | None = None) -> Exp
     label_names = config.data.label_names or class_names(raw["train"], config.data.label_column)
     if config.data.label_names:  # the run fixes the label ids: re-code the source's labels by name
         column = config.data.label_column
-        raw = {name: with_run_labels(split, column, label_names, f"data split '{name}'") for name, split in raw.items()}
+        raw = {
+            name: with_run_labels(split, column, label_names, f"data split '{name}'", config.data.bad_labels)
+            for name, split in raw.items()
+        }
     task, model, num_layers = _task_and_model(config, len(label_names))
 
     train = raw["train"].shuffle(seed=config.seed)

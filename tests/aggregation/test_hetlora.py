@@ -4,7 +4,7 @@ import torch
 
 from fedhello.aggregation import AGGREGATORS, masked_fedavg
 from fedhello.aggregation.hetlora import hetlora_aggregate, rank_masked_fedavg
-from fedhello.models.ranks import coverage, pad, truncate
+from fedhello.models.ranks import coverage, pad, self_prune, truncate
 from fedhello.plan import ClientUpdate, Plan
 
 A, B, HEAD = "m.layer.0.q.lora_A.default.weight", "m.layer.0.q.lora_B.default.weight", "m.classifier.weight"
@@ -81,3 +81,21 @@ def test_aggregators_are_registered_and_pure():
     for name in ("hetlora", "rank_fedavg", "flexlora"):
         AGGREGATORS.get(name)().aggregate(g, ups)
         assert all(torch.equal(g[k], before[k]) for k in g)
+
+
+def test_a_self_pruned_client_is_a_rank_k_upload_to_every_rank_aware_aggregator():
+    """docs/compare.md: a client that prunes rank 4 to 3 sends a rank-3 adapter. `rank_fedavg` then averages
+    component 3 over the clients that sent it (the other client's 5.0), not with the pruned client's zeros
+    (2.5); `hetlora` zero-pads, so there the two are the same."""
+    g = {A: torch.zeros(R, IN), B: torch.zeros(OUT, R)}
+    strong = {A: torch.full((R, IN), 5.0), B: torch.full((OUT, R), 5.0)}
+    weak = {A: torch.eye(R, IN), B: torch.eye(OUT, R)}
+    weak[A][3] *= 0.001  # its top component carries almost nothing: pruned
+    assert self_prune(weak, {A: R}, threshold=0.1, keep_ratio=0.75) == {A: 3}
+    real = {A: torch.eye(R, IN)[:3], B: torch.eye(OUT, R)[:, :3]}  # what a rank-3 client sends
+    pruned_round = [update(1, strong), update(2, weak)]
+    out = rank_masked_fedavg(g, pruned_round)
+    assert out[A][3].tolist() == [5.0] * IN and out[B][:, 3].tolist() == [5.0] * OUT
+    for aggregate in (rank_masked_fedavg, hetlora_aggregate):
+        same = aggregate(g, [update(1, strong), update(2, real, rank=3)])
+        assert all(torch.equal(aggregate(g, pruned_round)[k], same[k]) for k in g), aggregate.__name__

@@ -85,6 +85,37 @@ def test_an_unknown_label_is_refused_in_one_line_naming_the_file(tmp_path):
     assert "\n" not in str(err.value)
 
 
+def saved_with_unlabelled_rows(tmp_path) -> str:  # noqa: ANN001
+    """A saved set in the run's own class order whose rows 1 and 3 carry the "no label" id -1."""
+    saved = Dataset.from_dict({"text": ["t0", "t1", "t2", "t3", "t4"], "label": [0, -1, 1, -1, 3]})
+    saved.cast_column("label", ClassLabel(names=RUN_LABELS)).save_to_disk(str(tmp_path / "saved"))
+    return str(tmp_path / "saved")
+
+
+def test_unlabelled_rows_are_refused_naming_the_file_and_the_switch(tmp_path):
+    """-1 is datasets' "no label"; indexed into the class names it is the last class, so a node's unlabelled
+    rows would train as 'money'. By default the file is refused in one line."""
+    path = saved_with_unlabelled_rows(tmp_path)
+    with pytest.raises(FedHelloError, match=r"node data '.*saved': 2 of 5 rows have no label .*first: row 1") as err:
+        load_node_data(DataConfig(), path, RUN_LABELS)
+    assert "\n" not in str(err.value) and "data.bad_labels=drop" in str(err.value)
+
+
+def test_bad_labels_drop_keeps_the_valid_rows_and_counts_the_others(tmp_path):
+    path = saved_with_unlabelled_rows(tmp_path)
+    with pytest.warns(UserWarning, match=r"saved': dropped 2 of 5 rows .*2 without a label, 0 with labels"):
+        data = load_node_data(DataConfig(bad_labels="drop"), path, RUN_LABELS)
+    assert ids_by_text(data) == {"t0": "tech", "t2": "sport", "t4": "money"}, "no unlabelled row became a class"
+
+    csv = tmp_path / "node.csv"
+    csv.write_text("text,label\na goal,sport\nno label,\nsunny,weather\na chip,tech\n")
+    with pytest.raises(FedHelloError, match="1 of 4 rows have no label"):
+        load_node_data(DataConfig(), str(csv), RUN_LABELS)
+    with pytest.warns(UserWarning, match=r"dropped 2 of 4 rows .*1 without a label, 1 with labels \['weather'\]"):
+        data = load_node_data(DataConfig(bad_labels="drop"), str(csv), RUN_LABELS)
+    assert ids_by_text(data) == {"a goal": "sport", "a chip": "tech"}
+
+
 def test_missing_node_data_names_the_node_config_key(tmp_path):
     with pytest.raises(FedHelloError, match="does not exist on this node .*data-path="):
         load_node_data(DataConfig(), str(tmp_path / "nothing.csv"), RUN_LABELS)

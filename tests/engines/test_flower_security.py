@@ -121,7 +121,14 @@ def test_plain_http_is_allowed_on_loopback(address):
     require_tls_off_loopback(address, tls=False)
 
 
-@pytest.mark.parametrize("address", ["10.0.0.5:9092", "0.0.0.0:9092", "link.example.org:9092", "[2001:db8::1]:1"])
+# names that only look like loopback: a DNS name beginning with "localhost." or "127." resolves wherever its
+# owner says, so only localhost itself, 127.0.0.0/8 and ::1 may go without TLS
+LOOKALIKES = ["localhost.evil.example:9092", "localhost.:9092", "localhostx:1", "127.0.0.1.nip.io:9092", "::ffff:a00:1"]
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.5:9092", "0.0.0.0:9092", "link.example.org:9092", "[2001:db8::1]:1", *LOOKALIKES]
+)
 def test_plain_http_is_refused_off_loopback(address):
     with pytest.raises(FedHelloError) as err:
         require_tls_off_loopback(address, tls=False)

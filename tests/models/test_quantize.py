@@ -4,6 +4,7 @@ GPT-2 (bitsandbytes runs its 4- and 8-bit layers on CPU), the weights' memory, a
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -79,7 +80,8 @@ def test_one_round_with_nf4_int8_and_unquantized_clients(weighty_gpt2, tmp_path)
     # the server aggregated full-precision LoRA factors whatever the clients' base weights
     adapter = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert adapter and all(t.dtype == torch.float32 for t in adapter.values())
-    assert record["loss"] == record["loss"]  # the server's (unquantized) model evaluated the aggregate
+    # the server's (unquantized) model evaluated the aggregate: a real, finite loss (None or NaN would fail)
+    assert isinstance(record["loss"], float) and math.isfinite(record["loss"]) and record["loss"] > 0, record["loss"]
 
 
 def test_quantization_settings_are_checked():
@@ -158,3 +160,27 @@ def test_prepared_models_do_not_back_propagate_below_the_trained_layers(weighty_
     model = prepare(model, "nf4", config.train.precision)
     assert not any(p.requires_grad for p in model.parameters())
     assert not model.get_input_embeddings()(torch.tensor([[1, 2, 3]])).requires_grad
+
+
+@pytest.mark.parametrize("quantization", ["nf4", "int8"])
+def test_a_quantized_classifier_keeps_its_head_and_lora_in_full_precision(tiny_config, quantization):
+    """Every other quantized test is a causal LM without a head. A sequence classifier's head is trained in full
+    and federated like a LoRA tensor: bitsandbytes must leave it (`lora.head_modules`) a plain fp32 linear layer,
+    and the LoRA factors on the quantized base layers stay fp32 too, so clients of any quantization average
+    the same tensors."""
+    import bitsandbytes as bnb
+
+    from fedhello.models.layers import HEAD, trainable_layout
+    from fedhello.tasks import TASKS
+
+    model = TASKS.get("text_classification")(tiny_config, num_labels=4).build_model(quantization)
+    layer_type = bnb.nn.Linear4bit if quantization == "nf4" else bnb.nn.Linear8bitLt
+    quantized = [name for name, module in model.named_modules() if isinstance(module, layer_type)]
+    assert any(".attention.self.query" in name for name in quantized), "the base's linear layers are quantized"
+    assert not any("classifier" in name for name in quantized), quantized
+    heads = [m for name, m in model.named_modules() if name.endswith("classifier.modules_to_save.default")]
+    assert heads and all(type(m) is torch.nn.Linear and m.weight.dtype == torch.float32 for m in heads)
+    layout = trainable_layout(model.named_parameters())
+    params = dict(model.named_parameters())
+    assert any(layer == HEAD for layer in layout.values()) and any(".lora_A." in name for name in layout)
+    assert all(params[name].dtype == torch.float32 for name in layout), "head and LoRA factors in fp32"

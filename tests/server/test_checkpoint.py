@@ -139,6 +139,27 @@ def test_resume_between_fim_refreshes_restores_the_held_probabilities(fast_confi
     assert after_resume(tmp_path / "forgetful") != after_resume(reference)
 
 
+def test_a_resumed_fed_pilot_run_equals_an_uninterrupted_one(fast_config, tmp_path):
+    """Fed-pilot's aggregator carries per-tensor update counts across rounds (its step multipliers follow them),
+    so a resume that dropped them -- not loaded by the resume, or reset by `load_state_dict` -- would aggregate
+    rounds 3 and 4 with the counts of those rounds alone and end with another adapter."""
+    from fedhello.methods.presets import method_config
+
+    tree = resumable_config(fast_config, rounds=2).model_dump(mode="json")
+    config = method_config(tree, "fed-pilot")
+    run_dir = tmp_path / "run"
+    ENGINES.get("local")().run(config, run_dir, show_progress=False)
+    saved = json.loads((run_dir / CHECKPOINT_DIR / STATE_FILE).read_text())
+    assert saved["aggregator"]["counts"], "the checkpoint carries the counts"
+    longer = config.model_copy(deep=True)
+    longer.federation.rounds = 4
+    summary = ENGINES.get("local")().run(longer, run_dir, show_progress=False, resume=True)
+    assert summary["resumed_from"] == 2
+    reference = tmp_path / "reference"
+    ENGINES.get("local")().run(longer, reference, show_progress=False)
+    assert_same_run(run_dir, reference)
+
+
 def test_resume_before_the_first_checkpoint_restarts_cleanly(fast_config, tmp_path):
     config = resumable_config(fast_config, rounds=1)
     config.checkpoint.every = 0  # never checkpointed: resuming starts from round 1 with empty logs

@@ -331,3 +331,105 @@ def test_the_local_engine_holds_claims_to_its_own_partition_sizes(fast_config, t
     for record in records:
         assert "the server's partition of this client holds" in record["rejected"][0]["reason"]
         assert len(record["clients"]) == config.federation.clients_per_round - 1
+
+
+def empty_nodes_round(claims: list[int]) -> tuple[dict[int, Plan], list[ClientUpdate], dict[str, torch.Tensor]]:
+    """One update per claim: a node that claims 0 samples trained nothing and sends the global state back;
+    the others move every value by +1."""
+    state = {name: torch.zeros_like(t) for name, t in global_state().items()}
+    plans = {cid: Plan((0,)) for cid in range(1, len(claims) + 1)}
+    updates = [
+        ClientUpdate(
+            cid,
+            plan,
+            {n: state[n] + (1.0 if claim else 0.0) for n in expected_shapes(plan, state, LAYOUT)},
+            num_samples=claim,
+        )
+        for (cid, plan), claim in zip(plans.items(), claims, strict=True)
+    ]
+    return plans, updates, state
+
+
+def test_a_round_of_mostly_empty_nodes_keeps_its_honest_updates():
+    """Five nodes with empty data claim 0 samples and change nothing; a median over every claim (or change)
+    would be 0 and refuse each of the three honest updates, leaving the empty ones to set the model."""
+    plans, updates, state = empty_nodes_round([0, 0, 0, 0, 0, 40, 50, 60])
+    for settings in (ReliabilityConfig(), ReliabilityConfig(norm_bound=5.0)):
+        accepted, rejected = UpdateValidator(LAYOUT, settings).split(plans, updates, state)
+        assert not rejected, rejected
+        assert len(accepted) == len(updates)
+    # the median of the positive claims (55) still refuses a boast
+    plans, updates, state = empty_nodes_round([0, 0, 0, 0, 0, 40, 50, 60, 10**9])
+    accepted, rejected = UpdateValidator(LAYOUT, ReliabilityConfig()).split(plans, updates, state)
+    assert [(r.client_id, r.reason) for r in rejected] == [(9, "num_samples: claims 1000000000 > 10 x round median 55")]
+
+
+def test_zero_sample_updates_carry_no_weight(fast_config):
+    """With uniform weighting a node that trained nothing would pull the average back to the old model."""
+    from fedhello.server import Coordinator, build_federation
+
+    config = fast_config.model_copy(deep=True)
+    config.aggregation.weighting = "uniform"
+    coordinator = Coordinator(build_federation(config))
+    state = {n: t.clone() for n, t in coordinator.global_state.items()}
+    plan = Plan(tuple(range(4)))
+    moved = ClientUpdate(1, plan, {n: t + 1.0 for n, t in state.items()}, num_samples=30)
+    empty = ClientUpdate(2, plan, {n: t.clone() for n, t in state.items()}, num_samples=0)
+    coordinator.aggregate([moved, empty], round_num=1)
+    assert all(torch.equal(coordinator.global_state[n], state[n] + 1.0) for n in state)
+    coordinator.aggregate([empty], round_num=2)  # nobody trained: nothing changes
+    assert all(torch.equal(coordinator.global_state[n], state[n] + 1.0) for n in state)
+
+
+def test_a_round_too_small_for_the_median_rules_says_so_in_its_record():
+    """With fewer than 3 updates that claim samples nothing bounds a claim (10**9 samples beside 10 would own
+    a samples-weighted average): the round's record and the console say so."""
+    from fedhello.config import config_from_dict
+    from fedhello.server.loop import collect_updates, round_record
+
+    plans, updates, state = empty_nodes_round([0, 10, 10**9])
+    config = config_from_dict({"federation": {"num_clients": 3, "clients_per_round": 3}})  # flower-deploy's rules
+
+    def dispatch(round_num, sent, global_state):  # noqa: ANN001, ANN202
+        return [u for u in updates if u.client_id in sent]
+
+    validator = UpdateValidator(LAYOUT, config.reliability)
+    with pytest.warns(UserWarning, match="round 1: num_samples_bound not applied: 2 update"):
+        outcome = collect_updates(config, 1, plans, state, dispatch, validator)
+    assert len(outcome.accepted) == 3
+    (note,) = outcome.warnings
+    assert "2 update(s) claim samples and a round median needs 3" in note and "max_num_samples (unset)" in note
+
+    class Federation:
+        client_tiers = {1: 0, 2: 0, 3: 0}
+
+    record = round_record(1, Federation(), outcome, 0, 0.0, None, False, False)
+    assert record["warnings"] == [note]
+    # where the server knows every partition size, claims are exact and there is nothing to say
+    known = UpdateValidator(LAYOUT, config.reliability, sample_counts=lambda cid: updates[cid - 1].num_samples)
+    assert known.unbounded(updates, state) == []
+
+
+def test_a_self_pruned_pair_may_arrive_below_the_plans_rank():
+    """With self-pruning on, a client sends a pruned pair as the rank-k adapter it is: accepted when both factors
+    have the same rank k >= 1 and every other dimension is the plan's; refused otherwise, and always refused
+    when clients cannot prune."""
+    state = global_state()
+    plan = Plan((0,), ranks={0: 4})
+    pruned = honest(1, plan, state)
+    pruned.tensors[A0], pruned.tensors[B0] = pruned.tensors[A0][:3], pruned.tensors[B0][:, :3]
+    lopsided = honest(2, plan, state)
+    lopsided.tensors[A0] = lopsided.tensors[A0][:3]
+    wider = honest(3, plan, state)
+    wider.tensors[A0], wider.tensors[B0] = torch.zeros(3, 9), wider.tensors[B0][:, :3]
+    plans = {1: plan, 2: plan, 3: plan}
+    accepted, rejected = UpdateValidator(LAYOUT, ReliabilityConfig(), pruned_ranks=True).split(
+        plans, [pruned, lopsided, wider], state
+    )
+    assert [u.client_id for u in accepted] == [1]
+    assert [(r.client_id, r.reason) for r in rejected] == [
+        (2, f"{A0}: rank 3, its lora_B has rank 4"),
+        (3, f"{A0}: shape [3, 9], expected [4, 8]"),
+    ]
+    _, rejected = UpdateValidator(LAYOUT, ReliabilityConfig()).split({1: plan}, [pruned], state)
+    assert "shape [3, 8], expected [4, 8]" in rejected[0].reason

@@ -103,3 +103,39 @@ def test_auto_takes_the_most_depth_then_the_most_precise():
     auto = predict_tiers(model_shape(config), config)[1]
     assert {c.estimate.quantization: c.layers for c in auto.candidates} == {"none": None, "int8": None, "nf4": 12}
     assert auto.chosen.estimate.quantization == "nf4" and auto.chosen.total_mb(deepest=True) <= 3000
+
+
+def test_the_16_bit_output_layer_terms_of_an_nf4_llama():
+    """Llama 3.2 1B's tied 128,256 x 2,048 embeddings are 501 MiB in 16 bits, and they appear twice in the
+    estimate. Weights: an nf4 client of the bf16 checkpoint training under bf16 autocast keeps them bf16
+    (`quantize.prepare`): 501 MiB, where fp32 training holds them in fp32 (1,002 MiB). Training: were the output
+    layer fp32 (an fp32 checkpoint), bf16 autocast would keep a 16-bit copy of it for backward, 501 MiB more
+    at the logits moment. Dropping either term under-predicts a weak LLM client by half a GiB."""
+    from dataclasses import replace
+
+    from fedhello.resources.estimate import LOGIT_BYTES, MIB
+
+    config = load_config(PRESET)  # bf16 autocast, batch 2 x 512 tokens
+    shape = model_shape(config)
+    vocab, hidden = shape.arch.vocab_size, shape.arch.hidden_size
+    table = vocab * hidden * 2 / MIB
+    assert table == pytest.approx(501.0)
+    assert shape.weights.checkpoint_bytes == 2 and shape.weights.embedding_params == vocab * hidden
+
+    fp32_training = config.model_copy(deep=True)
+    fp32_training.train.precision = "fp32"
+    held = weights_mb(shape.weights, "nf4", "bf16")
+    assert weights_mb(shape.weights, "nf4", "fp32") - held == pytest.approx(table), "the embeddings, in 16 bits"
+    assert 975 < held < 985, "docs/paper.md: 980 MiB of nf4 weights (479 nf4 linear layers + 501 bf16 embeddings)"
+
+    tokens = config.train.batch_size * config.model.max_length
+    logits = LOGIT_BYTES * tokens * vocab
+    bf16_checkpoint = training_terms(shape, config, "nf4").base
+    assert max(bf16_checkpoint.values()) == logits, "a 16-bit output layer needs no copy"
+    fp32_checkpoint = replace(shape, weights=replace(shape.weights, checkpoint_bytes=4))
+    base = training_terms(fp32_checkpoint, config, "nf4").base
+    copy = max(base.values()) - logits
+    assert copy / MIB == pytest.approx(table), "the 16-bit copy of an fp32 output layer"
+    assert any("16-bit copy of the output layer" in term for term in base)
+    without_autocast = training_terms(fp32_checkpoint, fp32_training, "nf4").base
+    assert not any("16-bit copy" in term for term in without_autocast), "no autocast, no copy"

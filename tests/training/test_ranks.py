@@ -1,5 +1,5 @@
 """HetLoRA's client side: per-rank scaling (a rank-r client is exactly a rank-r adapter with scale alpha / r)
-and local rank self-pruning (deterministic, uploads the plan's shapes)."""
+and local rank self-pruning (deterministic; a pruned pair is uploaded as the rank-k adapter it now is)."""
 
 from __future__ import annotations
 
@@ -124,8 +124,8 @@ def pair(tail_scale: float) -> dict[str, torch.Tensor]:
 def test_self_pruning_drops_weak_top_components_only():
     weak = pair(0.01)
     assert self_prune(weak, {A: 4}, threshold=0.1, keep_ratio=0.75) == {A: 3}
-    assert torch.all(weak[A][3] == 0) and torch.all(weak[partner_name(A)][:, 3] == 0)
-    assert torch.equal(weak[A][:3], torch.eye(4, 6)[:3]), "kept components are untouched"
+    assert weak[A].shape == (3, 6) and weak[partner_name(A)].shape == (5, 3), "a rank-3 pair now"
+    assert torch.equal(weak[A], torch.eye(4, 6)[:3]), "kept components are untouched"
     strong = pair(1.0)
     assert self_prune(strong, {A: 4}, threshold=0.1, keep_ratio=0.75) == {A: 4}
     assert torch.equal(strong[A], torch.eye(4, 6))
@@ -158,3 +158,31 @@ def test_self_pruned_uploads_pass_validation_and_report_their_rank(tiny_config, 
         else:
             assert client["pruned_pairs"] > 0 and client["mean_rank"] < rank, client
     assert any(config.tiers[c["tier"]].layers > 1 for c in record["clients"]), "no client could prune"
+
+
+def test_the_upload_is_the_pruned_adapter(tiny_config):
+    """The metrics say what was pruned; the uploaded tensors must be it: every pruned pair arrives as a rank-k
+    adapter (fewer bytes), its components those of the trained factors, and the reported ranks are the sent
+    ones."""
+    config = method_config(tiny_config.model_dump(mode="json"), "hetlora")
+    config.lora.self_prune_threshold = 1e6  # every pair with anything learned drops its top components
+    fed = build_federation(config)
+    state = {n: p.detach().clone() for n, p in fed.model.named_parameters() if n in fed.layout}
+    plan = Plan(tuple(range(fed.num_layers)), ranks=dict.fromkeys(range(fed.num_layers), 4))
+    data = fed.client_data(0)
+    trainer = LocalTrainer(fed.model, fed.task, fed.layout, config.train, lora=config.lora)
+    update = trainer.train(0, plan, state, data, seed=5)
+
+    unpruned = config.lora.model_copy(update={"self_prune_threshold": 0.0})
+    reference = LocalTrainer(fed.model, fed.task, fed.layout, config.train, lora=unpruned).train(
+        0, plan, state, data, seed=5
+    )
+    ranks = {name: update.tensors[name].shape[0] for name in update.tensors if lora_factor(name) == "A"}
+    assert update.metrics["pruned_pairs"] == sum(rank < 4 for rank in ranks.values()) > 0
+    assert update.metrics["mean_rank"] == sum(ranks.values()) / len(ranks)
+    for a_name, rank in ranks.items():
+        b_name = partner_name(a_name)
+        assert update.tensors[b_name].shape[1] == rank, "both factors of a pair at the kept rank"
+        assert torch.equal(update.tensors[a_name], reference.tensors[a_name][:rank])
+        assert torch.equal(update.tensors[b_name], reference.tensors[b_name][:, :rank])
+    assert update.num_bytes < reference.num_bytes, "pruned components are not sent"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from fedhello.config import RunConfig
-from fedhello.data import count_labels
+from fedhello.data import check_path, count_labels
 from fedhello.models.architectures import ModelShape, lora_shape
 from fedhello.models.quantize import QUANTIZATIONS
 from fedhello.resources.estimate import Candidate, TierPrediction, dimensions, predict_tiers
@@ -29,6 +29,7 @@ def _mb(num_bytes: float) -> str:
 
 def describe_plan(config: RunConfig) -> str:
     """A human-readable plan: model and LoRA sizes, clients, tiers, rounds, upload per round per tier."""
+    check_path(config.data)  # a data.path the source would ignore fails here as it would in the run
     shape = model_shape(config)
     config.check_tier_layers(shape.num_layers)
     fed, train, part = config.federation, config.train, config.partition

@@ -7,7 +7,9 @@ Labels are matched by name (the text of the label column, or the names of a `Cla
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Literal
 
 from datasets import ClassLabel, Dataset, concatenate_datasets
 
@@ -18,26 +20,66 @@ from fedhello.errors import FedHelloError
 NODE_DATA_KEY = "data-path"  # the SuperNode --node-config key naming the node's data
 
 
-def with_run_labels(dataset: Dataset, column: str, label_names: list[str], where: str) -> Dataset:
+def _label_text(feature: object, value: object) -> str | None:
+    """The class name of one label value, or None when the row has no label: an empty value, or an id outside
+    a `ClassLabel`'s names (datasets write -1 for "no label")."""
+    if value is None:
+        return None
+    if isinstance(feature, ClassLabel):
+        return feature.names[value] if 0 <= value < len(feature.names) else None
+    return str(value)
+
+
+def with_run_labels(
+    dataset: Dataset,
+    column: str,
+    label_names: list[str],
+    where: str,
+    bad_labels: Literal["refuse", "drop"] = "refuse",
+) -> Dataset:
     """`dataset` with its label column re-coded to the ids of `label_names` (a `ClassLabel` with exactly those
-    names). A label that is not one of them is refused in one line naming `where`."""
+    names). Rows without a label (empty, or the "no label" id -1) and rows whose label is not one of
+    `label_names` are refused in one line naming `where`, or with `bad_labels="drop"` left out with a warning
+    that counts them: never trained as some other class."""
     feature = dataset.features[column]
-    values = dataset[column]
-    names = [feature.names[v] for v in values] if isinstance(feature, ClassLabel) else [str(v) for v in values]
-    unknown = sorted(set(names) - set(label_names))
-    if unknown:
+    names = [_label_text(feature, value) for value in dataset[column]]
+    ids = {name: i for i, name in enumerate(label_names)}
+    missing = [i for i, name in enumerate(names) if name is None]
+    unknown = sorted({name for name in names if name is not None} - set(ids))
+    drop_fix = "or set data.bad_labels=drop to train on the other rows"
+    if bad_labels == "refuse" and missing:
+        raise FedHelloError(
+            f"{where}: {len(missing)} of {len(names)} rows have no label (empty, or the 'no label' id -1; first: "
+            f"row {missing[0]}) (fix: label or remove those rows, {drop_fix})"
+        )
+    if bad_labels == "refuse" and unknown:
         raise FedHelloError(
             f"{where}: labels {unknown[:5]} are not among the run's classes {label_names} "
-            "(fix: relabel those rows, or list the classes in data.label_names of the run config)"
+            f"(fix: relabel those rows, list the classes in data.label_names of the run config, {drop_fix})"
         )
-    ids = {name: i for i, name in enumerate(label_names)}
+    keep = [i for i, name in enumerate(names) if name in ids]
+    if len(keep) < len(names):
+        if not keep:
+            raise FedHelloError(
+                f"{where}: none of its {len(names)} rows has one of the run's classes {label_names} "
+                "(fix: relabel the rows, or list their classes in data.label_names of the run config)"
+            )
+        warnings.warn(
+            f"{where}: dropped {len(names) - len(keep)} of {len(names)} rows (data.bad_labels=drop): "
+            f"{len(missing)} without a label, {len(names) - len(keep) - len(missing)} with labels {unknown[:5]} "
+            "not among the run's classes",
+            stacklevel=2,
+        )
+        dataset = dataset.select(keep)
+        names = [names[i] for i in keep]
     recoded = dataset.remove_columns(column).add_column(column, [ids[name] for name in names])
     return recoded.cast_column(column, ClassLabel(names=list(label_names)))
 
 
 def load_node_data(cfg: DataConfig, path: str, label_names: list[str]) -> Dataset:
     """Every row of the node's data at `path` -- a csv/json(l)/parquet file, a `save_to_disk` folder (all its
-    splits) or a folder of class folders -- as training rows labelled by `label_names`."""
+    splits) or a folder of class folders -- as training rows labelled by `label_names`. Rows without a usable
+    label are refused or dropped by `data.bad_labels` (`with_run_labels`)."""
     location = Path(path).expanduser()
     where = f"node data '{path}'"
     if not location.exists():
@@ -54,6 +96,6 @@ def load_node_data(cfg: DataConfig, path: str, label_names: list[str]) -> Datase
             raise FedHelloError(f"{where} holds no class folders of .txt files")
     else:
         loaded = load_any(cfg.model_copy(update={"path": str(location)}), str(location))
-        check_columns(loaded, cfg)
+        check_columns(loaded, cfg, require_labels=False)  # rows without a label: with_run_labels' rule
         dataset = concatenate_datasets(list(loaded.values()))  # a node's rows are all training rows
-    return with_run_labels(dataset, cfg.label_column, label_names, where)
+    return with_run_labels(dataset, cfg.label_column, label_names, where, cfg.bad_labels)

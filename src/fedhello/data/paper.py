@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Image
 
 from fedhello.config import DataConfig
-from fedhello.data.sources import LABEL_COUNTS, SOURCES, is_saved, load_any
+from fedhello.data.sources import LABEL_COUNTS, SOURCES, encode_labels, is_saved, load_any
 from fedhello.errors import ConfigError
 
 # Hub names used when `data.path` is not set. Local copies in the same schema work the same way.
@@ -49,19 +49,6 @@ def _require(dataset: Dataset, columns: dict[str, str]) -> None:
             raise ConfigError(field, f"column '{column}' not in {dataset.column_names}", "set the column name")
 
 
-def _encode_labels(splits: DatasetDict, column: str) -> DatasetDict:
-    """Make `column` a ClassLabel with the same names in every split: integer ids keep their value,
-    strings are numbered in sorted order (so ids never depend on row order)."""
-    if isinstance(splits["train"].features[column], ClassLabel):
-        return splits
-    values = {v for split in splits.values() for v in split.unique(column)}
-    if all(isinstance(v, int) for v in values):
-        feature = ClassLabel(names=[str(i) for i in range(max(values) + 1)])
-    else:
-        feature = ClassLabel(names=sorted(str(v) for v in values))
-    return DatasetDict({key: split.cast_column(column, feature) for key, split in splits.items()})
-
-
 def _with_test(splits: DatasetDict, cfg: DataConfig, seed: int, stratify: str | None) -> DatasetDict:
     """Keep the official test split; otherwise hold out `data.test_size`, stratified when possible."""
     if "test" in splits:
@@ -86,7 +73,7 @@ def cifar100(cfg: DataConfig, seed: int) -> DatasetDict:
         }
     )
     _require(splits["train"], {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column})
-    return _with_test(_encode_labels(splits, cfg.label_column), cfg, seed, cfg.label_column)
+    return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
 
 
 def read_domainnet_folder(root: Path, domain_column: str, cfg: DataConfig) -> DatasetDict:
@@ -140,7 +127,7 @@ def domainnet(cfg: DataConfig, seed: int) -> DatasetDict:
             f"column '{domain_column}' not in {splits['train'].column_names}",
             "DomainNet needs a 'domain' column (or the official folder layout)",
         )
-    return _with_test(_encode_labels(splits, cfg.label_column), cfg, seed, cfg.label_column)
+    return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
 
 
 @SOURCES.register("ledgar")
@@ -148,7 +135,7 @@ def ledgar(cfg: DataConfig, seed: int) -> DatasetDict:
     """LEDGAR contract provisions, 100 labels (hub `coastalcph/lex_glue`, subset `ledgar`)."""
     splits = load_any(cfg, HUB["ledgar"], subset="ledgar")
     _require(splits["train"], {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column})
-    return _with_test(_encode_labels(splits, cfg.label_column), cfg, seed, cfg.label_column)
+    return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
 
 
 def _instruction_columns(cfg: DataConfig) -> dict[str, str]:
@@ -165,7 +152,7 @@ def dolly(cfg: DataConfig, seed: int) -> DatasetDict:
     splits = load_any(cfg, HUB["dolly"])
     splits = DatasetDict({k: _rename(v, {"category": cfg.label_column}) for k, v in splits.items()})
     _require(splits["train"], {**_instruction_columns(cfg), "data.label_column": cfg.label_column})
-    return _with_test(_encode_labels(splits, cfg.label_column), cfg, seed, cfg.label_column)
+    return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
 
 
 @SOURCES.register("natural_instructions")
@@ -181,4 +168,4 @@ def natural_instructions(cfg: DataConfig, seed: int) -> DatasetDict:
     }
     splits = DatasetDict({k: _rename(v, mapping) for k, v in splits.items()})
     _require(splits["train"], {**_instruction_columns(cfg), "data.label_column": cfg.label_column})
-    return _with_test(_encode_labels(splits, cfg.label_column), cfg, seed, cfg.label_column)
+    return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)

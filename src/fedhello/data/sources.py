@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset, load_from_disk
 
 from fedhello.config import DataConfig
 from fedhello.errors import ConfigError, FedHelloError
@@ -22,6 +22,9 @@ SOURCES: Registry = Registry("source", "data.source")
 # Classes of each registered source, known without loading it (None: no classes, e.g. instruction data);
 # `fedhello run --dry-run` sizes the head from it. Sources that hold classes add themselves here.
 LABEL_COUNTS: dict[str, int | None] = {"bbc_news": 5}
+# Sources whose data ships with a package and that read nothing from `data.path`. A path given with one of them is
+# refused (`check_path`): a run must train on the file it names or stop, never on another corpus.
+PATHLESS: set[str] = {"bbc_news"}
 
 
 def bbc_news_dir() -> Path:
@@ -177,8 +180,9 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
 
 
-def check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
-    """The text column must hold text in every row, and the label column a value in every row."""
+def check_columns(loaded: DatasetDict, cfg: DataConfig, require_labels: bool = True) -> None:
+    """The text column must hold text in every row, and (`require_labels`) the label column a value in every
+    row; callers that judge missing labels themselves (`fedhello.data.node`) pass False."""
     train = loaded["train"]
     names = train.column_names
     for field, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
@@ -196,7 +200,10 @@ def check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
                 f"column '{cfg.text_column}' holds {kind} values, not text",
                 "point data.text_column at the column with the texts",
             )
-        for field, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
+        required = [("data.text_column", cfg.text_column)]
+        if require_labels:
+            required.append(("data.label_column", cfg.label_column))
+        for field, column in required:
             empty = [i for i, value in enumerate(split[column]) if value is None]
             if empty:
                 raise ConfigError(
@@ -206,6 +213,36 @@ def check_columns(loaded: DatasetDict, cfg: DataConfig) -> None:
                 )
 
 
+def encode_labels(splits: DatasetDict, column: str, integer_ids: bool = False) -> DatasetDict:
+    """`column` as one `ClassLabel` shared by every split, so that a class has the same id in train and test
+    whatever classes each split happens to hold. (`DatasetDict.class_encode_column` numbers each split on its
+    own: a test split without 'business' would give 'sport' id 0 there and id 1 in train.) A `ClassLabel`
+    column is kept as it is.
+
+    Names are the sorted text of every value of all splits, as `class_encode_column` writes them; with
+    `integer_ids`, integer labels keep their value as their id (names '0' .. the largest), as the paper's
+    data sets number their classes. Missing values stay missing."""
+    if isinstance(splits["train"].features[column], ClassLabel):
+        return splits
+    values = {v for split in splits.values() for v in split.unique(column) if v is not None}
+    if integer_ids and values and all(isinstance(v, int) for v in values):
+        feature = ClassLabel(names=[str(i) for i in range(max(values) + 1)])
+        return DatasetDict({key: split.cast_column(column, feature) for key, split in splits.items()})
+    feature = ClassLabel(names=sorted(str(v) for v in values))
+
+    def as_text(batch: dict[str, list]) -> dict[str, list]:
+        return {column: [None if v is None else str(v) for v in batch[column]]}
+
+    out = {}
+    for key, split in splits.items():
+        if getattr(split.features[column], "dtype", None) != "string":  # ClassLabel casts from `string` only
+            features = split.features.copy()
+            features[column] = Value("string")
+            split = split.map(as_text, batched=True, features=features)
+        out[key] = split.cast_column(column, feature)
+    return DatasetDict(out)
+
+
 @SOURCES.register("hf")
 def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
     """A hub data set by name, or a local copy: a `save_to_disk` folder or a csv/json/parquet file."""
@@ -213,8 +250,7 @@ def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
         raise ConfigError("data.path", "missing for source=hf", "set it to a hub name or a local path")
     loaded = load_any(cfg, cfg.path, cfg.subset)
     check_columns(loaded, cfg)
-    if not isinstance(loaded["train"].features[cfg.label_column], ClassLabel):
-        loaded = loaded.class_encode_column(cfg.label_column)
+    loaded = encode_labels(loaded, cfg.label_column)  # one class list for every split
     if "test" not in loaded:
         return _split(loaded["train"], cfg, seed)
     return DatasetDict({"train": loaded["train"], "test": loaded["test"]})
@@ -240,6 +276,20 @@ def count_labels(cfg: DataConfig) -> int | None:
     return LABEL_COUNTS.get(cfg.source)
 
 
+def check_path(cfg: DataConfig) -> None:
+    """Refuse, in one line, a `data.path` that the configured source would ignore."""
+    if cfg.path and cfg.source in PATHLESS:
+        raise ConfigError(
+            "data.path",
+            f"'{cfg.path}' is ignored by data.source '{cfg.source}' (its corpus ships with fedhello)",
+            "set data.source to hf for a csv/json/parquet file, a save_to_disk folder or a hub name, or to folders "
+            "for a folder of class folders; or remove data.path",
+        )
+
+
 def load_source(cfg: DataConfig, seed: int) -> DatasetDict:
-    """The configured source's `train` and `test` splits (`data.source`)."""
-    return SOURCES.get(cfg.source)(cfg, seed)
+    """The configured source's `train` and `test` splits (`data.source`); a `data.path` it would ignore is
+    refused first."""
+    source = SOURCES.get(cfg.source)
+    check_path(cfg)
+    return source(cfg, seed)

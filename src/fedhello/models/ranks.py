@@ -141,11 +141,14 @@ class PerRankScaling:
 def self_prune(
     tensors: dict[str, torch.Tensor], ranks: dict[str, int], threshold: float, keep_ratio: float
 ) -> dict[str, int]:
-    """HetLoRA's local rank self-pruning, deterministic: in place, for every LoRA pair in `tensors` (full
-    r_max-shaped factors) whose client rank is r (`ranks[A name]`), keep k = floor(keep_ratio r) components
-    (at least 1, at most r - 1) and zero components k..r-1 of A and B when ||B[:, k:r] A[k:r]||_F is below
-    `threshold` times ||B[:, :k] A[:k]||_F -- the dropped components carry little of the update. Returns the
-    rank each pair now has (keyed by its A name). Pairs with one factor missing (FFA-LoRA) are left alone."""
+    """HetLoRA's local rank self-pruning, deterministic: for every LoRA pair in `tensors` (full r_max-shaped
+    factors) whose client rank is r (`ranks[A name]`), keep k = floor(keep_ratio r) components (at least 1, at
+    most r - 1) and drop components k..r-1 of A and B when ||B[:, k:r] A[k:r]||_F is below `threshold` times
+    ||B[:, :k] A[:k]||_F -- the dropped components carry little of the update. A pruned pair is replaced in
+    `tensors` (the dict is changed in place) by its first k components: the client sends a rank-k adapter, as
+    in HetLoRA, so a rank-aware aggregator sees a rank-k upload (`rank_fedavg` averages components k.. over the
+    clients that sent them, `hetlora` zero-pads). Returns the rank each pair now has (keyed by its A name).
+    Pairs with one factor missing (FFA-LoRA) are left alone."""
     kept: dict[str, int] = {}
     for a_name, rank in ranks.items():
         b_name = partner_name(a_name)
@@ -159,7 +162,7 @@ def self_prune(
         tail = torch.linalg.matrix_norm(b[:, k:rank] @ a[k:rank])
         head = torch.linalg.matrix_norm(b[:, :k] @ a[:k])
         if tail < threshold * head:
-            tensors[a_name][k:rank] = 0
-            tensors[b_name][:, k:rank] = 0
+            tensors[a_name] = truncate(a_name, tensors[a_name], k)
+            tensors[b_name] = truncate(b_name, tensors[b_name], k)
             kept[a_name] = k
     return kept

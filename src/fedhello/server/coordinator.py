@@ -86,8 +86,14 @@ class Coordinator:
         return {"round": round_num, **self.allocator.set_importance(round_num, scores)}
 
     def aggregate(self, updates: Sequence[ClientUpdate], round_num: int = 0) -> None:
-        """Replace the global state by the aggregate of `updates`; the allocator then sees them (`observe`)."""
-        self.global_state = self.aggregator.aggregate(self.global_state, updates)
+        """Replace the global state by the aggregate of `updates`; the allocator then sees them (`observe`).
+
+        Updates that trained on no samples (a node with empty data) carry no weight: they are the global state
+        sent back, and averaged in with uniform weighting they would only shrink the round's step. With none
+        that trained, the global state stays as it is."""
+        trained = [u for u in updates if u.num_samples > 0]
+        if trained:
+            self.global_state = self.aggregator.aggregate(self.global_state, trained)
         self.allocator.observe(round_num, updates)
 
     def benchmarks_due(self, round_num: int) -> bool:

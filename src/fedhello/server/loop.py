@@ -52,6 +52,7 @@ class RoundOutcome:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
     sent: int = 0  # plans actually handed to the engine (simulated dropouts are never sent one)
+    warnings: list[str] = field(default_factory=list)  # e.g. a median rule that had too few updates to judge
 
 
 def collect_updates(
@@ -104,6 +105,9 @@ def collect_updates(
         if not pending:
             break
     outcome.rejected.extend({**r.to_json(), "attempt": arrived[r.client_id]} for r in outliers)
+    outcome.warnings = validator.unbounded(wellformed, global_state)
+    for note in outcome.warnings:  # on the console too: nothing bounded these updates
+        warnings.warn(f"round {round_num}: {note}", stacklevel=2)
     # aggregation order must not depend on arrival order (floating-point sums are not associative)
     outcome.accepted.sort(key=lambda u: u.client_id)
     return outcome
@@ -150,6 +154,7 @@ def round_record(
         "skipped": skipped,
         "failed_clients": outcome.failed,
         "rejected": outcome.rejected,
+        "warnings": outcome.warnings,
     }
 
 
@@ -197,7 +202,13 @@ def run_rounds(
     observers = observers if observers is not None else run_observers(config)
     start = resume_run(federation, coordinator, run_dir) if resume else 0
     history = read_metrics(run_dir) if start else []
-    validator = UpdateValidator(federation.layout, config.reliability, coordinator.aggregator, sample_counts)
+    validator = UpdateValidator(
+        federation.layout,
+        config.reliability,
+        coordinator.aggregator,
+        sample_counts,
+        pruned_ranks=config.lora.self_prune_threshold > 0,  # self-pruned clients send rank-k pairs
+    )
     rounds = config.federation.rounds
     every = config.checkpoint.every
     download_bytes = state_bytes(coordinator.global_state)
