@@ -15,7 +15,7 @@ class Upload(StrEnum):
     (`fedhello.methods.compatibility`) instead of corrupting the global adapter."""
 
     FULL = "full-rank"  # every trained LoRA factor at the adapter's rank r_max
-    TRUNCATED = "rank-truncated"  # the first r < r_max components of each factor (or zeros beyond r)
+    TRUNCATED = "rank-truncated"  # the first r < r_max components of each factor (a self-pruned pair: fewer)
     ONE_FACTOR = "one-factor"  # only one factor of each LoRA pair (FFA-LoRA sends B, never A)
 
 

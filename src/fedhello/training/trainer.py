@@ -179,9 +179,10 @@ class LocalTrainer:
         return update
 
     def _self_prune(self, plan: Plan, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
-        """`lora.self_prune_threshold`: HetLoRA's rank self-pruning on the trained factors, in place. The upload
-        keeps the plan's shapes (dropped components are zeros), so the server's validation is unchanged; the
-        metrics say how many LoRA pairs dropped components and the mean rank actually sent."""
+        """`lora.self_prune_threshold`: HetLoRA's rank self-pruning on the trained factors, in place. A pruned pair
+        is uploaded as the rank-k adapter it is (`models.ranks.self_prune`; the server's validation accepts a pair
+        below the plan's rank when clients self-prune); the metrics say how many LoRA pairs dropped components and
+        the mean rank actually sent."""
         ranks = {}
         for name, tensor in tensors.items():
             if lora_factor(name) == "A":
