@@ -47,6 +47,12 @@ def test_memory_budgets_force_the_top_layers():
     assert best_layer_set([5.0, 4, 3, 2, 1, 0.5], two.fits) == (4, 5)
 
 
+def test_worthless_layers_are_not_added():
+    # the docstring's tie-break: among equal values the fewest layers, so value-0 layers only add cost
+    assert best_layer_set([1.0, 0, 0, 0, 0, 2], count_fits(4)) == (0, 5)
+    assert best_layer_set([0.0] * L, count_fits(2)) == ()
+
+
 def test_count_budget_takes_the_most_valuable_layers_anywhere():
     assert best_layer_set([5.0, 1, 4, 1, 1, 3], count_fits(3)) == (0, 2, 5)
     assert best_layer_set([1.0] * L, count_fits(3)) == (3, 4, 5)  # ties: the cheapest (deepest) set

@@ -107,3 +107,20 @@ def test_profile_is_cached_per_config(tiny_config, tmp_path, monkeypatch):
     path.write_text("{broken")
     _, _, cached = load_or_measure(tiny_config, "cpu", measure)
     assert not cached and json.loads(path.read_text())["num_layers"] == 4
+
+
+def test_a_profiled_step_is_every_micro_batch_of_an_optimizer_step(tiny_config):
+    # train.grad_accum: a time budget is per optimizer step, so the profile times all its micro-batches
+    from fedhello.experiment import build_experiment
+    from fedhello.resources.measure import measure_layers
+    from fedhello.resources.profile import profile_batches
+
+    experiment = build_experiment(tiny_config)
+    batches = profile_batches(experiment.task, experiment.train, 32, count=2)
+    layers = tuple(range(experiment.num_layers))
+    one, four = (
+        measure_layers(experiment.model, experiment.task.loss, experiment.layout, batches, layers, steps=5,
+                       warmup=2, micro_batches=n)
+        for n in (1, 4)
+    )
+    assert four.cpu_seconds > 2.5 * one.cpu_seconds, (one, four)
