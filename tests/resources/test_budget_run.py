@@ -98,3 +98,17 @@ def test_depth_aware_without_a_budget_tier_changes_nothing_and_says_so(tiny_conf
 def test_a_tier_needs_a_count_or_a_budget():
     with pytest.raises(ConfigError, match="layers, memory_mb, total_memory_mb or seconds_per_step"):
         config_from_dict({"tiers": [{"share": 1}]})
+
+
+def test_dry_run_shows_the_plans_the_measured_profile_admits(tiny_config, cached_profile):
+    from fedhello.cli.dry_run import describe_budget_plans
+
+    config = budget_config(tiny_config, depth_aware=True)
+    assert "no measured profile cached" in "\n".join(describe_budget_plans(config, 4))
+    cached_profile(config)
+    text = "\n".join(describe_budget_plans(config, 4))
+    # synthetic memory = 10 + 20 * depth + count: tier 0 (55 MiB) trains 2 layers from layer 2 up, tier 1 (75 MiB,
+    # 2 layers) reaches layer 1
+    assert "budget plans (measured profile" in text and "recompute off" in text
+    assert "tier 0:\n    budget -> at most 2 layers; 2 layers reach down to layer 2" in text
+    assert "tier 1:\n    budget -> at most 2 layers; 2 layers reach down to layer 1" in text

@@ -11,6 +11,7 @@ from fractions import Fraction
 
 from fedhello.config import RunConfig
 from fedhello.data import check_path, count_labels
+from fedhello.errors import FedHelloError
 from fedhello.models.architectures import ModelShape, lora_shape
 from fedhello.models.quantize import QUANTIZATIONS
 from fedhello.resources.estimate import Candidate, TierPrediction, dimensions, predict_tiers
@@ -74,7 +75,35 @@ def describe_plan(config: RunConfig) -> str:
         lines.extend(describe_memory(config, shape))
     except (AttributeError, TypeError, ValueError) as err:  # an architecture the estimate cannot read
         lines.append(f"  predicted memory: not available for {shape.model_type} ({type(err).__name__}: {err})")
+    lines.extend(describe_budget_plans(config, shape.num_layers))
     return "\n".join(lines)
+
+
+def describe_budget_plans(config: RunConfig, num_layers: int) -> list[str]:
+    """The plans each budget tier admits, from the measured profile the run will convert its budgets with (when
+    it is cached); the analytic table above is an estimate, this is what the run will do."""
+    if not any(t.has_budget for t in config.tiers):
+        return []
+    from fedhello.resources.budgets import planned_constraints
+    from fedhello.resources.cost import BudgetError
+    from fedhello.resources.report import plan_lines
+
+    try:
+        constraints = planned_constraints(config, num_layers)
+    except (BudgetError, FedHelloError) as err:
+        return [f"  budget plans (measured profile): {err}"]
+    if constraints is None:
+        return [
+            "  budget plans: no measured profile cached for this config yet (`fedhello profile CONFIG` measures it;",
+            "  so does the run, before its first round)",
+        ]
+    lines = [f"  budget plans (measured profile, the cost model the run will use; recompute "
+             f"{'allowed' if config.strategy.recompute else 'off'}):"]
+    for i, constraint in enumerate(constraints):
+        if constraint is not None:
+            lines.append(f"  tier {i}:")
+            lines += ["  " + line for line in plan_lines(constraint, num_layers)]
+    return lines
 
 
 def _mib(value: float) -> str:

@@ -3,6 +3,7 @@ profile), and check afterwards how well the run's clients stayed within them."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,15 @@ from fedhello.models.quantize import resolve as resolve_quantization
 from fedhello.resources.cost import BudgetError, LayerConstraint, budget_constraint, most_depth
 from fedhello.resources.measure import Measurement
 from fedhello.resources.memory import precise_malloc
-from fedhello.resources.profile import Profile, load_or_measure, measure_profile, profile_batches, tier_counts
+from fedhello.resources.profile import (
+    Profile,
+    cache_dir,
+    load_or_measure,
+    measure_profile,
+    profile_batches,
+    profile_key,
+    tier_counts,
+)
 from fedhello.rundir import CONFIG_FILE, read_metrics
 
 
@@ -158,6 +167,35 @@ class ProfileCache:
                 self.on_profile(quantization)
             self.found[quantization] = profile_for(self.experiment, quantization=quantization, **self.measure)
         return self.found[quantization][0]
+
+
+def cached_profile(config: RunConfig, quantization: str) -> Profile | None:
+    """The budget profile a CPU run of `config` would read for `quantization`, if it is cached (None otherwise,
+    and always for a GPU run, whose key holds the device the model lands on). Nothing is built or measured."""
+    if config.train.device != "cpu":
+        return None
+    keyed = config.model_copy(deep=True)
+    keyed.model.quantization = quantization
+    path = cache_dir() / f"{profile_key(keyed, 'cpu')}.json"
+    try:
+        return Profile.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def planned_constraints(config: RunConfig, num_layers: int) -> list[LayerConstraint | None] | None:
+    """The constraints a run of `config` will plan with, from its cached profiles alone (None when a profile it
+    needs is not cached: the run measures it). The config itself is left as it is."""
+    profiles: dict[str, Profile] = {}
+    for tier in config.tiers:
+        if not tier.has_budget:
+            continue
+        for quantization in tier_quantizations(config, tier):
+            profile = profiles.get(quantization) or cached_profile(config, quantization)
+            if profile is None:
+                return None
+            profiles[quantization] = profile
+    return tier_constraints(config.model_copy(deep=True), profiles.__getitem__, num_layers)
 
 
 def budget_report(run_dir: Path) -> list[dict[str, Any]]:

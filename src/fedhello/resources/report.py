@@ -100,7 +100,7 @@ def format_profile(
                     lines.append(_row(m, full, num_layers, name + (f" rc {m.recompute}" if m.recompute else "")))
         constraint = constraints[i] if i < len(constraints) else None
         if constraint is not None and loads == profile.quantization:
-            lines += _plan_lines(constraint, num_layers)
+            lines += plan_lines(constraint, num_layers)
     mem, tim = profile.memory, profile.time
     lines += ["", "cost model (depth = layers from the lowest trained one to the output):"]
     if mem is not None:
@@ -111,7 +111,7 @@ def format_profile(
     return "\n".join(lines)
 
 
-def _plan_lines(constraint: LayerConstraint, num_layers: int) -> list[str]:
+def plan_lines(constraint: LayerConstraint, num_layers: int) -> list[str]:
     """Which plans a tier's budget admits: per layer count, how deep it may reach kept and recomputing."""
     lines = [
         f"  budget -> at most {constraint.max_layers} layers; {constraint.max_layers} layers reach down to layer "
