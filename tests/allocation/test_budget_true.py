@@ -91,3 +91,36 @@ def test_fedpilot_score_is_the_rms_gradient_norm_per_layer():
     fisher = {"a": torch.full((2, 2), 1.0), "b": torch.full((3,), 3.0), "head": torch.ones(4)}
     scores = pilot.score_layers(fisher, {"a": 0, "b": 2, "head": -1})
     assert scores.tolist() == pytest.approx([2.0, 0.0, 3.0, 0.0, 0.0, 0.0])
+
+
+# recomputation: memory 10 + 12 * depth kept + 2 * layers + 0.5 * recomputed; time 0.1 + 0.03 * depth + 0.05 * r
+RC_MEMORY = CostModel(base=10.0, per_depth=12.0, per_layer=2.0, per_recompute=0.5)
+RC_TIME = CostModel(base=0.10, per_depth=0.03, per_layer=0.0, per_recompute=0.05)
+
+
+def test_under_a_memory_budget_only_recomputation_meets_fill_recomputes_every_layer():
+    constraint = budget_constraint(L, RC_MEMORY, RC_TIME, memory_mb=40.0, recompute=True)
+    plan = allocator("fill", [constraint], recompute=True).allocate(1, {0: 2}, np.random.default_rng(0))[0]
+    assert plan == Plan(tuple(range(L)), recompute=5)  # all 6 layers, the fewest blocks that fit: 36.5 MiB
+    kept = budget_constraint(L, RC_MEMORY, RC_TIME, memory_mb=40.0)
+    assert allocator("fill", [kept]).allocate(1, {0: 2}, np.random.default_rng(0))[0] == Plan((4, 5))
+
+
+def test_under_a_tight_time_budget_fill_does_not_recompute():
+    constraint = budget_constraint(L, RC_MEMORY, RC_TIME, memory_mb=40.0, seconds_per_step=0.2, recompute=True)
+    plan = allocator("fill", [constraint], recompute=True).allocate(1, {0: 2}, np.random.default_rng(0))[0]
+    assert plan.recompute == 0 and plan.layers == (4, 5)  # depth 2 kept: 0.16 s; any recomputation: over 0.2
+
+
+def test_budget_true_importance_keeps_its_layers_by_recomputing():
+    # fim+gd chooses layers 0 and 5 for a 2-layer client; a 40 MiB budget affords them only recomputing 5 blocks
+    from fedhello.allocation.constraints import DepthAwareAllocator
+
+    constraint = budget_constraint(L, RC_MEMORY, RC_TIME, memory_mb=40.0, recompute=True)
+    inner = ALLOCATORS.get("gd")(StrategyConfig(name="gd", pattern="bottleneck"), L, [2, 3, 6])
+    plan = DepthAwareAllocator(inner, [constraint]).allocate(1, {0: 2}, np.random.default_rng(0))[0]
+    assert plan == Plan((0, 5), recompute=4)
+    # without recomputation the same budget keeps one of its layers and fills up from the top
+    kept = budget_constraint(L, RC_MEMORY, RC_TIME, memory_mb=40.0)
+    plan = DepthAwareAllocator(inner, [kept]).allocate(1, {0: 2}, np.random.default_rng(0))[0]
+    assert plan == Plan((4, 5))
