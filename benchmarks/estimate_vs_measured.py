@@ -3,9 +3,10 @@
 The model is the config's causal LM architecture (a hub name of fedhello's table of known architectures,
 e.g. meta-llama/Llama-3.2-1B, or a local folder) with *random* weights, written to a temporary folder in
 the checkpoint's dtype and loaded through the client's path (bitsandbytes quantization, k-bit preparation,
-LoRA, non-reentrant checkpointing), so nothing is downloaded. Batches are random tokens at full length
-(batch_size x max_length, the estimate's assumption). Peak = training memory above the loaded model
-(`measure_layers`, after one warm-up measurement), weights = `quantize.weights_mb` before LoRA.
+LoRA, per-block non-reentrant recomputation as the trainer switches it), so nothing is downloaded. Batches
+are random tokens at full length (batch_size x max_length, the estimate's assumption). Peak = training memory
+above the loaded model (`measure_layers`, after one warm-up measurement), weights = `quantize.weights_mb` before
+LoRA.
 
     OMP_NUM_THREADS=1 python benchmarks/estimate_vs_measured.py --tiny             # CPU, ~40 s per variant
     python benchmarks/estimate_vs_measured.py --tiny --set train.precision=bf16 --quantizations none nf4
@@ -112,15 +113,17 @@ def main() -> None:
             base = quantize.prepare(base, q, train.precision)
             weights = quantize.weights_mb(base)
             model = apply_lora(base, config)
-            if train.gradient_checkpointing:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # train.gradient_checkpointing: every block backward traverses recomputes, as the trainer does it
+            recompute = n if train.gradient_checkpointing else 0
             layout = trainable_layout(model.named_parameters())
             measure_layers(model, loss_fn, layout, batches, range(n), steps=0, warmup=1)  # one-time buffers
             print(f"\n{q}: weights measured {weights:,.1f} MiB, estimated {est.weights_mb:,.1f} MiB")
             print(f"  {'layers':<24}{'measured MiB':>13}{'estimated MiB':>15}{'est/meas':>9}")
             samples = []
             for layers in sets:
-                m = measure_layers(model, loss_fn, layout, batches, layers, steps=args.steps, warmup=1)
+                m = measure_layers(
+                    model, loss_fn, layout, batches, layers, steps=args.steps, warmup=1, recompute=recompute
+                )
                 predicted = est.training.predict(layers, n)
                 samples.append((layers, m.peak_mb or 0.0))
                 label = f"{layers[0]}-{layers[-1]}" if len(layers) > 2 else " ".join(map(str, layers))
