@@ -113,3 +113,21 @@ def test_compare_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "compare" in result.output
     listed = runner.invoke(app, ["compare", "--list"])
     assert listed.exit_code == 0 and all(name in listed.output for name in METHODS)
+
+
+def test_the_centralized_reference_runs_once_per_seed_for_every_partition(tiny_model_dir, tiny_data_dir, tmp_path):
+    out = tmp_path / "central"
+    result = runner.invoke(app, [
+        "compare", "configs/compare/ci.yaml", "--out", str(out), "--no-progress",
+        *tiny_overrides(tiny_model_dir, tiny_data_dir),
+        "--set", "compare.methods=[fedit, centralized]", "--set", "federation.rounds=1",
+        "--set", "train.max_steps=1", "--set", "compare.workers=1",
+        "--set", "compare.partitions={iid: {kind: iid}, path-1: {kind: pathological, classes_per_client: 1}}",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "ran 3 cells" in (out / "results.md").read_text()  # fedit twice, centralized once
+    assert [p.parent.parent.parent.name for p in out.glob("*/centralized/seed1/summary.json")] == ["all-partitions"]
+    rows = read_csv(out / "results.csv")
+    central = [r for r in rows if r["method"] == "centralized"]
+    assert [r["partition"] for r in central] == ["iid", "path-1"]
+    assert central[0]["final_mean"] == central[1]["final_mean"]

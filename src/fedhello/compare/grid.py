@@ -58,6 +58,9 @@ class CompareSpec(BaseModel):
     engine: str = Field("local", description="registered engine that runs each cell")
 
 
+SHARED = "all-partitions"  # folder of the runs of methods that do not depend on the partition
+
+
 @dataclass(frozen=True)
 class Cell:
     """One run of the grid: a method on a partition with a seed, in its own run folder."""
@@ -149,6 +152,9 @@ def load_compare(path: str | Path, overrides: list[str] | None = None, out: str 
                 cell_tree["seed"] = seed
                 cell_tree["name"] = f"{label}-{method}-s{seed}"
                 run_dir = root / label / method / f"seed{seed}"
+                if METHODS.get(method).partition_free:  # one run serves every partition (e.g. centralized)
+                    cell_tree["name"] = f"{method}-s{seed}"
+                    run_dir = root / SHARED / method / f"seed{seed}"
                 cells.append(Cell(label, method, seed, method_config(cell_tree, method), run_dir, spec.engine))
     if not cells:
         raise ConfigError("compare", "the grid is empty", "list at least one method, partition and seed")

@@ -213,15 +213,29 @@ def run_grid(cells: list[Cell], show_progress: bool = True, workers: int = 1) ->
     """Run every unfinished cell (`workers`: see `resolve_workers`; 1 runs them here, in grid order, without
     a pool). Failed cells are reported as they end and listed in the result, in grid order."""
     started = time.perf_counter()
-    todo = [(i, cell) for i, cell in enumerate(cells) if not cell.done]
-    result = GridRun(skipped=len(cells) - len(todo), workers=resolve_workers(workers, [c for _, c in todo]))
+    unfinished = [(i, cell) for i, cell in enumerate(cells) if not cell.done]
+    # cells that share a run folder (a partition-free method on every partition) run once
+    first: dict[Path, int] = {}
+    twins: dict[int, list[int]] = {}
+    todo = []
+    for i, cell in unfinished:
+        if cell.run_dir in first:
+            twins[first[cell.run_dir]].append(i)
+        else:
+            first[cell.run_dir] = i
+            twins[i] = []
+            todo.append((i, cell))
+    result = GridRun(
+        skipped=len(cells) - len(unfinished), workers=resolve_workers(workers, [c for _, c in todo])
+    )
     outcomes: dict[int, CellOutcome] = {}
     progress = _progress(show_progress)
     with progress:
         bar = progress.add_task("", total=len(cells), completed=result.skipped)
 
         def finished(index: int, outcome: CellOutcome) -> None:
-            outcomes[index] = outcome
+            for done in (index, *twins.get(index, [])):
+                outcomes[done] = outcome
             if outcome.error:
                 cell = cells[index]
                 progress.console.print(
@@ -229,8 +243,10 @@ def run_grid(cells: list[Cell], show_progress: bool = True, workers: int = 1) ->
                     highlight=False,
                     soft_wrap=True,
                 )
-            running = len(todo) - len(outcomes)
-            progress.update(bar, advance=1, description=f"{cells[index].label} done, {running} to go")
+            running = len(unfinished) - len(outcomes)
+            progress.update(
+                bar, advance=1 + len(twins.get(index, [])), description=f"{cells[index].label} done, {running} to go"
+            )
 
         if result.workers == 1:
             for index, cell in todo:
@@ -245,7 +261,7 @@ def run_grid(cells: list[Cell], show_progress: bool = True, workers: int = 1) ->
             # budget tiers: each missing profile is measured once, alone, cached, and then read by every cell
             profiles = profiles_to_measure([c for _, c in todo])
             _run_in_pool(profiles, todo, result.workers, finished, measuring)
-    result.ran = sum(o.error is None for o in outcomes.values())
+    result.ran = sum(outcomes[i].error is None for i, _ in todo if i in outcomes)  # runs, not shared cells
     result.failed = [(cells[i], outcomes[i].error or "") for i in sorted(outcomes) if outcomes[i].error]
     result.seconds = time.perf_counter() - started
     return result

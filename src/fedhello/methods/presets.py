@@ -25,6 +25,8 @@ class Method:
     # a change that depends on the experiment (e.g. the centralized reference's step count), applied to the
     # raw config tree after `overrides`; it receives the experiment's resolved config to read from
     adjust: Callable[[dict[str, Any], RunConfig], None] | None = None
+    # its run does not depend on the grid's partition (it sets its own): a grid runs it once per seed
+    partition_free: bool = False
 
 
 def _centralized(tree: dict[str, Any], config: RunConfig) -> None:
@@ -141,6 +143,7 @@ for _method in [
         "round, every layer",
         _strategy("full"),
         adjust=_centralized,
+        partition_free=True,
     ),
 ]:
     METHODS.add(_method.name, _method)
