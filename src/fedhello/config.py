@@ -160,6 +160,14 @@ class TierConfig(Section):
     memory_mb: float | None = Field(
         None, gt=0.0, description="training memory budget of a client: MiB above the loaded model (docs/benchmarks.md)"
     )
+    memory_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="training memory budget as a fraction of what training every layer (activations kept) costs "
+        "on the run's measured profile, e.g. 0.45; portable across devices. The run writes the MiB it stands for "
+        "into memory_mb",
+    )
     seconds_per_step: float | None = Field(None, gt=0.0, description="time budget of one local optimizer step")
     total_memory_mb: float | None = Field(
         None,
@@ -176,7 +184,7 @@ class TierConfig(Section):
     @model_validator(mode="after")
     def _capacity(self) -> TierConfig:
         if self.layers is None and not self.has_budget:
-            raise ValueError("a tier needs layers, memory_mb, total_memory_mb or seconds_per_step")
+            raise ValueError("a tier needs layers, memory_mb, memory_fraction, total_memory_mb or seconds_per_step")
         if self.quantization == "auto" and self.total_memory_mb is None:
             raise ValueError(
                 "quantization: auto needs total_memory_mb (the budget that counts the base weights); set it or "
@@ -186,7 +194,9 @@ class TierConfig(Section):
 
     @property
     def has_budget(self) -> bool:
-        return any(b is not None for b in (self.memory_mb, self.total_memory_mb, self.seconds_per_step))
+        return any(
+            b is not None for b in (self.memory_mb, self.memory_fraction, self.total_memory_mb, self.seconds_per_step)
+        )
 
     @field_validator("share", mode="before")
     @classmethod

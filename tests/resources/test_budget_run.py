@@ -96,7 +96,7 @@ def test_depth_aware_without_a_budget_tier_changes_nothing_and_says_so(tiny_conf
 
 
 def test_a_tier_needs_a_count_or_a_budget():
-    with pytest.raises(ConfigError, match="layers, memory_mb, total_memory_mb or seconds_per_step"):
+    with pytest.raises(ConfigError, match="layers, memory_mb, memory_fraction, total_memory_mb or seconds_per_step"):
         config_from_dict({"tiers": [{"share": 1}]})
 
 
@@ -112,3 +112,17 @@ def test_dry_run_shows_the_plans_the_measured_profile_admits(tiny_config, cached
     assert "budget plans (measured profile" in text and "recompute off" in text
     assert "tier 0:\n    budget -> at most 2 layers; 2 layers reach down to layer 2" in text
     assert "tier 1:\n    budget -> at most 2 layers; 2 layers reach down to layer 1" in text
+
+
+@pytest.mark.usefixtures("exact_budgets")
+def test_a_memory_fraction_is_a_share_of_the_profiles_all_layer_training_memory(tiny_config, cached_profile):
+    from fedhello.server import build_federation
+
+    config = budget_config(tiny_config, depth_aware=True)
+    # synthetic: all 4 layers cost 10 + 80 + 4 = 94 MiB; 0.56 of it = 52.64 -> two layers from layer 2 up (52)
+    config.tiers[0] = config.tiers[0].model_copy(update={"memory_mb": None, "memory_fraction": 0.56})
+    cached_profile(config)
+    federation = build_federation(config)
+    assert federation.config.tiers[0].memory_mb == pytest.approx(0.56 * 94)
+    constraint = federation.tier_constraints[0]
+    assert (constraint.max_layers, constraint.min_layer) == (2, 2)

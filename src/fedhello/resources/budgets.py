@@ -94,14 +94,18 @@ def tier_constraints(
         auto = tier.quantization == "auto"
         options: dict[str, LayerConstraint] = {}
         failures: dict[str, str] = {}
+        memory_mb: dict[str, float | None] = {}
         for quantization in tier_quantizations(config, tier):
             profile = profile_of(quantization)
+            memory_mb[quantization] = tier.memory_mb
+            if tier.memory_fraction is not None:  # relative to this profile's all-layer training memory
+                memory_mb[quantization] = round(tier.memory_fraction * full_training_mb(profile), 3)
             # with recomputation a tier's layer count is what layer-count strategies hand out (and what fits with
             # activations kept when the run wrote it); budget-true allocators are bound by the budgets alone
             recompute = config.strategy.recompute and profile.measured_recompute
             try:
                 constraint = budget_constraint(
-                    num_layers, profile.memory, profile.time, tier.memory_mb, tier.seconds_per_step,
+                    num_layers, profile.memory, profile.time, memory_mb[quantization], tier.seconds_per_step,
                     None if recompute else tier.layers,
                     total=profile.total_memory, total_memory_mb=tier.total_memory_mb, recompute=recompute,
                 )
@@ -117,12 +121,23 @@ def tier_constraints(
             fix = "raise the budget, quantize the base weights, or lower batch_size/max_length"
             raise ConfigError(f"tiers.{i}", f"budget {why}", fix) from None
         chosen = most_depth(options, num_layers)
+        tier.memory_mb = memory_mb[chosen]  # a memory_fraction is written down as the MiB it stands for
         if auto:
             tier.quantization = chosen
         if tier.layers is None:
             tier.layers = kept_count(options[chosen], num_layers)
         constraints.append(options[chosen])
     return constraints
+
+
+def full_training_mb(profile: Profile) -> float:
+    """What training every layer costs with activations kept: the measurement, else the fitted prediction."""
+    full = profile.find(range(profile.num_layers))
+    if full is not None and full.peak_mb is not None:
+        return full.peak_mb
+    if profile.memory is None:
+        raise BudgetError("the profile measured no memory (memory_fraction needs it)")
+    return profile.memory.predict(range(profile.num_layers), profile.num_layers)
 
 
 def kept_count(constraint: LayerConstraint, num_layers: int) -> int:
