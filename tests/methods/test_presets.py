@@ -94,6 +94,7 @@ def test_centralized_takes_the_optimizer_steps_of_a_whole_round(tiny_config, tmp
     assert (central.federation.num_clients, central.federation.clients_per_round) == (1, 1)
     assert central.partition.kind == "iid" and [t.layers for t in central.tiers] == [4]
     assert central.train.max_steps == 3 * 2 and central.federation.rounds == 2
+    assert central.train.lr == pytest.approx(tiny_config.train.lr / 2)  # one model, a whole round of steps
     steps = {}
     for name, config in (("fedit", method_config(tree, "fedit")), ("centralized", central)):
         ENGINES.get("local")().run(config, tmp_path / name, show_progress=False)

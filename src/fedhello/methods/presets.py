@@ -29,11 +29,15 @@ class Method:
     partition_free: bool = False
 
 
+CENTRALIZED_LR_FACTOR = 0.5
+
+
 def _centralized(tree: dict[str, Any], config: RunConfig) -> None:
     """One client holding all training data (an IID partition of one), trained with the optimizer steps of a
-    whole federated round per round: the yardstick "converged" is measured against. Same rounds, learning rate
-    and schedule; `clients_per_round x max_steps` steps per round (with epochs instead of a step cap, the union
-    of the clients' data is one client's, so the same epochs are the same number of samples)."""
+    whole federated round per round: the yardstick "converged" is measured against. Same rounds and schedule,
+    half the learning rate (below); `clients_per_round x max_steps` steps per round (with epochs instead of a
+    step cap, the union of the clients' data is one client's, so the same epochs are the same number of
+    samples)."""
     counts = [t.layers for t in config.tiers if t.layers]
     if not counts:
         from fedhello.errors import ConfigError
@@ -48,6 +52,9 @@ def _centralized(tree: dict[str, Any], config: RunConfig) -> None:
         steps = sampled * config.train.max_steps
         set_dotted(tree, "train.max_steps", steps)
         set_dotted(tree, "train.local_epochs", max(config.train.local_epochs, steps))  # the step cap decides
+    # one model taking a whole round's steps in a row diverges at the federated rate (measured on the bench,
+    # 12 rounds x 54 steps at 0.01: 83.6 / 89.0 / 87.9 %; at 0.005: 95.3 %); a yardstick must be well trained
+    set_dotted(tree, "train.lr", config.train.lr * CENTRALIZED_LR_FACTOR)
 
 
 METHODS: Registry[Method] = Registry("method", "--method")
