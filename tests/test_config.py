@@ -45,7 +45,7 @@ def test_fraction_shares_and_overrides(tmp_path):
         ({"train": {"batch_size": 0}}, "train.batch_size", "greater than 0"),
         ({"tiers": [{"share": 0.5, "layers": 2}]}, "tiers", "sum to 0.5"),
         ({"tiers": [{"share": "a/b", "layers": 2}]}, "tiers.0.share", "fraction"),
-        ({"tiers": [{"share": 1.0}]}, "tiers.0", "needs layers, memory_mb, memory_fraction, total_memory_mb or seconds_per_step"),
+        ({"tiers": [{"share": 1.0}]}, "tiers.0", "needs layers, memory_mb, memory_fraction, total_memory_mb or"),
         ({"federation": {"clients_per_round": 50}}, "federation.clients_per_round", "num_clients"),
         ({"strategy": {"pattern": "diamond"}}, "strategy.pattern", "bottleneck"),
         ({"aggregation": {"weighting": "votes"}}, "aggregation.weighting", "uniform"),
