@@ -80,7 +80,10 @@ def _init_worker() -> None:
     """Pool initializer: one thread per worker (set before torch is imported) and quiet libraries."""
     for name in _THREAD_VARIABLES:
         os.environ[name] = "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # TOKENIZERS_PARALLELISM stays as it is: a single-threaded tokenizer leaves its freed buffers in the main heap,
+    # where malloc hands them out again without growing the resident set, and the peak-memory meter of budget
+    # profiles and train.record_resources then under-reads (measured in a worker: 69 instead of 90 MiB for every
+    # layer of the bench, 0 for the head alone; docs/benchmarks.md)
     import warnings
 
     import datasets
