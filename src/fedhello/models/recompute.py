@@ -57,7 +57,7 @@ def set_recompute(model: torch.nn.Module, blocks: range | set[int] | tuple[int, 
     if missing:
         raise ValueError(
             f"{type(model).__name__} cannot recompute blocks {sorted(missing)} (no gradient-checkpointing layers); "
-            "fix: set strategy.recompute: false"
+            "fix: set strategy.recompute and train.gradient_checkpointing to false"
         )
     for index, module in modules.items():
         module._gradient_checkpointing_func = _CHECKPOINT  # noqa: SLF001 - transformers' documented hook
