@@ -70,6 +70,10 @@ def test_quantized_tiers_compare_total_memory_and_the_reference_ignores_how_many
     # the same FedIT plans read the same, however many int8 clients the pool holds (the median of every
     # all-layer plan read 0.85 with one int8 client and 1.00 with three; by peak memory 1.38 and 1.00)
     assert fedit_ratio(1) == fedit_ratio(3) == pytest.approx(0.85)
+    # the training-memory ratio (what memory_mb limits) leaves the weights out: 55 / 40
+    cell = ResourceCell("full", tiers, [int8, plain, plain])
+    (worst,) = partition_ratios([cell])[0].tiers
+    assert worst.training_memory == pytest.approx(55 / 40)
     # tier quantization equal to the run's, or null, is the run's own
     same = ResourceCell("full", [{"layers": 4, "quantization": "int8"}], [int8], quantization="int8")
     assert same.loads_run_quantization(int8) and not ResourceCell("full", tiers, []).loads_run_quantization(int8)

@@ -184,7 +184,8 @@ def test_results_files_have_paired_columns_cells_and_frontier(grid, tmp_path):
     assert len(cells) == 11 and list(cells[0]) == [
         "partition", "method", "seed", "final", "last_k_mean", "macro_f1", "best", "rounds_to_target",
         "mb_to_target", "target_reached", "weak_mem_ratio", "weak_step_ratio", "worst_mem_ratio", "worst_step_ratio",
-        "tier0_max_mem_ratio", "tier0_max_step_ratio", "tier0_over_budget", "tier0_plans", "wall_seconds"]
+        "tier0_max_mem_ratio", "tier0_max_train_mem_ratio", "tier0_max_step_ratio", "tier0_over_budget", "tier0_plans",
+        "wall_seconds"]
     assert [(c["method"], c["seed"]) for c in cells[:4]] == [("fedit", "1"), ("fedit", "2"), ("fedit", "3"),
                                                             ("straggler", "1")]
     assert [(c["rounds_to_target"], c["mb_to_target"]) for c in cells[:3]] == [("1", "2.0"), ("3", "6.0"),

@@ -88,17 +88,24 @@ class CellResult:
         }
         for index in weak:
             t = self.tier(index)
-            out.update(tier_csv(index, *((t.memory, t.step, t.over_budget, t.plans) if t else (None,) * 4)))
+            out.update(tier_csv(index, *((t.memory, t.step, t.over_budget, t.plans, t.training_memory)
+                                         if t else (None,) * 5)))
         out["wall_seconds"] = self.wall_seconds
         return out
 
 
 def tier_csv(
-    tier: int, memory: float | None, step: float | None, over: int | None, plans: int | None
+    tier: int,
+    memory: float | None,
+    step: float | None,
+    over: int | None,
+    plans: int | None,
+    training_memory: float | None = None,
 ) -> dict[str, Any]:
     """The CSV columns of one weak tier's largest plans."""
     return {
         f"tier{tier}_max_mem_ratio": memory,
+        f"tier{tier}_max_train_mem_ratio": training_memory,
         f"tier{tier}_max_step_ratio": step,
         f"tier{tier}_over_budget": over,
         f"tier{tier}_plans": plans,

@@ -77,6 +77,9 @@ class TierWorst:
     step: float | None  # largest plan's step time / the full reference
     over_budget: int  # plans over any of the tier's budgets
     plans: int  # the tier's client entries
+    # largest plan's training memory (`peak_mem_mb`, weights left out) / the reference plan's: what `memory_mb`
+    # budgets limit (the memory column counts the weights, so quantized tiers compare honestly)
+    training_memory: float | None = None
 
 
 @dataclass(frozen=True)
@@ -197,12 +200,21 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
 
 
 def tier_worst(
-    cell: ResourceCell, tier: int, rank: int, keys: tuple[str, str], references: tuple[float | None, float | None]
+    cell: ResourceCell,
+    tier: int,
+    rank: int,
+    keys: tuple[str, str],
+    references: tuple[float | None, float | None],
+    training_reference: float | None = None,
 ) -> TierWorst:
     """The largest plans of `tier` in `cell`: max memory and step time (`keys`) over the tier's entries, each
-    over its reference, and the plans over the tier's budgets."""
+    over its reference, the largest training memory over `training_reference`, and the plans over the tier's
+    budgets."""
     entries = [c for c in cell.clients if c.get("tier") == tier]
-    largest = [max((n for c in entries if (n := _number(c.get(k))) is not None), default=None) for k in keys]
+    largest = [
+        max((n for c in entries if (n := _number(c.get(k))) is not None), default=None)
+        for k in (*keys, PEAK_MEMORY_KEY)
+    ]
     return TierWorst(
         tier=tier,
         rank=rank,
@@ -211,6 +223,7 @@ def tier_worst(
         step=_ratio(largest[1], references[1]),
         over_budget=sum(over_budget(c, cell.tiers[tier], keys[1]) for c in entries),
         plans=len(entries),
+        training_memory=_ratio(largest[2], training_reference),
     )
 
 
@@ -232,11 +245,15 @@ def partition_ratios(cells: Sequence[ResourceCell]) -> list[Ratios]:
     num_layers = max([layer_count(clients), *tier_layers])
     keys = (memory_key(clients), step_key(clients))
     references = (full_reference(cells, keys[0], num_layers), full_reference(cells, keys[1], num_layers))
+    training_reference = full_reference(cells, PEAK_MEMORY_KEY, num_layers)
     out = []
     for cell in cells:
         weak = weak_tiers(cell.tiers, num_layers)
         worst = tuple(
-            sorted((tier_worst(cell, i, rank, keys, references) for rank, i in enumerate(weak)), key=lambda t: t.tier)
+            sorted(
+                (tier_worst(cell, i, rank, keys, references, training_reference) for rank, i in enumerate(weak)),
+                key=lambda t: t.tier,
+            )
         )
         out.append(
             Ratios(

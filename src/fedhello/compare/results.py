@@ -41,6 +41,7 @@ class TierSummary:
     step: float | None
     over_budget: int
     plans: int
+    training_memory: float | None = None  # largest training memory (weights left out) / the reference's
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Row:
             step=max((t.step for t in found if t.step is not None), default=None),
             over_budget=sum(t.over_budget for t in found),
             plans=sum(t.plans for t in found),
+            training_memory=max((t.training_memory for t in found if t.training_memory is not None), default=None),
         )
 
     @property
@@ -134,7 +136,8 @@ class Row:
         for index in weak:
             summary = self.tier(index)
             out.update(tier_csv(index, *(
-                (summary.memory, summary.step, summary.over_budget, summary.plans) if summary else (None,) * 4
+                (summary.memory, summary.step, summary.over_budget, summary.plans, summary.training_memory)
+                if summary else (None,) * 5
             )))
         out["upload_mb_per_round"] = self.mean("upload_mb_per_round")
         out["train_s_per_round"] = self.mean("train_s_per_round")
