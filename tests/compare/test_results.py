@@ -224,3 +224,12 @@ def test_budget_tier_layers_filled_in_by_the_run_still_count_as_the_same_config(
     assert not same_config({"seed": 1, "tiers": [{"layers": 2, "memory_mb": 100.0}, {"layers": 3, "memory_mb": None}]},
                            wanted)
     assert not same_config(None, wanted)
+
+
+def test_the_mib_a_memory_fraction_stands_for_still_counts_as_the_same_config():
+    # the run writes memory_mb from the measured profile (the bench's tiers): the cell is finished, not stale
+    wanted = {"tiers": [{"layers": None, "memory_mb": None, "memory_fraction": 0.45}, {"layers": 6}]}
+    saved = {"tiers": [{"layers": 2, "memory_mb": 39.6, "memory_fraction": 0.45}, {"layers": 6}]}
+    assert same_config(saved, wanted)
+    other = {"tiers": [{"layers": 2, "memory_mb": 39.6, "memory_fraction": 0.5}, {"layers": 6}]}
+    assert not same_config(other, wanted)

@@ -90,8 +90,9 @@ class Cell:
 
 
 def same_config(saved: Any, wanted: dict[str, Any]) -> bool:
-    """The saved config.yaml is the wanted config, except that a run fills in the layer count of a tier
-    that only declares a memory / time budget (`layers: null` in the wanted config)."""
+    """The saved config.yaml is the wanted config, except for what a run fills in from its budget profile: the
+    layer count of a tier that only declares a budget (`layers: null` in the wanted config) and the MiB a
+    `memory_fraction` stands for (`memory_mb: null` beside it)."""
     if not isinstance(saved, dict):
         return False
     saved = copy.deepcopy(saved)
@@ -100,6 +101,8 @@ def same_config(saved: Any, wanted: dict[str, Any]) -> bool:
         for want, got in zip(wanted_tiers, saved_tiers, strict=True):
             if isinstance(got, dict) and want.get("layers") is None:
                 got["layers"] = None
+            if isinstance(got, dict) and want.get("memory_mb") is None and want.get("memory_fraction") is not None:
+                got["memory_mb"] = None
     return saved == wanted
 
 
