@@ -43,7 +43,10 @@ def test_a_plan_over_any_of_its_budgets_counts_once():
     tier = {"layers": 2, "memory_mb": 50.0, "total_memory_mb": 80.0, "seconds_per_step": 1.0}
     fits = entry(0, [2, 3], total=70.0, peak=40.0, cpu=0.9)
     assert not over_budget(fits, tier, "step_cpu_seconds")
-    assert over_budget(entry(0, [1, 2, 3], 70.0, 40.0, 0.9), tier, "step_cpu_seconds")  # layers
+    # the layer count of a tier with a memory or time budget is what the budget trains with activations kept:
+    # a plan that recomputes to train 3 layers within every budget has broken none
+    assert not over_budget(entry(0, [1, 2, 3], 70.0, 40.0, 0.9, recompute=2), tier, "step_cpu_seconds")
+    assert over_budget(entry(0, [1, 2, 3], 70.0, 40.0, 0.9), {"layers": 2}, "step_cpu_seconds")  # a count tier
     assert over_budget(entry(0, [2, 3], 70.0, 55.0, 0.9), tier, "step_cpu_seconds")  # training memory
     assert over_budget(entry(0, [2, 3], 85.0, 40.0, 0.9), tier, "step_cpu_seconds")  # total memory
     assert over_budget(entry(0, [2, 3], 70.0, 40.0, 1.2), tier, "step_cpu_seconds")  # step time (CPU)

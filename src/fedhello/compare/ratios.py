@@ -182,13 +182,17 @@ def tier_label(index: int, tier: dict[str, Any]) -> str:
 
 def over_budget(client: dict[str, Any], tier: dict[str, Any], step: str) -> bool:
     """The plan exceeded any budget its tier declares: `memory_mb` (training peak), `total_memory_mb` (total
-    memory), `seconds_per_step` (the step time `step`), `layers` (trained layer count). A budget whose value
-    the entry does not record is not counted as exceeded."""
+    memory), `seconds_per_step` (the step time `step`), and on a tier limited by a count alone `layers` (trained
+    layer count). A tier with a memory or time budget has its layer count written by the run (what its budget
+    trains with activations kept, the count layer-count strategies hand out): a plan that recomputes activations
+    to train more layers within the budget has not broken it. A budget whose value the entry does not record is
+    not counted as exceeded."""
+    counted = not any(tier.get(kind) is not None for kind in BUDGET_KINDS[1:])
     checks = (
         ("memory_mb", _number(client.get(PEAK_MEMORY_KEY))),
         ("total_memory_mb", _number(client.get(MEMORY_KEY))),
         ("seconds_per_step", _number(client.get(step))),
-        ("layers", float(len(client.get("layers") or []))),
+        ("layers", float(len(client.get("layers") or [])) if counted else None),
     )
     return any(
         (budget := tier.get(kind)) is not None and value is not None and value > float(budget) for kind, value in checks
