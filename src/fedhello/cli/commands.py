@@ -186,6 +186,16 @@ def run(
         typer.echo(describe_plan(resolved))  # sizes from the architecture only: nothing is downloaded
         return
     quiet_libraries()
+    if any(tier.has_budget for tier in resolved.tiers):
+        from fedhello.resources.budgets import profiles_cached
+        from fedhello.resources.profile import cache_dir
+
+        if not profiles_cached(resolved):  # a minute or two of silence otherwise
+            console.print(
+                "measuring the budget profile first (memory and time of representative layer sets; once per model, "
+                f"batch and machine, cached in {cache_dir()})",
+                highlight=False,
+            )
     run_dir = new_run_dir(resolved, out)
     current_run_dir.set(run_dir)  # from here on a failure's traceback goes to RUN_DIR/error.log
     console.print(f"run folder: {run_dir}")

@@ -66,6 +66,10 @@ HETLORA_PRUNE_THRESHOLD = 0.1
 
 
 def _strategy(name: str, **options: Any) -> dict[str, Any]:
+    """The strategy overrides of a preset. Whether plans are fitted to budgets and may recompute activations is
+    part of what a method is, so every preset says so (off unless given): a base config that turns them on
+    (e.g. the default's budget-true `fill-rc`) does not turn `fill` into `fill-rc`."""
+    options = {"depth_aware": False, "recompute": False, **options}
     return {"strategy.name": name, **{f"strategy.{k}": v for k, v in options.items()}}
 
 

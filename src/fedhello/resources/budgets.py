@@ -198,6 +198,16 @@ def cached_profile(config: RunConfig, quantization: str) -> Profile | None:
         return None
 
 
+def profiles_cached(config: RunConfig) -> bool:
+    """Whether every budget profile a run of `config` reads is cached (so it starts without measuring one)."""
+    return all(
+        cached_profile(config, quantization) is not None
+        for tier in config.tiers
+        if tier.has_budget
+        for quantization in tier_quantizations(config, tier)
+    )
+
+
 def planned_constraints(config: RunConfig, num_layers: int) -> list[LayerConstraint | None] | None:
     """The constraints a run of `config` will plan with, from its cached profiles alone (None when a profile it
     needs is not cached: the run measures it). The config itself is left as it is."""
