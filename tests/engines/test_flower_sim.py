@@ -14,17 +14,47 @@ from flower_helpers import assert_same_run, metrics
 from fedhello.engines import ENGINES
 from fedhello.methods import METHODS, method_config
 
+# the budget-true variants of a preset (`-rc`, `-bt`) equal it on tiers without budgets: one budget run below
+# covers them, with plans that recompute
+VARIANTS = tuple(name for name in METHODS if name.endswith(("-rc", "-bt")))
 
-def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tmp_path):
+
+def recompute_profile():
+    """A 4-layer profile where memory = 10 + 20 * blocks kept + count + 0.5 * blocks recomputed (MiB)."""
+    from fedhello.resources.measure import Measurement
+    from fedhello.resources.profile import Profile
+
+    plans = [((3,), 0), ((0,), 0), ((2, 3), 0), ((0, 1), 0), ((0, 1, 2, 3), 0), ((0,), 3), ((2, 3), 1), ((0, 3), 3)]
+    measured = [
+        Measurement(layers, 10.0 + 20 * (4 - min(layers) - r) + len(layers) + 0.5 * r, 0.01, recompute=r)
+        for layers, r in plans
+    ]
+    return Profile(4, "cpu", "synthetic", [8, 16], measured)
+
+
+def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tmp_path, monkeypatch):
+    from fedhello.resources.profile import load_or_measure
+
     tree = tiny_config.model_dump(mode="json")
     tree["federation"]["rounds"] = 2  # round 2 refreshes FIM (fim_warmup 1), so the importance path is covered
     tree["output"]["plot"] = False
-    runs = [(method_config(tree, name), tmp_path / "sim" / name) for name in METHODS]
+    names = [name for name in METHODS if name not in VARIANTS]
+    runs = [(method_config(tree, name), tmp_path / "sim" / name) for name in names]
+    # budget-true Fed-HeLLo on a memory budget only recomputation meets for deep layers (45 MiB: one layer kept
+    # reaches layer 3; recomputing, any layer): its plans carry recomputation through Flower's messages
+    monkeypatch.setenv("FEDHELLO_CACHE", str(tmp_path / "cache"))
+    budget_tree = {**tree, "tiers": [{"share": "1/2", "memory_mb": 45.0}, {"share": "1/2", "layers": 4}]}
+    budget = method_config(budget_tree, "fed-hello-bt")
+    load_or_measure(budget, "cpu", recompute_profile)
+    runs.append((budget, tmp_path / "sim" / "fed-hello-bt-budget"))
     for config, sim_dir in runs:
         ENGINES.get("local")().run(config, tmp_path / "local" / sim_dir.name, show_progress=False)
     summaries = ENGINES.get("flower-sim")().run_many(runs)
 
-    assert [s["rounds"] for s in summaries] == [2] * len(METHODS)
+    assert [s["rounds"] for s in summaries] == [2] * len(runs)
+    budget_clients = [c for r in metrics(tmp_path / "sim" / "fed-hello-bt-budget") for c in r["clients"]]
+    recomputed = [c for c in budget_clients if c.get("recompute")]
+    assert recomputed, "a weak client's deep layer was fitted by recomputation"
     differing = {}
     for _, sim_dir in runs:
         try:
