@@ -71,6 +71,10 @@ CONFIG_CASES = [
     ("negative checkpoint interval", setting("checkpoint.every", -1), [], "'checkpoint.every'", "greater than"),
     ("override without =", edit(lambda t: None), ["--set", "train.lr"], "'train.lr'", "key=value"),
     ("override into a leaf", edit(lambda t: None), ["--set", "train.lr.x=1"], "'train.lr.x'", "not a section"),
+    # issue 23: a malformed value is the user's mistake, not a bug in fedhello (exit 2, no traceback file)
+    ("override value not YAML", edit(lambda t: None), ["--set", "tiers=[{share: 1/3"], "'--set'",
+     "the value of 'tiers=[{share: 1/3' is not valid YAML"),
+    ("override without a key", edit(lambda t: None), ["--set", "=5"], "'--set'", "write key=value"),
     ("unknown engine", edit(lambda t: None), ["--engine", "carrier-pigeon"], "'--engine'", "local"),
     # strategy / aggregator / option pairings that cannot give a true result (issue 12)
     ("rank allocator with fedavg", setting("strategy.name", "legend"), [], "'aggregation.name'", "rank_fedavg"),
@@ -86,7 +90,8 @@ CONFIG_CASES = [
     # every field of data: (values that are wrong on their own; files and columns below and in DATA_FILE_CASES)
     ("subset not a string", setting("data.subset", [1]), [], "'data.subset'", "string"),
     ("text column not text", setting("data.text_column", "label"), [], "'data.text_column'", "not text"),
-    ("missing text column", setting("data.text_column", "body"), [], "'data.text_column'", "body"),
+    ("missing text column", setting("data.text_column", "body"), [], "'data.text_column'",
+     "column 'body' not in '{data}' (its columns: text, label) (fix: set data.text_column to the column of the texts)"),
     ("test share of 1", setting("data.test_size", 1.0), [], "'data.test_size'", "less than 1"),
     ("negative proxy size", setting("data.proxy_size", -1), [], "'data.proxy_size'", "greater than or equal to 0"),
     ("zero train samples", setting("data.max_train_samples", 0), [], "'data.max_train_samples'", "greater than 0"),
@@ -149,7 +154,7 @@ def test_malformed_config(case, break_it, args, field, words, tree, invoke, tmp_
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(break_it(tree)))
     code, stderr = invoke([str(path), "--out", str(tmp_path / "run"), *args])
-    assert_one_line_error(code, stderr, field, words)
+    assert_one_line_error(code, stderr, field, words.replace("{data}", str(tree["data"]["path"])))
     if not (tmp_path / "run").exists():  # refused before a run folder: nothing is left behind
         assert not (tmp_path / "tmp" / "fedhello-errors").exists()
 

@@ -229,6 +229,24 @@ def report(
     typer.echo(str(write_report(run_dirs, out)))
 
 
+@app.command("config")
+@reports_failures
+def config_reference(
+    section: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="a section (train), a field (train.lr) or 'run' for the top-level fields; default: all"),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="print docs/config.md: every field as Markdown tables")
+    ] = False,
+) -> None:
+    """List the configuration fields (dotted name, type, default, description), generated from the code."""
+    from fedhello.cli.reference import format_markdown, format_text, reference_rows, select
+
+    rows = select(reference_rows(), section)
+    typer.echo(format_markdown(rows) if markdown else format_text(rows))
+
+
 @app.command()
 @reports_failures
 def strategies() -> None:

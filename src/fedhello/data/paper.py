@@ -15,7 +15,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Image
 
 from fedhello.config import DataConfig
-from fedhello.data.sources import LABEL_COUNTS, SOURCES, encode_labels, is_saved, load_any
+from fedhello.data.sources import LABEL_COUNTS, SOURCES, data_name, encode_labels, is_saved, load_any, require_columns
 from fedhello.errors import ConfigError
 
 # Hub names used when `data.path` is not set. Local copies in the same schema work the same way.
@@ -72,7 +72,8 @@ def cifar100(cfg: DataConfig, seed: int) -> DatasetDict:
             for k, v in splits.items()
         }
     )
-    _require(splits["train"], {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column})
+    columns = {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column}
+    require_columns(splits["train"].column_names, columns, data_name(cfg, f"'{HUB['cifar100']}'"))
     return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
 
 
@@ -120,7 +121,8 @@ def domainnet(cfg: DataConfig, seed: int) -> DatasetDict:
         splits = DatasetDict(
             {k: _rename(v, {"img": cfg.image_column, "y": cfg.label_column}) for k, v in splits.items()}
         )
-    _require(splits["train"], {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column})
+    columns = {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column}
+    require_columns(splits["train"].column_names, columns, data_name(cfg, f"'{HUB['domainnet']}'"))
     if domain_column not in splits["train"].column_names:
         raise ConfigError(
             "data.path",
@@ -134,7 +136,8 @@ def domainnet(cfg: DataConfig, seed: int) -> DatasetDict:
 def ledgar(cfg: DataConfig, seed: int) -> DatasetDict:
     """LEDGAR contract provisions, 100 labels (hub `coastalcph/lex_glue`, subset `ledgar`)."""
     splits = load_any(cfg, HUB["ledgar"], subset="ledgar")
-    _require(splits["train"], {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column})
+    columns = {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column}
+    require_columns(splits["train"].column_names, columns, data_name(cfg, f"'{HUB['ledgar']}'"))
     return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
 
 

@@ -180,18 +180,44 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
 
 
+# what each column field names, for the fix of a missing column
+COLUMN_ROLES = {
+    "data.text_column": "the texts",
+    "data.label_column": "the labels",
+    "data.image_column": "the images",
+    "data.instruction_column": "the instructions",
+    "data.context_column": "the instructions' context (or null when there is none)",
+    "data.response_column": "the reference responses",
+}
+
+
+def require_columns(names: list[str], columns: dict[str, str], where: str) -> None:
+    """Refuse, in one line, data (`where`: its file or hub name) without one of `columns` ({field: column}):
+    the line names the file, its columns and the field to set."""
+    for field, column in columns.items():
+        if column in names:
+            continue
+        fix = f"set {field} to the column of {COLUMN_ROLES.get(field, 'it')}"
+        if len(names) == 1:  # a whole line read as one field: most likely another delimiter
+            seen = [d for d in (";", "\t", "|", ",") if d in names[0]]
+            fix = f"the file may use {seen[0]!r} as delimiter: set data.csv_delimiter" if seen else fix
+        raise ConfigError(field, f"column '{column}' not in {where} (its columns: {', '.join(names)})", fix)
+
+
+def data_name(cfg: DataConfig, default: str = "the data") -> str:
+    """How a one-line error names the data: its file or hub name."""
+    return f"'{cfg.path}'" if cfg.path else default
+
+
 def check_columns(loaded: DatasetDict, cfg: DataConfig, require_labels: bool = True) -> None:
     """The text column must hold text in every row, and (`require_labels`) the label column a value in every
     row; callers that judge missing labels themselves (`fedhello.data.node`) pass False."""
     train = loaded["train"]
-    names = train.column_names
-    for field, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
-        if column not in names:
-            hint = ""
-            if len(names) == 1:  # a whole line read as one field: most likely another delimiter
-                seen = [d for d in (";", "\t", "|", ",") if d in names[0]]
-                hint = f"; the file may use {seen[0]!r} as delimiter: set data.csv_delimiter" if seen else ""
-            raise ConfigError(field, f"column '{column}' not in {names}{hint}")
+    require_columns(
+        train.column_names,
+        {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column},
+        data_name(cfg),
+    )
     for split_name, split in loaded.items():
         kind = getattr(split.features[cfg.text_column], "dtype", type(split.features[cfg.text_column]).__name__)
         if kind not in ("string", "large_string"):
