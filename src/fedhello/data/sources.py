@@ -16,6 +16,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset, load
 
 from fedhello.config import DataConfig
 from fedhello.errors import ConfigError, FedHelloError
+from fedhello.paths import check_local, local_path
 from fedhello.registry import Registry
 
 SOURCES: Registry = Registry("source", "data.source")
@@ -70,9 +71,11 @@ def bbc_news(cfg: DataConfig, seed: int) -> DatasetDict:
 @SOURCES.register("folders")
 def folders(cfg: DataConfig, seed: int) -> DatasetDict:
     """Any local corpus laid out as one folder per class of .txt files (`data.path`)."""
-    if not cfg.path or not Path(cfg.path).is_dir():
+    if cfg.path:
+        check_local("data.path", cfg.path, "folder")
+    if not cfg.path or not local_path(cfg.path).is_dir():
         raise ConfigError("data.path", f"'{cfg.path}' is not a folder", "point it at a folder of class folders")
-    return _split(read_class_folders(Path(cfg.path), cfg.encoding), cfg, seed)
+    return _split(read_class_folders(local_path(cfg.path), cfg.encoding), cfg, seed)
 
 
 def is_saved(path: Path) -> bool:
@@ -155,7 +158,8 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     """`data.path` (local `save_to_disk` folder or data file, or a hub name), else `default_hub`.
     Any failure while reading becomes one `ConfigError` naming the file, the field and the fix."""
     name = cfg.path or default_hub
-    path = Path(name)
+    check_local("data.path", name, "data file or folder")  # a mistyped local path is not asked of the hub
+    path = local_path(name)
     if is_saved(path):
         reader: Callable[[], Any] = partial(load_from_disk, str(path))
     elif path.is_file():
@@ -165,8 +169,6 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
         reader = partial(load_dataset, builder, data_files=str(path), **options(cfg))
     elif path.exists():
         raise ConfigError("data.path", f"'{name}' is not a saved data set or data file", "check the path")
-    elif name.startswith((".", "/")):
-        raise ConfigError("data.path", f"'{name}' is not a local path that exists", "check the path")
     elif os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ConfigError("data.path", f"'{name}' is a hub name and the hub is offline", "give a local copy")
     else:
