@@ -3,6 +3,7 @@ stderr that names the offending field (and the fix), never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -301,6 +302,13 @@ def dolly_file(d: Path, **columns: str) -> dict[str, Any]:
     return {"data.source": "dolly", "data.path": str(d / "dolly.jsonl"), **{f"data.{k}": v for k, v in columns.items()}}
 
 
+def own_instructions(d: Path, **changes: Any) -> dict[str, Any]:  # noqa: ANN401
+    """The user's own instruction file (instruction, response; no context, no label column), with `changes`."""
+    rows = [{"instruction": f"say {i}", "response": f"{i}"} for i in range(24)]
+    (d / "mine.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {"data.source": "instructions", "data.path": str(d / "mine.jsonl"), **changes}
+
+
 def empty_model_folder(d: Path) -> dict[str, Any]:
     (d / "model").mkdir()
     return {"model.name_or_path": str(d / "model")}
@@ -341,6 +349,14 @@ DATA_FILE_CASES = [
      "input"),
     ("response column not in the file", lambda d: dolly_file(d, response_column="answer"),
      "'data.response_column'", "answer"),
+    # own instruction data (issue 23): no context column, no label column for a label-skew partition
+    ("own instructions without a context column", own_instructions, "'data.context_column'",
+     "(its columns: instruction, response) (fix: set data.context_column to the column of the instructions' "
+     "context (or null when there is none))"),
+    ("own instructions split by label", lambda d: own_instructions(d, **{"data.context_column": None,
+                                                                        "partition.kind": "pathological"}),
+     "'partition.kind'", "has no label column 'label' (its columns: instruction, response) (fix: use a "
+     "partition.kind that needs no labels (domain, iid)"),
     ("empty model folder", empty_model_folder, "'model.name_or_path'", "cannot load"),
     ("model folder without weights", model_without_weights, "'model.name_or_path'", "cannot load"),
     ("model folder with a torn config", torn_model_config, "'model.name_or_path'", "cannot load"),

@@ -151,3 +151,17 @@ def test_accumulation_weighs_every_response_token_equally(dolly_config, monkeypa
     assert set(full) == set(accumulated) and full
     for name, grad in full.items():
         assert torch.allclose(accumulated[name], grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_instruction_files_need_no_label_column(tmp_path):
+    """`source: dolly` (and `instructions`) on a file with instructions and responses only: no label is
+    required, the rows are split into train and test as they are (issue 23, item 3)."""
+    from fedhello.config import DataConfig
+
+    rows = [{"instruction": f"say {i}", "context": "", "response": str(i)} for i in range(20)]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for source in ("dolly", "instructions"):
+        splits = load_source(DataConfig(source=source, path=str(path), test_size=0.25), seed=0)
+        assert splits["train"].column_names == ["instruction", "context", "response"]
+        assert len(splits["train"]) == 15 and len(splits["test"]) == 5

@@ -285,7 +285,10 @@ def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
 
 
 def class_names(split: Dataset, label_column: str) -> list[str]:
-    """The class names of a loaded split's label column (empty when it is not a `ClassLabel`)."""
+    """The class names of a loaded split's label column (empty when it is not a `ClassLabel`, or when the data
+    have no label column: instruction data need none)."""
+    if label_column not in split.features:
+        return []
     feature = split.features[label_column]
     return list(feature.names) if isinstance(feature, ClassLabel) else []
 

@@ -5,8 +5,8 @@ Each sample is rendered with an Alpaca-style prompt template; the loss covers th
 and ROUGE-L F1 of greedy generations for the first `data.max_generate_samples` held-out prompts; the
 ROUGE-L score is also reported as `accuracy`, the run's headline metric.
 
-The data set's label column (Dolly category, NI task) stays in the preprocessed data as `labels`, so
-the label-based and domain partitioners split clients by it; `collate` builds the token labels.
+The data set's label column (Dolly category, NI task), where it has one, stays in the preprocessed data as
+`labels`, so the label-based and domain partitioners split clients by it; `collate` builds the token labels.
 """
 
 from __future__ import annotations
@@ -97,11 +97,10 @@ class CausalLMTask(Task):
         tok = self.tokenizer
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
-            contexts = batch[data.context_column] if data.context_column in batch else [None] * len(batch["labels"])
+            instructions = batch[data.instruction_column]
+            contexts = batch[data.context_column] if data.context_column in batch else [None] * len(instructions)
             out: dict[str, list] = {"input_ids": [], "prompt_length": [], "prompt": [], "reference": []}
-            for instruction, context, response in zip(
-                batch[data.instruction_column], contexts, batch[data.response_column], strict=True
-            ):
+            for instruction, context, response in zip(instructions, contexts, batch[data.response_column], strict=True):
                 prompt = render_prompt(instruction, context)
                 prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
                 response_ids = tok(response.strip(), add_special_tokens=False)["input_ids"] + [self.eos_id]
@@ -115,7 +114,7 @@ class CausalLMTask(Task):
             return out
 
         label = data.label_column
-        if label != "labels":
+        if label != "labels" and label in dataset.column_names:  # own instruction data may have no groups
             dataset = dataset.rename_column(label, "labels")
         keep = {"labels", self.config.partition.domain_column}
         drop = [c for c in dataset.column_names if c not in keep]
