@@ -194,7 +194,8 @@ def run(
         resolved, run_dir, show_progress=progress, resume=resume is not None, observers=[report] if report else []
     )
     best, final = summary["best_accuracy"], summary["final_accuracy"]
-    console.print(f"final accuracy {final:.4f}, best {best:.4f} (round {summary['best_round']})")
+    metric = summary.get("metric", "accuracy")  # the task's headline metric, e.g. rouge_l for a causal LM
+    console.print(f"final {metric} {final:.4f}, best {best:.4f} (round {summary['best_round']})")
     console.print(f"results: {run_dir}")
     if report is not None and report.path is not None:
         console.print(f"report: {report.path}")

@@ -237,7 +237,7 @@ def run_rounds(
             observers.on_round_end(record)
             if every and (round_num % every == 0 or round_num == rounds):
                 save_round(run_dir, round_num, federation, coordinator)
-        summary = summarize(records, run_dir, start if resume else None)
+        summary = summarize(records, run_dir, start if resume else None, federation.task.metric)
         if config.output.save_adapter:
             load_state(federation.model, coordinator.global_state)
             federation.model.save_pretrained(str(run_dir / ADAPTER_DIR))

@@ -3,7 +3,8 @@
 Each sample is rendered with an Alpaca-style prompt template; the loss covers the response tokens only
 (prompt and padding positions get label -100). Evaluation reports the response loss on the test split
 and ROUGE-L F1 of greedy generations for the first `data.max_generate_samples` held-out prompts; the
-ROUGE-L score is also reported as `accuracy`, the run's headline metric.
+ROUGE-L score is also reported as `accuracy`, the key of the run's headline metric, which `metric` names
+(`rouge_l`: the CLI prints `final rouge_l ...`, summary.json has `final_rouge_l`).
 
 The data set's label column (Dolly category, NI task), where it has one, stays in the preprocessed data as
 `labels`, so the label-based and domain partitioners split clients by it; `collate` builds the token labels.
@@ -73,6 +74,7 @@ def rouge_l(prediction: str, reference: str) -> float:
 class CausalLMTask(Task):
     auto_model_class = AutoModelForCausalLM
     model_kind = "a causal language model"
+    metric = "rouge_l"
 
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
