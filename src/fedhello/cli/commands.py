@@ -250,6 +250,20 @@ def config_reference(
 
 @app.command()
 @reports_failures
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder (with adapter/)")],
+    out_dir: Annotated[Path, typer.Argument(help="a new folder for the self-contained adapter")],
+) -> None:
+    """Write a run's global adapter as a folder peft's Auto classes load from anywhere (base path, tokenizer,
+    class names), e.g. AutoPeftModelForSequenceClassification.from_pretrained(OUT_DIR)."""
+    from fedhello.cli.export import export_adapter
+
+    quiet_libraries()
+    typer.echo(str(export_adapter(run_dir, out_dir)))
+
+
+@app.command()
+@reports_failures
 def strategies() -> None:
     """List the registered allocation strategies, aggregators, partitioners, data sources, tasks, engines and
     loggers."""

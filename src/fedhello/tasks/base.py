@@ -29,6 +29,11 @@ class Task(ABC):
     # the headline metric `evaluate` reports as "accuracy" (the round records' key), named where a user reads it:
     # the CLI's last line, summary.json (`metric`, `final_<metric>`), the report, accuracy.png
     metric: ClassVar[str] = "accuracy"
+    # for `fedhello export`: peft's task type (what AutoPeftModelFor... loads; None: load with PeftModel), whether
+    # the model has a head sized by the run's classes, and the transformers Auto class of its preprocessor
+    peft_task_type: ClassVar[str | None] = None
+    labelled_head: ClassVar[bool] = False
+    processor_class: ClassVar[Any] = None
 
     def __init__(self, config: RunConfig, num_labels: int) -> None:
         self.config = config

@@ -75,6 +75,8 @@ class CausalLMTask(Task):
     auto_model_class = AutoModelForCausalLM
     model_kind = "a causal language model"
     metric = "rouge_l"
+    peft_task_type = "CAUSAL_LM"
+    processor_class = AutoTokenizer
 
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
