@@ -438,3 +438,23 @@ def test_latin1_csv_in_a_real_process(tree, tmp_path):
     command = [sys.executable, "-m", "fedhello.cli", "run", str(path), "--out", str(tmp_path / "run"), "--no-progress"]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert_one_line_error(proc.returncode, proc.stderr, "'data.encoding'", "latin-1")
+
+
+def test_resume_says_which_round_it_continues_from(checkpointed_run, invoke):
+    """Before it trains, a resumed run says where it picks up (issue 23, item 8): the checkpoint holds round 2."""
+    code, stderr = invoke(["--resume", str(checkpointed_run)])
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[0] == f"resuming {checkpointed_run} from round 3 of 3", stderr
+    # this checkpoint's adapter is a stand-in: the run then stops in one line
+    assert code == 2 and "Traceback" not in stderr
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left(checkpointed_run):
+    from fedhello.config import load_config
+    from fedhello.server.resume import resume_message
+
+    config = load_config(checkpointed_run / "config.yaml", ["federation.rounds=2"])
+    assert resume_message(checkpointed_run, config) == (
+        f"{checkpointed_run} has finished its 2 rounds: writing its results again (to train more: --set "
+        "federation.rounds=N)"
+    )

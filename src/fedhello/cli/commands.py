@@ -134,7 +134,9 @@ def run(
         ),
     ] = "local",
     out: Annotated[Optional[Path], typer.Option(help="run folder (default: <output.dir>/<name>-<time>)")] = None,  # noqa: UP045
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the resolved config only")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate, then print the resolved config and the plan; train nothing")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     html_report: Annotated[
         bool, typer.Option("--report/--no-report", help="write RUN_DIR/report/report.html at the end")
@@ -166,10 +168,12 @@ def run(
     if adjusted is not None:
         resolved = adjusted
     elif resume is not None:
-        from fedhello.server.resume import resume_config
+        from fedhello.server.resume import resume_config, resume_message
 
         resolved = resume_config(resume, config, overrides, out)
         out = resume
+        if not dry_run:
+            console.print(resume_message(resume, resolved), highlight=False, soft_wrap=True)
     elif config is None:
         raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --resume RUN_DIR)")
     else:
@@ -181,9 +185,12 @@ def run(
     if dry_run:
         from fedhello.cli.dry_run import describe_plan
 
-        typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
         quiet_libraries()
-        typer.echo(describe_plan(resolved))  # sizes from the architecture only: nothing is downloaded
+        # the plan first: it checks what the config alone cannot (model, data path, tiers against the model's
+        # depth), so an error is the only line, not the last after a page of YAML
+        plan = describe_plan(resolved)  # sizes from the architecture only: nothing is downloaded
+        typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
+        typer.echo(plan)
         return
     quiet_libraries()
     run_dir = new_run_dir(resolved, out)
