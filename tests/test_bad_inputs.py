@@ -3,6 +3,7 @@ stderr that names the offending field (and the fix), never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,10 +61,12 @@ CONFIG_CASES = [
     ("unknown partitioner", setting("partition.kind", "zipf"), [], "partition.kind", "zipf"),
     ("unknown task", setting("task", "translation"), [], "'task'", "unknown task"),
     ("clients per round > clients", setting("federation.clients_per_round", 50), [], "clients_per_round", "larger"),
-    ("missing data path", setting("data.path", "/nonexistent/fedhello-data"), [], "'data.path'", "not a local path"),
+    ("missing data path", setting("data.path", "/nonexistent/fedhello-data"), [], "'data.path'", "not found"),
     ("unknown data source", setting("data.source", "ftp"), [], "'data.source'", "unknown source"),
-    ("missing label column", setting("data.label_column", "topic"), [], "'data.label_column'", "topic"),
-    ("missing model folder", setting("model.name_or_path", "/nonexistent/model"), [], "'model.name_or_path'", "exist"),
+    ("missing label column", setting("data.label_column", "topic"), [], "'data.label_column'",
+     "(fix: set data.label_column to the column of the labels)"),
+    ("missing model folder", setting("model.name_or_path", "/nonexistent/model"), [], "'model.name_or_path'",
+     "'/nonexistent/model' not found"),
     ("dropout out of range", setting("reliability.dropout", 1.5), [], "'reliability.dropout'", "less than 1"),
     ("unknown on_too_few", setting("reliability.on_too_few", "panic"), [], "'reliability.on_too_few'", "retry"),
     ("min_clients > per round", setting("reliability.min_clients", 9), [], "'reliability.min_clients'", "larger"),
@@ -71,6 +74,10 @@ CONFIG_CASES = [
     ("negative checkpoint interval", setting("checkpoint.every", -1), [], "'checkpoint.every'", "greater than"),
     ("override without =", edit(lambda t: None), ["--set", "train.lr"], "'train.lr'", "key=value"),
     ("override into a leaf", edit(lambda t: None), ["--set", "train.lr.x=1"], "'train.lr.x'", "not a section"),
+    # issue 23: a malformed value is the user's mistake, not a bug in fedhello (exit 2, no traceback file)
+    ("override value not YAML", edit(lambda t: None), ["--set", "tiers=[{share: 1/3"], "'--set'",
+     "the value of 'tiers=[{share: 1/3' is not valid YAML"),
+    ("override without a key", edit(lambda t: None), ["--set", "=5"], "'--set'", "write key=value"),
     ("unknown engine", edit(lambda t: None), ["--engine", "carrier-pigeon"], "'--engine'", "local"),
     # strategy / aggregator / option pairings that cannot give a true result (issue 12)
     ("rank allocator with fedavg", setting("strategy.name", "legend"), [], "'aggregation.name'", "rank_fedavg"),
@@ -86,7 +93,8 @@ CONFIG_CASES = [
     # every field of data: (values that are wrong on their own; files and columns below and in DATA_FILE_CASES)
     ("subset not a string", setting("data.subset", [1]), [], "'data.subset'", "string"),
     ("text column not text", setting("data.text_column", "label"), [], "'data.text_column'", "not text"),
-    ("missing text column", setting("data.text_column", "body"), [], "'data.text_column'", "body"),
+    ("missing text column", setting("data.text_column", "body"), [], "'data.text_column'",
+     "column 'body' not in '{data}' (its columns: text, label) (fix: set data.text_column to the column of the texts)"),
     ("test share of 1", setting("data.test_size", 1.0), [], "'data.test_size'", "less than 1"),
     ("negative proxy size", setting("data.proxy_size", -1), [], "'data.proxy_size'", "greater than or equal to 0"),
     ("zero train samples", setting("data.max_train_samples", 0), [], "'data.max_train_samples'", "greater than 0"),
@@ -149,7 +157,7 @@ def test_malformed_config(case, break_it, args, field, words, tree, invoke, tmp_
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(break_it(tree)))
     code, stderr = invoke([str(path), "--out", str(tmp_path / "run"), *args])
-    assert_one_line_error(code, stderr, field, words)
+    assert_one_line_error(code, stderr, field, words.replace("{data}", str(tree["data"]["path"])))
     if not (tmp_path / "run").exists():  # refused before a run folder: nothing is left behind
         assert not (tmp_path / "tmp" / "fedhello-errors").exists()
 
@@ -294,6 +302,13 @@ def dolly_file(d: Path, **columns: str) -> dict[str, Any]:
     return {"data.source": "dolly", "data.path": str(d / "dolly.jsonl"), **{f"data.{k}": v for k, v in columns.items()}}
 
 
+def own_instructions(d: Path, **changes: Any) -> dict[str, Any]:  # noqa: ANN401
+    """The user's own instruction file (instruction, response; no context, no label column), with `changes`."""
+    rows = [{"instruction": f"say {i}", "response": f"{i}"} for i in range(24)]
+    (d / "mine.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return {"data.source": "instructions", "data.path": str(d / "mine.jsonl"), **changes}
+
+
 def empty_model_folder(d: Path) -> dict[str, Any]:
     (d / "model").mkdir()
     return {"model.name_or_path": str(d / "model")}
@@ -334,6 +349,14 @@ DATA_FILE_CASES = [
      "input"),
     ("response column not in the file", lambda d: dolly_file(d, response_column="answer"),
      "'data.response_column'", "answer"),
+    # own instruction data (issue 23): no context column, no label column for a label-skew partition
+    ("own instructions without a context column", own_instructions, "'data.context_column'",
+     "(its columns: instruction, response) (fix: set data.context_column to the column of the instructions' "
+     "context (or null when there is none))"),
+    ("own instructions split by label", lambda d: own_instructions(d, **{"data.context_column": None,
+                                                                        "partition.kind": "pathological"}),
+     "'partition.kind'", "has no label column 'label' (its columns: instruction, response) (fix: use a "
+     "partition.kind that needs no labels (domain, iid)"),
     ("empty model folder", empty_model_folder, "'model.name_or_path'", "cannot load"),
     ("model folder without weights", model_without_weights, "'model.name_or_path'", "cannot load"),
     ("model folder with a torn config", torn_model_config, "'model.name_or_path'", "cannot load"),
@@ -415,3 +438,23 @@ def test_latin1_csv_in_a_real_process(tree, tmp_path):
     command = [sys.executable, "-m", "fedhello.cli", "run", str(path), "--out", str(tmp_path / "run"), "--no-progress"]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert_one_line_error(proc.returncode, proc.stderr, "'data.encoding'", "latin-1")
+
+
+def test_resume_says_which_round_it_continues_from(checkpointed_run, invoke):
+    """Before it trains, a resumed run says where it picks up (issue 23, item 8): the checkpoint holds round 2."""
+    code, stderr = invoke(["--resume", str(checkpointed_run)])
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[0] == f"resuming {checkpointed_run} from round 3 of 3", stderr
+    # this checkpoint's adapter is a stand-in: the run then stops in one line
+    assert code == 2 and "Traceback" not in stderr
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left(checkpointed_run):
+    from fedhello.config import load_config
+    from fedhello.server.resume import resume_message
+
+    config = load_config(checkpointed_run / "config.yaml", ["federation.rounds=2"])
+    assert resume_message(checkpointed_run, config) == (
+        f"{checkpointed_run} has finished its 2 rounds: writing its results again (to train more: --set "
+        "federation.rounds=N)"
+    )

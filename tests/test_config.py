@@ -1,5 +1,7 @@
 """Config loading: defaults, overrides, and one-line errors that name the field and the fix."""
 
+from pathlib import Path
+
 import pytest
 
 from fedhello.config import RunConfig, config_from_dict, load_config, parse_override
@@ -131,3 +133,71 @@ def test_importance_strategy_without_proxy_data_is_refused_at_load():
             load_config(None, [f"strategy.name={strategy}", "data.proxy_size=0"])
         assert "'data.proxy_size'" in str(info.value) and "Fisher" in str(info.value)
     assert load_config(None, ["strategy.name=rgd", "data.proxy_size=0"]).data.proxy_size == 0
+
+
+# ---- issue 23: a new user's first hour ----
+
+
+@pytest.mark.parametrize(
+    ("tree", "field", "nearest"),
+    [
+        ({"federaton": {"rounds": 3}}, "federaton", "federation"),
+        ({"train": {"lrr": 0.1}}, "train.lrr", "train.lr"),
+        ({"train": {"rounds": 3}}, "train.rounds", "federation.rounds"),  # the right name in the wrong section
+        ({"tiers": [{"shar": 1.0, "layers": 2}]}, "tiers.0.shar", "tiers.0.share"),
+    ],
+)
+def test_unknown_key_suggests_the_nearest_and_the_reference(tree, field, nearest):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tree)
+    assert str(info.value) == (
+        f"config field '{field}': unknown key (fix: did you mean '{nearest}'? see docs/config.md or fedhello config)"
+    )
+
+
+def test_unknown_key_without_a_near_one_points_at_the_reference():
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"zzz": 1})
+    assert str(info.value) == "config field 'zzz': unknown key (fix: remove it; see docs/config.md or fedhello config)"
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("tiers=[{share: 1/3", "option '--set': the value of 'tiers=[{share: 1/3' is not valid YAML (expected ','"),
+        ("train.lr='x", "option '--set': the value of 'train.lr='x' is not valid YAML"),
+        ("=5", "option '--set': '=5' has no key before '=' (fix: write key=value, e.g. --set train.lr=0.001)"),
+    ],
+)
+def test_malformed_override_is_one_line_naming_it(override, words):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(words) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=-0.01", "config field 'train.lr': Input should be greater than 0, got -0.01 (fix: set a value > 0)"),
+        ("lora.dropout=1.5", "config field 'lora.dropout': Input should be less than 1, got 1.5 (fix: set a value "
+         "< 1)"),
+        ("data.csv_quotechar=ab", "config field 'data.csv_quotechar': String should have at most 1 character, got "
+         "'ab' (fix: give at most 1 character(s))"),
+        ("lora.rank_scaling=double", "config field 'lora.rank_scaling': Input should be 'fixed' or 'per_rank', got "
+         "'double' (fix: use one of 'fixed' or 'per_rank')"),
+        ("data.encoding=latin-l", "config field 'data.encoding': not an encoding Python knows, got 'latin-l' (fix: "
+         "use e.g. utf-8, latin-1 or cp1252)"),
+    ],
+)
+def test_a_bad_value_gets_a_real_fix(override, message):
+    """The fix is what to write (the constraint), never just the value that was given."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value) == message
+
+
+def test_an_item_of_tiers_can_be_overridden():
+    config = load_config(Path("configs/default.yaml"), ["tiers.0.layers=1"])
+    assert config.tiers[0].layers == 1
+    with pytest.raises(ConfigError, match="use an index below"):
+        load_config(Path("configs/default.yaml"), ["tiers.7.layers=1"])

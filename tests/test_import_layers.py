@@ -12,7 +12,7 @@ import fedhello
 ROOT = Path(fedhello.__file__).parent
 # lowest first; a name is a top-level module or package of fedhello
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "registry", "config", "plan", "seeding", "runtime", "events", "rundir", "models"},
+    {"__init__", "errors", "registry", "config", "plan", "seeding", "runtime", "paths", "events", "rundir", "models"},
     {
         "data", "tasks", "training", "allocation", "aggregation", "resources",
         "figures", "loggers", "experiment", "methods",

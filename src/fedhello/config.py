@@ -7,13 +7,16 @@ Every section is a pydantic model with `extra="forbid"`, so a typo is an error, 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
+import difflib
+import typing
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from fedhello.errors import ConfigError
 
@@ -25,7 +28,14 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    name_or_path: str = Field(EMBEDDED_MODEL, description="HF hub id, local directory, or the embedded MiniLM")
+    """The base model and how much text it reads and writes."""
+
+    name_or_path: str = Field(
+        EMBEDDED_MODEL,
+        description="a local model folder (config.json, weights, tokenizer), a hub id (owner/name or a bare name "
+        "such as bert-base-uncased), or the embedded MiniLM; a path that looks local (./, /, ~, an existing parent "
+        "folder) must exist",
+    )
     max_length: int = Field(128, gt=0, description="token budget per text sample")
     max_new_tokens: int = Field(64, gt=0, description="causal_lm: tokens generated per held-out prompt when scoring")
     quantization: Literal["none", "int8", "nf4"] = Field(
@@ -37,10 +47,16 @@ class ModelConfig(Section):
 
 
 class LoraSettings(Section):
+    """The LoRA adapter every client trains (peft's LoraConfig), and rank options of the rank-aware methods."""
+
     r: int = Field(8, gt=0, description="LoRA rank")
     alpha: int = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"])
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the LoRA input (peft's lora_dropout)")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"],
+        description="names of the modules of every block that get LoRA factors, e.g. [query, value] (BERT), "
+        "[q_proj, v_proj] (LLaMA, ViT), [c_attn] (GPT-2)",
+    )
     head_modules: list[str] = Field(
         default_factory=lambda: ["classifier"],
         description="modules trained in full and federated on every client (the task head)",
@@ -68,15 +84,30 @@ class LoraSettings(Section):
 
 
 class DataConfig(Section):
-    source: str = Field("bbc_news", description="registered data source: bbc_news, hf")
+    """Where the data come from and which columns hold what. Your own data: `source: hf` (text and label
+    columns) or `source: instructions` (task causal_lm), with `path` a csv/json(l)/parquet file."""
+
+    source: str = Field(
+        "bbc_news",
+        description="registered data source: bbc_news (shipped), hf (a csv/json(l)/parquet file, save_to_disk "
+        "folder or hub name with text and label columns), folders (class folders of .txt files), instructions "
+        "(your own instruction data, task causal_lm), cifar100, domainnet, ledgar, dolly, natural_instructions "
+        "(fedhello strategies lists them)",
+    )
     path: str | None = Field(
         None,
-        description="local file or folder, or hub name, of the data (hf, folders and the paper's sources); "
-        "refused with bbc_news, whose corpus ships with fedhello",
+        description="the data: a csv/json(l)/parquet file, a save_to_disk folder, a folder of class folders "
+        "(source folders) or a hub name (owner/name); a path that looks local (./, /, ~, a file extension, an "
+        "existing parent folder) must exist. Relative paths are read from the current folder. Refused with "
+        "bbc_news, whose corpus ships with fedhello",
     )
     subset: str | None = Field(None, description="hub configuration name, e.g. 'ledgar'")
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = Field("text", description="text_classification: column of the texts")
+    label_column: str = Field(
+        "label",
+        description="column of the class (classification) or of the group of a row (instructions: optional, "
+        "what label-skew partitions split by); values may be names or integer ids",
+    )
     label_names: list[str] | None = Field(
         None,
         description="the run's classes in label-id order (None: the source's own). Fixes how every node of a "
@@ -94,7 +125,9 @@ class DataConfig(Section):
     max_test_samples: int | None = Field(None, gt=0, description="cap on test samples (quick runs)")
     image_column: str = Field("image", description="image_classification: column of PIL images or image files")
     instruction_column: str = Field("instruction", description="causal_lm: column of the instruction")
-    context_column: str | None = Field("context", description="causal_lm: optional input/context column")
+    context_column: str | None = Field(
+        "context", description="causal_lm: column of an instruction's input/context (null: the data have none)"
+    )
     response_column: str = Field("response", description="causal_lm: column of the reference response")
     max_generate_samples: int = Field(
         64, ge=0, description="causal_lm: held-out prompts answered by generation and scored with ROUGE-L"
@@ -127,7 +160,13 @@ class DataConfig(Section):
 
 
 class PartitionConfig(Section):
-    kind: str = Field("pathological", description="registered partitioner: iid, dirichlet, pathological")
+    """How the training split is divided among the clients (IID, label skew, domain skew)."""
+
+    kind: str = Field(
+        "pathological",
+        description="registered partitioner: iid, dirichlet, pathological, pathological_dirichlet (these three "
+        "split by data.label_column), domain, domain_pathological",
+    )
     alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (kind=dirichlet)")
     classes_per_client: int = Field(2, gt=0, description="classes held by each client (kind=pathological)")
     min_size: int = Field(0, ge=0, description="minimum samples per client (kind=dirichlet, pathological_dirichlet)")
@@ -137,9 +176,11 @@ class PartitionConfig(Section):
 
 
 class FederationConfig(Section):
-    num_clients: int = Field(20, gt=0)
-    clients_per_round: int = Field(5, gt=0)
-    rounds: int = Field(20, gt=0)
+    """How many clients there are, how many train each round, and for how many rounds."""
+
+    num_clients: int = Field(20, gt=0, description="clients the training split is divided among")
+    clients_per_round: int = Field(5, gt=0, description="clients sampled (seeded) to train in each round")
+    rounds: int = Field(20, gt=0, description="federated rounds")
     eval_every: int = Field(1, gt=0, description="evaluate the global model every N rounds (and the last)")
     eval_subset: int | None = Field(
         None,
@@ -150,6 +191,9 @@ class FederationConfig(Section):
 
 
 class TierConfig(Section):
+    """One resource tier of clients (an item of `tiers`): its share of the clients and what each of them can
+    train (a layer count or a memory/time budget)."""
+
     share: float = Field(description="fraction of clients in this tier, e.g. 1/3")
     layers: int | None = Field(
         None,
@@ -217,8 +261,16 @@ class TierConfig(Section):
 
 
 class StrategyConfig(Section):
-    name: str = Field("fim+gd", description="registered allocation strategy")
-    pattern: Literal["bottleneck", "triangle", "inverted_triangle", "uniform"] = "bottleneck"
+    """The allocation strategy: which LoRA layers each sampled client trains in a round."""
+
+    name: str = Field(
+        "fim+gd", description="registered allocation strategy (fedhello strategies lists them; README, The method)"
+    )
+    pattern: Literal["bottleneck", "triangle", "inverted_triangle", "uniform"] = Field(
+        "bottleneck",
+        description="GD layer pattern (gd, rgd, fim+gd warm-up): which layers a tier of k layers trains, e.g. "
+        "bottleneck = both ends first (README, The method)",
+    )
     randomized: bool = Field(True, description="fim+gd: RGD (True) or deterministic GD (False) during warm-up")
     fim_warmup: int = Field(5, ge=0, description="rounds before the first FIM estimate")
     fim_every: int = Field(5, gt=0, description="rounds between FIM refreshes")
@@ -247,8 +299,10 @@ class StrategyConfig(Section):
 
 
 class TrainConfig(Section):
-    local_epochs: int = Field(1, gt=0)
-    batch_size: int = Field(16, gt=0)
+    """Local training of every client (optimizer, batches, schedule, device, precision)."""
+
+    local_epochs: int = Field(1, gt=0, description="passes over its data a client makes in a round")
+    batch_size: int = Field(16, gt=0, description="samples per micro-batch (per forward/backward pass)")
     lr: float = Field(5e-4, gt=0.0, description="AdamW learning rate (peak of the schedule)")
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant",
@@ -260,7 +314,7 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(
         None, gt=0.0, description="clip the gradient norm of the trained tensors per optimizer step (None = off)"
     )
-    weight_decay: float = Field(0.01, ge=0.0)
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay")
     max_steps: int | None = Field(None, gt=0, description="cap on local optimizer steps per round")
     device: str = Field("cpu", description="cpu, cuda, or auto")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
@@ -288,19 +342,25 @@ class TrainConfig(Section):
 
 
 class AggregationConfig(Section):
-    name: str = Field("fedavg", description="registered aggregator")
+    """How the server averages the client updates into the global adapter."""
+
+    name: str = Field("fedavg", description="registered aggregator (fedhello strategies lists them)")
     weighting: Literal["uniform", "samples"] = Field(
         "uniform", description="average client updates equally or by sample count"
     )
 
 
 class CheckpointConfig(Section):
+    """Resumable checkpoints in RUN_DIR/checkpoint (fedhello run --resume RUN_DIR)."""
+
     every: int = Field(
         1, ge=0, description="write a resumable checkpoint every N rounds and after the last (0 = never)"
     )
 
 
 class ReliabilityConfig(Section):
+    """Lost, late and malformed client updates: simulated dropout, timeouts, validation, quorum."""
+
     dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="simulated probability that a sampled client never replies (seeded)"
     )
@@ -334,6 +394,8 @@ class ReliabilityConfig(Section):
 
 
 class FlowerConfig(Section):
+    """The Flower engines (--engine flower-sim, flower-deploy): resources, processes, node data, security."""
+
     supernodes: int = Field(
         2, gt=0, description="flower-deploy: SuperNodes started on 127.0.0.1; node i serves clients c with c % n == i"
     )
@@ -388,6 +450,8 @@ class FlowerConfig(Section):
 
 
 class OutputConfig(Section):
+    """Where the run folder goes and what is written into it."""
+
     dir: str = Field("runs", description="parent folder of run folders")
     plot: bool = Field(True, description="draw RUN_DIR/accuracy.png at the end")
     save_adapter: bool = Field(True, description="save the final global adapter in RUN_DIR/adapter")
@@ -421,9 +485,15 @@ RUN_CONFIG_CHECKS: list[Callable[[RunConfig], None]] = []
 
 
 class RunConfig(Section):
-    name: str = "fed-hello"
-    seed: int = 1
-    task: str = Field("text_classification", description="registered task type")
+    """A whole run: the top-level fields and one section per concern."""
+
+    name: str = Field("fed-hello", description="run name: the run folder is <output.dir>/<name>-<time>")
+    seed: int = Field(1, description="seed of every random choice (tiers, partitions, sampling, init, training)")
+    task: str = Field(
+        "text_classification",
+        description="registered task: text_classification, image_classification, causal_lm (instruction tuning, "
+        "scored with ROUGE-L)",
+    )
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     data: DataConfig = DataConfig()
@@ -434,7 +504,8 @@ class RunConfig(Section):
             TierConfig(share=1 / 3, layers=3),
             TierConfig(share=1 / 3, layers=4),
             TierConfig(share=1 / 3, layers=6),
-        ]
+        ],
+        description="resource tiers of the clients, each a mapping of the tiers[].* fields; their shares sum to 1",
     )
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
@@ -476,13 +547,23 @@ class RunConfig(Section):
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:  # noqa: ANN401 - any YAML value
     """Set `a.b.c` in a raw config tree, creating sections on the way (`--set`, method presets, grid cells)."""
     *parents, leaf = dotted.split(".")
-    node = tree
+    node: Any = tree
     for key in parents:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
+        if isinstance(node, list):  # an item of a list of sections: tiers.0.layers
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(dotted, f"'{key}' is not an item of the list", f"use an index below {len(node)}")
+            child = node[int(key)]
+        else:
+            child = node.setdefault(key, {})
+        if not isinstance(child, dict | list):
             raise ConfigError(dotted, f"'{key}' is not a section", "override a leaf field")
         node = child
-    node[leaf] = value
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise ConfigError(dotted, f"'{leaf}' is not an item of the list", f"use an index below {len(node)}")
+        node[int(leaf)] = value
+    else:
+        node[leaf] = value
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:  # noqa: ANN401 - a config tree
@@ -496,31 +577,145 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:  # noqa: ANN401 - a 
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse `a.b=value`; the value is read as YAML so numbers, lists and booleans keep their type."""
+    """Parse `a.b=value`; the value is read as YAML so numbers, lists and booleans keep their type. A
+    malformed override is one line naming it (never a YAML traceback)."""
     if "=" not in text:
         raise ConfigError(text, "override is not of the form key=value", "write e.g. --set train.lr=0.001")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    if not key.strip():
+        raise ConfigError("--set", f"'{text}' has no key before '='", "write key=value, e.g. --set train.lr=0.001")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            "--set",
+            f"the value of '{text}' is not valid YAML ({_yaml_problem(err)})",
+            "close every bracket and quote of the value, e.g. --set 'tiers=[{share: 1/3, layers: 2}, ...]'",
+        ) from None
+    return key.strip(), value
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The YAML parser's own words, on one line: what it expected and where (the column in the value)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        words = " ".join(part for part in (err.problem, err.context) if part)
+        mark = err.problem_mark
+        return f"{words} at column {mark.column + 1}" if mark is not None else words
+    return str(err).splitlines()[0]
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:  # noqa: ANN401 - a type annotation
+    """The section model a field holds: a model, a list of models (tiers) or an optional model."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        model = _section_model(arg)
+        if model is not None:
+            return model
+    return None
+
+
+def config_fields(model: type[BaseModel] | None = None, prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """Every field of the run config (or of the section `model`) that holds a value, as (dotted name, pydantic
+    field), in declaration order: the leaves of the sections, and a list of sections (`tiers`) followed by its
+    items' fields, written `tiers[].share`. `fedhello config` and docs/config.md are generated from it."""
+    for name, info in (model or RunConfig).model_fields.items():
+        section = _section_model(info.annotation)
+        if section is None:
+            yield f"{prefix}{name}", info
+        elif typing.get_origin(info.annotation) is list:  # the list itself (its default), then its items' fields
+            yield f"{prefix}{name}", info
+            yield from config_fields(section, f"{prefix}{name}[].")
+        else:
+            yield from config_fields(section, f"{prefix}{name}.")
+
+
+def config_sections() -> dict[str, tuple[type[BaseModel], str]]:
+    """Each section of the run config: its key, its model and its description (the model's docstring)."""
+    sections = {}
+    for name, info in RunConfig.model_fields.items():
+        section = _section_model(info.annotation)
+        if section is not None:
+            sections[name] = (section, (section.__doc__ or "").strip())
+    return sections
+
+
+def nearest_key(loc: tuple[Any, ...]) -> str | None:
+    """The field a mistyped key `loc` most likely meant, written like `loc` ('federation' for 'federaton',
+    'train.lr' for 'train.lrr', 'federation.rounds' for 'train.rounds'), or None."""
+    leaf = str(loc[-1]) if loc else ""
+    # the right name in the wrong section (train.rounds -> federation.rounds)
+    elsewhere = [name for name, _ in config_fields() if name.rsplit(".", 1)[-1] == leaf and "[]" not in name]
+    if len(elsewhere) == 1:
+        return elsewhere[0]
+    model: type[BaseModel] | None = RunConfig
+    parents: list[str] = []
+    for part in loc[:-1]:
+        parents.append(str(part))
+        if isinstance(part, int) or model is None:
+            continue
+        info = model.model_fields.get(str(part))
+        model = _section_model(info.annotation) if info is not None else None
+    if model is None:
+        return None
+    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1, cutoff=0.6)
+    return ".".join([*parents, close[0]]) if close else None
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "<root>"
 
 
+# pydantic error type -> the fix it calls for, from the error's context (the constraint that failed)
+_FIXES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "greater_than": lambda ctx: f"set a value > {ctx['gt']:g}",
+    "greater_than_equal": lambda ctx: f"set a value >= {ctx['ge']:g}",
+    "less_than": lambda ctx: f"set a value < {ctx['lt']:g}",
+    "less_than_equal": lambda ctx: f"set a value <= {ctx['le']:g}",
+    "string_too_short": lambda ctx: f"give at least {ctx['min_length']} character(s)",
+    "string_too_long": lambda ctx: f"give at most {ctx['max_length']} character(s)",
+    "literal_error": lambda ctx: f"use one of {ctx['expected']}",
+    "int_parsing": lambda ctx: "write a whole number, e.g. 3",
+    "int_type": lambda ctx: "write a whole number, e.g. 3",
+    "int_from_float": lambda ctx: "write a whole number, e.g. 3",
+    "float_parsing": lambda ctx: "write a number, e.g. 0.001",
+    "float_type": lambda ctx: "write a number, e.g. 0.001",
+    "bool_parsing": lambda ctx: "write true or false",
+    "bool_type": lambda ctx: "write true or false",
+    "string_type": lambda ctx: "write a text value (quote it if YAML reads it as something else)",
+    "list_type": lambda ctx: "write a list, e.g. [a, b]",
+    "missing": lambda ctx: "add it",
+    "model_type": lambda ctx: "write a mapping of its fields (see fedhello config), or set one field: --set a.b=value",
+    "dict_type": lambda ctx: "write a mapping of its fields (see fedhello config), or set one field: --set a.b=value",
+}
+
+
 def config_from_dict(tree: dict[str, Any]) -> RunConfig:
+    """Validate a raw config tree; the first problem becomes one `ConfigError` naming the field, the problem
+    (with the value given) and the fix (the constraint it must meet, the nearest known key)."""
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()
+        # a mistyped key first: it explains the "missing" error of the key it was meant to be
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         field = _format_location(first["loc"])
         if first["type"] == "extra_forbidden":
-            raise ConfigError(field, "unknown key", "remove it or check its spelling in configs/README.md") from None
+            near = nearest_key(first["loc"])
+            where = "see docs/config.md or fedhello config"
+            raise ConfigError(
+                field, "unknown key", f"did you mean '{near}'? {where}" if near else f"remove it; {where}"
+            ) from None
         message = first["msg"].removeprefix("Value error, ")
         if ": " in message and first["type"] == "value_error" and field == "<root>":
             field, message = message.split(": ", 1)
+        fix = _FIXES.get(first["type"], lambda ctx: "")(first.get("ctx", {}))
+        if first["type"] == "value_error" and "; " in message:  # our validators say "problem; what to do"
+            message, fix = message.split("; ", 1)
         got = first.get("input")
-        hint = f"got {got!r}" if not isinstance(got, dict | list) and got is not None else ""
-        raise ConfigError(field, message, hint) from None
+        if got is not None and not isinstance(got, dict | list) and repr(got) not in message:
+            message = f"{message}, got {got!r}"
+        raise ConfigError(field, message, fix) from None
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from datasets import Dataset
 from fedhello.config import RunConfig
 from fedhello.data import class_names, load_source
 from fedhello.data.node import load_node_data, with_run_labels
+from fedhello.data.partition import check_labels
+from fedhello.data.sources import data_name
 from fedhello.errors import FedHelloError
 from fedhello.methods.compatibility import check_proxy_set, check_run_config
 from fedhello.models.layers import model_depth, trainable_layout
@@ -71,6 +73,7 @@ def build_experiment(config: RunConfig, train_samples: int | None = None) -> Exp
     check_run_config(config)  # also when the config was validated before the pairing check was imported
     torch.manual_seed(config.seed)  # initialisation of LoRA and head
     raw = load_source(config.data, config.seed)
+    check_labels(config.partition, raw["train"].column_names, config.data.label_column, data_name(config.data))
     label_names = config.data.label_names or class_names(raw["train"], config.data.label_column)
     if config.data.label_names:  # the run fixes the label ids: re-code the source's labels by name
         column = config.data.label_column

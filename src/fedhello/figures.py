@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fedhello.rundir import RunData, as_number, write_atomic
 
@@ -45,15 +47,25 @@ def save_png(figure: Figure, path: Path, dpi: int = 120) -> Path:
     return path
 
 
+def integer_rounds(ax: Axes) -> None:
+    """Whole-number ticks on a round axis, also with a single evaluated round (matplotlib's own integer
+    locator falls back to fractional ticks when the view holds fewer than two whole numbers)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def accuracy_lines(
-    lines: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str = "", size: tuple[float, float] = (6, 3.5)
+    lines: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+    title: str = "",
+    size: tuple[float, float] = (6, 3.5),
+    metric: str = "accuracy",
 ) -> Figure:
-    """Test accuracy per round, one line per label: a run's accuracy.png (one unlabelled line), or one line
-    per method in `fedhello compare`."""
+    """The headline metric (`metric`: accuracy, rouge_l) per round, one line per label: a run's accuracy.png
+    (one unlabelled line), or one line per method in `fedhello compare`."""
     fig, (ax,) = _figure(*size)
     for label, (rounds, accuracy) in lines.items():
         ax.plot(rounds, accuracy, marker="o", markersize=3, label=label or None)
-    ax.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1), title=title)
+    ax.set(xlabel="round", ylabel=f"test {metric}", ylim=(0, 1), title=title)
+    integer_rounds(ax)
     ax.grid(alpha=0.3)
     if any(lines):
         ax.legend(fontsize=7, ncol=2)
@@ -61,8 +73,10 @@ def accuracy_lines(
 
 
 def curves(runs: Sequence[RunData]) -> Figure:
-    """Test accuracy and loss per round (test loss solid, mean client train loss dashed); runs overlaid."""
+    """The headline metric (accuracy, or the runs' own, e.g. rouge_l) and loss per round (test loss solid, mean
+    client train loss dashed); runs overlaid."""
     fig, (acc_ax, loss_ax) = _figure(11, 3.8, cols=2)
+    metric = headline_metric(runs)
     for i, run in enumerate(runs):
         color = f"C{i}"
         rounds, acc = run.series("accuracy")
@@ -71,13 +85,19 @@ def curves(runs: Sequence[RunData]) -> Figure:
         loss_ax.plot(rounds, loss, marker="o", markersize=4, color=color, label=f"{run.label} test")
         rounds, train = run.series("train_loss")
         loss_ax.plot(rounds, train, linestyle="--", color=color, alpha=0.7, label=f"{run.label} train")
-    acc_ax.set(xlabel="round", ylabel="test accuracy", title="accuracy", ylim=(0, 1))
+    acc_ax.set(xlabel="round", ylabel=f"test {metric}", title=metric, ylim=(0, 1))
     loss_ax.set(xlabel="round", ylabel="loss", title="loss (solid: test, dashed: mean client train)")
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        integer_rounds(ax)
     acc_ax.legend(fontsize=8, loc="lower right")
     return fig
+
+
+def headline_metric(runs: Sequence[RunData]) -> str:
+    """The name of the runs' headline metric (`RunData.metric`), or "accuracy / score" for runs that differ."""
+    names = {run.metric for run in runs}
+    return names.pop() if len(names) == 1 else "accuracy / score"
 
 
 def method_colors(names: Sequence[str]) -> dict[str, tuple]:
@@ -100,7 +120,7 @@ def accuracy_bands(
             ax.fill_between(rounds, mean_arr - std_arr, mean_arr + std_arr, color=color, alpha=0.15, linewidth=0)
     ax.set(xlabel="round", ylabel="test accuracy (mean ± std over seeds)", ylim=(0, 1), title=title)
     ax.grid(alpha=0.3)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    integer_rounds(ax)
     if bands:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), title="method", title_fontsize=8)
     return fig
@@ -305,7 +325,7 @@ def communication(run: RunData) -> Figure | None:
                 ax.bar(rounds, lost, bottom=bottom, color="#bbbbbb", label="failed / rejected clients")
         ax.set(xlabel="round", ylabel="MB", title=title)
         ax.grid(alpha=0.3, axis="y")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        integer_rounds(ax)
         if table:
             ax.set_ylim(0, max(ax.get_ylim()[1], 1e-9) * 1.25)  # headroom so the legend covers no bar
             ax.legend(fontsize=8, loc="upper left", ncol=min(len(table) + 1, 3))
@@ -324,7 +344,7 @@ def train_seconds(run: RunData) -> Figure | None:
                 color=tier_color(tier), label=run.tier_name(tier))
     ax.set(xlabel="round", ylabel="seconds per client", title="local training time", ylim=(0, None))
     ax.grid(alpha=0.3)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    integer_rounds(ax)
     ax.legend(fontsize=8)
     return fig
 

@@ -161,3 +161,17 @@ def test_torn_last_line_and_csv_only_allocations(make_run_dir):
     assert run.rounds == [1, 2, 3]
     assert [sorted(c["layers"]) for c in run.clients] == expected
     assert layer_counts(run).sum() == sum(len(layers) for layers in expected)
+
+
+def test_a_causal_lm_report_names_its_metric(make_run_dir, tmp_path):
+    """A causal LM's headline metric is ROUGE-L: the report's table and curves say so (issue 23, item 6)."""
+    from fedhello.reporting.report import Page, accuracy_section, overview
+
+    run_dir = make_run_dir("lm", rounds=2, fim_rounds=(), partition=False)
+    (run_dir / "summary.json").write_text(json.dumps({"metric": "rouge_l", "final_rouge_l": 0.4}))
+    page = Page(tmp_path)
+    overview(page, [load_run(run_dir)])
+    accuracy_section(page, [load_run(run_dir)])
+    html = "".join(page.blocks)
+    assert "<th>final rouge_l</th><th>best rouge_l</th>" in html and "Test rouge_l and loss" in html
+    assert "final acc" not in html

@@ -4,6 +4,7 @@ partitions, generation-based evaluation and a federated run on a tiny random GPT
 import itertools
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -151,3 +152,48 @@ def test_accumulation_weighs_every_response_token_equally(dolly_config, monkeypa
     assert set(full) == set(accumulated) and full
     for name, grad in full.items():
         assert torch.allclose(accumulated[name], grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_own_instruction_data_runs_from_the_shipped_example(tiny_gpt2_dir, tmp_path):
+    """configs/own-instructions.yaml as a user runs it (issue 23, items 3 and 6): their own JSONL file without a
+    label column, IID clients, a causal LM (here a tiny GPT-2), one round through the command line. The final
+    line, summary.json and accuracy.png name the metric: ROUGE-L, not accuracy."""
+    from typer.testing import CliRunner
+
+    from fedhello.cli import app
+
+    out = tmp_path / "run"
+    overrides = [
+        f"model.name_or_path={tiny_gpt2_dir}", "model.max_length=64", "model.max_new_tokens=4",
+        "data.max_generate_samples=2", "federation.rounds=1", "train.device=cpu", f"output.dir={tmp_path}",
+        "tiers=[{share: 1/2, layers: 2}, {share: 1/2, layers: 4}]",
+    ]
+    args = ["run", "configs/own-instructions.yaml", "--out", str(out), "--no-progress", "--no-report"]
+    result = CliRunner().invoke(app, [*args, *(part for o in overrides for part in ("--set", o))])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "rouge_l" and summary["rounds"] == 1
+    assert summary["final_rouge_l"] == summary["final_accuracy"] == summary["best_rouge_l"]  # readers of *_accuracy
+    assert f"final rouge_l {summary['final_rouge_l']:.4f}, best" in result.stderr, result.stderr
+    assert "final accuracy" not in result.stderr
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    clients = json.loads((out / "partition.json").read_text())["clients"]
+    example = len((Path("configs") / "examples" / "instructions.jsonl").read_text().splitlines())
+    assert example >= 20 and lines[0]["rougeL"] == summary["final_rouge_l"]
+    assert [c["label_counts"] for c in clients] == [[c["num_samples"]] for c in clients]  # no labels: sizes only
+    assert max(c["num_samples"] for c in clients) - min(c["num_samples"] for c in clients) <= 1  # IID shares
+    assert (out / "accuracy.png").stat().st_size > 1000
+
+
+def test_instruction_files_need_no_label_column(tmp_path):
+    """`source: dolly` (and `instructions`) on a file with instructions and responses only: no label is
+    required, the rows are split into train and test as they are (issue 23, item 3)."""
+    from fedhello.config import DataConfig
+
+    rows = [{"instruction": f"say {i}", "context": "", "response": str(i)} for i in range(20)]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for source in ("dolly", "instructions"):
+        splits = load_source(DataConfig(source=source, path=str(path), test_size=0.25), seed=0)
+        assert splits["train"].column_names == ["instruction", "context", "response"]
+        assert len(splits["train"]) == 15 and len(splits["test"]) == 5

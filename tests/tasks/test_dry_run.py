@@ -63,3 +63,16 @@ def test_dry_run_rejects_too_many_layers_and_unknown_hub_models(tmp_path):
         app, ["run", "configs/paper/ledgar.yaml", "--dry-run", "--set", "model.name_or_path=someone/unknown-model"]
     )
     assert result.exit_code == 2 and "model.name_or_path" in result.output
+
+
+def test_dry_run_checks_the_plan_before_it_prints_the_config():
+    """An invalid plan is one line, not the last line after a page of YAML (issue 23, item 8); a valid one prints
+    the resolved config, then the plan."""
+    tiers = "tiers=[{share: 1/2, layers: 6}, {share: 1/2, layers: 13}]"
+    result = runner.invoke(app, ["run", "configs/paper/cifar100-iid.yaml", "--dry-run", "--set", tiers])
+    assert result.exit_code == 2 and result.stdout == "", result.stdout
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "error: config field 'tiers.1.layers': 13 is more than the model's 12 layers (fix: use at most 12)"
+    ]
+    valid = runner.invoke(app, ["run", "configs/paper/cifar100-iid.yaml", "--dry-run"])
+    assert valid.exit_code == 0 and valid.stdout.index("name: ") < valid.stdout.index("plan (computed without")

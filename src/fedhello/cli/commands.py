@@ -134,7 +134,9 @@ def run(
         ),
     ] = "local",
     out: Annotated[Optional[Path], typer.Option(help="run folder (default: <output.dir>/<name>-<time>)")] = None,  # noqa: UP045
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the resolved config only")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate, then print the resolved config and the plan; train nothing")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
     html_report: Annotated[
         bool, typer.Option("--report/--no-report", help="write RUN_DIR/report/report.html at the end")
@@ -166,10 +168,12 @@ def run(
     if adjusted is not None:
         resolved = adjusted
     elif resume is not None:
-        from fedhello.server.resume import resume_config
+        from fedhello.server.resume import resume_config, resume_message
 
         resolved = resume_config(resume, config, overrides, out)
         out = resume
+        if not dry_run:
+            console.print(resume_message(resume, resolved), highlight=False, soft_wrap=True)
     elif config is None:
         raise FedHelloError("argument 'CONFIG': missing (fix: give a YAML config, or --resume RUN_DIR)")
     else:
@@ -181,9 +185,12 @@ def run(
     if dry_run:
         from fedhello.cli.dry_run import describe_plan
 
-        typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
         quiet_libraries()
-        typer.echo(describe_plan(resolved))  # sizes from the architecture only: nothing is downloaded
+        # the plan first: it checks what the config alone cannot (model, data path, tiers against the model's
+        # depth), so an error is the only line, not the last after a page of YAML
+        plan = describe_plan(resolved)  # sizes from the architecture only: nothing is downloaded
+        typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
+        typer.echo(plan)
         return
     quiet_libraries()
     if any(tier.has_budget for tier in resolved.tiers):
@@ -204,7 +211,8 @@ def run(
         resolved, run_dir, show_progress=progress, resume=resume is not None, observers=[report] if report else []
     )
     best, final = summary["best_accuracy"], summary["final_accuracy"]
-    console.print(f"final accuracy {final:.4f}, best {best:.4f} (round {summary['best_round']})")
+    metric = summary.get("metric", "accuracy")  # the task's headline metric, e.g. rouge_l for a causal LM
+    console.print(f"final {metric} {final:.4f}, best {best:.4f} (round {summary['best_round']})")
     console.print(f"results: {run_dir}")
     if report is not None and report.path is not None:
         console.print(f"report: {report.path}")
@@ -237,6 +245,38 @@ def report(
     from fedhello.reporting import write_report
 
     typer.echo(str(write_report(run_dirs, out)))
+
+
+@app.command("config")
+@reports_failures
+def config_reference(
+    section: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help="a section (train), a field (train.lr) or 'run' for the top-level fields; default: all"),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="print docs/config.md: every field as Markdown tables")
+    ] = False,
+) -> None:
+    """List the configuration fields (dotted name, type, default, description), generated from the code."""
+    from fedhello.cli.reference import format_markdown, format_text, reference_rows, select
+
+    rows = select(reference_rows(), section)
+    typer.echo(format_markdown(rows) if markdown else format_text(rows))
+
+
+@app.command()
+@reports_failures
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder (with adapter/)")],
+    out_dir: Annotated[Path, typer.Argument(help="a new folder for the self-contained adapter")],
+) -> None:
+    """Write a run's global adapter as a folder peft's Auto classes load from anywhere (base path, tokenizer,
+    class names), e.g. AutoPeftModelForSequenceClassification.from_pretrained(OUT_DIR)."""
+    from fedhello.cli.export import export_adapter
+
+    quiet_libraries()
+    typer.echo(str(export_adapter(run_dir, out_dir)))
 
 
 @app.command()

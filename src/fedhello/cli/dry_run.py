@@ -14,6 +14,7 @@ from fedhello.data import check_path, count_labels
 from fedhello.errors import FedHelloError
 from fedhello.models.architectures import ModelShape, lora_shape
 from fedhello.models.quantize import QUANTIZATIONS
+from fedhello.paths import check_local
 from fedhello.resources.estimate import Candidate, TierPrediction, dimensions, predict_tiers
 from fedhello.server.federation import assign_tiers
 from fedhello.tasks import TASKS
@@ -31,6 +32,8 @@ def _mb(num_bytes: float) -> str:
 def describe_plan(config: RunConfig) -> str:
     """A human-readable plan: model and LoRA sizes, clients, tiers, rounds, upload per round per tier."""
     check_path(config.data)  # a data.path the source would ignore fails here as it would in the run
+    if config.data.path:
+        check_local("data.path", config.data.path, "data file or folder")  # a mistyped local path, at once
     shape = model_shape(config)
     config.check_tier_layers(shape.num_layers)
     fed, train, part = config.federation, config.train, config.partition

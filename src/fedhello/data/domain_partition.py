@@ -14,7 +14,7 @@ from datasets import Dataset
 from flwr_datasets.partitioner import Partitioner
 
 from fedhello.config import PartitionConfig
-from fedhello.data.partition import PARTITIONERS
+from fedhello.data.partition import LABEL_FREE, PARTITIONERS
 from fedhello.errors import ConfigError
 
 
@@ -158,6 +158,9 @@ def pathological_dirichlet(cfg: PartitionConfig, num_clients: int, label_column:
     return PathologicalDirichletPartitioner(
         num_clients, label_column, cfg.classes_per_client, cfg.alpha, cfg.min_size, seed
     )
+
+
+LABEL_FREE.add("domain")  # splits by partition.domain_column only
 
 
 @PARTITIONERS.register("domain")

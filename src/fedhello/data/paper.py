@@ -1,4 +1,5 @@
-"""The paper's data sets: CIFAR-100, DomainNet, LEDGAR, Dolly-15K and Natural Instructions.
+"""The paper's data sets (CIFAR-100, DomainNet, LEDGAR, Dolly-15K, Natural Instructions) and your own
+instruction data (`instructions`).
 
 Each source loads by hub name (`datasets.load_dataset`) unless `data.path` points at a local copy (a
 `save_to_disk` folder, a csv/json/parquet file, or for DomainNet the official folder layout), and
@@ -15,7 +16,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Image
 
 from fedhello.config import DataConfig
-from fedhello.data.sources import LABEL_COUNTS, SOURCES, encode_labels, is_saved, load_any
+from fedhello.data.sources import LABEL_COUNTS, SOURCES, data_name, encode_labels, is_saved, load_any, require_columns
 from fedhello.errors import ConfigError
 
 # Hub names used when `data.path` is not set. Local copies in the same schema work the same way.
@@ -28,6 +29,7 @@ HUB = {
 }
 # Number of classes of each source, for `--dry-run` (no download). Instruction sets have no classes.
 LABEL_COUNTS.update({"cifar100": 100, "domainnet": None, "ledgar": 100, "dolly": None, "natural_instructions": None})
+LABEL_COUNTS["instructions"] = None
 DOMAIN_COLUMN = "domain"
 DOMAINNET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
 
@@ -41,12 +43,6 @@ def _rename(dataset: Dataset, mapping: dict[str, str]) -> Dataset:
             dataset = dataset.remove_columns(new)
         dataset = dataset.rename_column(old, new)
     return dataset
-
-
-def _require(dataset: Dataset, columns: dict[str, str]) -> None:
-    for field, column in columns.items():
-        if column not in dataset.column_names:
-            raise ConfigError(field, f"column '{column}' not in {dataset.column_names}", "set the column name")
 
 
 def _with_test(splits: DatasetDict, cfg: DataConfig, seed: int, stratify: str | None) -> DatasetDict:
@@ -72,7 +68,8 @@ def cifar100(cfg: DataConfig, seed: int) -> DatasetDict:
             for k, v in splits.items()
         }
     )
-    _require(splits["train"], {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column})
+    columns = {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column}
+    require_columns(splits["train"].column_names, columns, data_name(cfg, f"'{HUB['cifar100']}'"))
     return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
 
 
@@ -120,7 +117,8 @@ def domainnet(cfg: DataConfig, seed: int) -> DatasetDict:
         splits = DatasetDict(
             {k: _rename(v, {"img": cfg.image_column, "y": cfg.label_column}) for k, v in splits.items()}
         )
-    _require(splits["train"], {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column})
+    columns = {"data.image_column": cfg.image_column, "data.label_column": cfg.label_column}
+    require_columns(splits["train"].column_names, columns, data_name(cfg, f"'{HUB['domainnet']}'"))
     if domain_column not in splits["train"].column_names:
         raise ConfigError(
             "data.path",
@@ -134,7 +132,8 @@ def domainnet(cfg: DataConfig, seed: int) -> DatasetDict:
 def ledgar(cfg: DataConfig, seed: int) -> DatasetDict:
     """LEDGAR contract provisions, 100 labels (hub `coastalcph/lex_glue`, subset `ledgar`)."""
     splits = load_any(cfg, HUB["ledgar"], subset="ledgar")
-    _require(splits["train"], {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column})
+    columns = {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column}
+    require_columns(splits["train"].column_names, columns, data_name(cfg, f"'{HUB['ledgar']}'"))
     return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
 
 
@@ -145,14 +144,36 @@ def _instruction_columns(cfg: DataConfig) -> dict[str, str]:
     return columns
 
 
+def instruction_splits(splits: DatasetDict, cfg: DataConfig, seed: int, where: str) -> DatasetDict:
+    """Instruction data with the configured columns, a label column only where the data have one (the group
+    of a row, e.g. Dolly's category: what label-skew partitions split by; without it only `partition.kind: iid`
+    or a domain partition can split the rows), and a test split (the data's own, else `data.test_size`)."""
+    require_columns(splits["train"].column_names, _instruction_columns(cfg), where)
+    if cfg.label_column not in splits["train"].column_names:
+        return _with_test(splits, cfg, seed, None)
+    return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
+
+
+@SOURCES.register("instructions")
+def instructions(cfg: DataConfig, seed: int) -> DatasetDict:
+    """Your own instruction data for `task: causal_lm`: a csv/json(l)/parquet file, a `save_to_disk` folder or a
+    hub name (`data.path`) with an instruction, an optional context and a response column
+    (`data.instruction_column`, `context_column`, `response_column`), and optionally a label column that groups
+    the rows. configs/own-instructions.yaml is an example."""
+    if not cfg.path:
+        raise ConfigError(
+            "data.path", "missing for source=instructions", "set it to your csv/json(l) file, e.g. data/train.jsonl"
+        )
+    return instruction_splits(load_any(cfg, cfg.path), cfg, seed, data_name(cfg))
+
+
 @SOURCES.register("dolly")
 def dolly(cfg: DataConfig, seed: int) -> DatasetDict:
     """Dolly-15K (instruction, context, response, category); the category is the label, so partitioning
     by it gives natural non-IID clients. A test split of `data.test_size` is held out per category."""
     splits = load_any(cfg, HUB["dolly"])
     splits = DatasetDict({k: _rename(v, {"category": cfg.label_column}) for k, v in splits.items()})
-    _require(splits["train"], {**_instruction_columns(cfg), "data.label_column": cfg.label_column})
-    return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
+    return instruction_splits(splits, cfg, seed, data_name(cfg, f"'{HUB['dolly']}'"))
 
 
 @SOURCES.register("natural_instructions")
@@ -167,5 +188,4 @@ def natural_instructions(cfg: DataConfig, seed: int) -> DatasetDict:
         "task_name": cfg.label_column,
     }
     splits = DatasetDict({k: _rename(v, mapping) for k, v in splits.items()})
-    _require(splits["train"], {**_instruction_columns(cfg), "data.label_column": cfg.label_column})
-    return _with_test(encode_labels(splits, cfg.label_column, integer_ids=True), cfg, seed, cfg.label_column)
+    return instruction_splits(splits, cfg, seed, data_name(cfg, f"'{HUB['natural_instructions']}'"))

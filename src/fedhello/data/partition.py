@@ -15,9 +15,25 @@ from flwr_datasets.partitioner import (
 )
 
 from fedhello.config import PartitionConfig
+from fedhello.errors import ConfigError
 from fedhello.registry import Registry
 
 PARTITIONERS: Registry = Registry("partitioner", "partition.kind")
+# partitioners that never read the label column; every other one splits the clients by label. Partitioners
+# registered elsewhere add themselves (`fedhello.data.domain_partition`).
+LABEL_FREE: set[str] = {"iid"}
+
+
+def check_labels(cfg: PartitionConfig, columns: list[str], label_column: str, where: str) -> None:
+    """Refuse, in one line, a label-skew partition of data (`where`) that has no label column."""
+    if cfg.kind not in LABEL_FREE and label_column not in columns:
+        raise ConfigError(
+            "partition.kind",
+            f"'{cfg.kind}' splits the clients by label, and {where} has no label column '{label_column}' "
+            f"(its columns: {', '.join(columns)})",
+            f"use a partition.kind that needs no labels ({', '.join(sorted(LABEL_FREE))}), or set data.label_column "
+            "to a column that groups the rows",
+        )
 
 
 @PARTITIONERS.register("iid")

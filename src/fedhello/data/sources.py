@@ -16,6 +16,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset, load
 
 from fedhello.config import DataConfig
 from fedhello.errors import ConfigError, FedHelloError
+from fedhello.paths import check_local, local_path
 from fedhello.registry import Registry
 
 SOURCES: Registry = Registry("source", "data.source")
@@ -70,9 +71,11 @@ def bbc_news(cfg: DataConfig, seed: int) -> DatasetDict:
 @SOURCES.register("folders")
 def folders(cfg: DataConfig, seed: int) -> DatasetDict:
     """Any local corpus laid out as one folder per class of .txt files (`data.path`)."""
-    if not cfg.path or not Path(cfg.path).is_dir():
+    if cfg.path:
+        check_local("data.path", cfg.path, "folder")
+    if not cfg.path or not local_path(cfg.path).is_dir():
         raise ConfigError("data.path", f"'{cfg.path}' is not a folder", "point it at a folder of class folders")
-    return _split(read_class_folders(Path(cfg.path), cfg.encoding), cfg, seed)
+    return _split(read_class_folders(local_path(cfg.path), cfg.encoding), cfg, seed)
 
 
 def is_saved(path: Path) -> bool:
@@ -155,7 +158,8 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     """`data.path` (local `save_to_disk` folder or data file, or a hub name), else `default_hub`.
     Any failure while reading becomes one `ConfigError` naming the file, the field and the fix."""
     name = cfg.path or default_hub
-    path = Path(name)
+    check_local("data.path", name, "data file or folder")  # a mistyped local path is not asked of the hub
+    path = local_path(name)
     if is_saved(path):
         reader: Callable[[], Any] = partial(load_from_disk, str(path))
     elif path.is_file():
@@ -165,8 +169,6 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
         reader = partial(load_dataset, builder, data_files=str(path), **options(cfg))
     elif path.exists():
         raise ConfigError("data.path", f"'{name}' is not a saved data set or data file", "check the path")
-    elif name.startswith((".", "/")):
-        raise ConfigError("data.path", f"'{name}' is not a local path that exists", "check the path")
     elif os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ConfigError("data.path", f"'{name}' is a hub name and the hub is offline", "give a local copy")
     else:
@@ -180,18 +182,44 @@ def load_any(cfg: DataConfig, default_hub: str, subset: str | None = None) -> Da
     return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
 
 
+# what each column field names, for the fix of a missing column
+COLUMN_ROLES = {
+    "data.text_column": "the texts",
+    "data.label_column": "the labels",
+    "data.image_column": "the images",
+    "data.instruction_column": "the instructions",
+    "data.context_column": "the instructions' context (or null when there is none)",
+    "data.response_column": "the reference responses",
+}
+
+
+def require_columns(names: list[str], columns: dict[str, str], where: str) -> None:
+    """Refuse, in one line, data (`where`: its file or hub name) without one of `columns` ({field: column}):
+    the line names the file, its columns and the field to set."""
+    for field, column in columns.items():
+        if column in names:
+            continue
+        fix = f"set {field} to the column of {COLUMN_ROLES.get(field, 'it')}"
+        if len(names) == 1:  # a whole line read as one field: most likely another delimiter
+            seen = [d for d in (";", "\t", "|", ",") if d in names[0]]
+            fix = f"the file may use {seen[0]!r} as delimiter: set data.csv_delimiter" if seen else fix
+        raise ConfigError(field, f"column '{column}' not in {where} (its columns: {', '.join(names)})", fix)
+
+
+def data_name(cfg: DataConfig, default: str = "the data") -> str:
+    """How a one-line error names the data: its file or hub name."""
+    return f"'{cfg.path}'" if cfg.path else default
+
+
 def check_columns(loaded: DatasetDict, cfg: DataConfig, require_labels: bool = True) -> None:
     """The text column must hold text in every row, and (`require_labels`) the label column a value in every
     row; callers that judge missing labels themselves (`fedhello.data.node`) pass False."""
     train = loaded["train"]
-    names = train.column_names
-    for field, column in (("data.text_column", cfg.text_column), ("data.label_column", cfg.label_column)):
-        if column not in names:
-            hint = ""
-            if len(names) == 1:  # a whole line read as one field: most likely another delimiter
-                seen = [d for d in (";", "\t", "|", ",") if d in names[0]]
-                hint = f"; the file may use {seen[0]!r} as delimiter: set data.csv_delimiter" if seen else ""
-            raise ConfigError(field, f"column '{column}' not in {names}{hint}")
+    require_columns(
+        train.column_names,
+        {"data.text_column": cfg.text_column, "data.label_column": cfg.label_column},
+        data_name(cfg),
+    )
     for split_name, split in loaded.items():
         kind = getattr(split.features[cfg.text_column], "dtype", type(split.features[cfg.text_column]).__name__)
         if kind not in ("string", "large_string"):
@@ -257,7 +285,10 @@ def hugging_face(cfg: DataConfig, seed: int) -> DatasetDict:
 
 
 def class_names(split: Dataset, label_column: str) -> list[str]:
-    """The class names of a loaded split's label column (empty when it is not a `ClassLabel`)."""
+    """The class names of a loaded split's label column (empty when it is not a `ClassLabel`, or when the data
+    have no label column: instruction data need none)."""
+    if label_column not in split.features:
+        return []
     feature = split.features[label_column]
     return list(feature.names) if isinstance(feature, ClassLabel) else []
 

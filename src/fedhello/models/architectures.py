@@ -11,7 +11,6 @@ quantize (transformers' own skip rule) and what stays unquantized, for the analy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +20,7 @@ from fedhello.config import EMBEDDED_MODEL, RunConfig
 from fedhello.errors import ConfigError
 from fedhello.models.build import apply_lora, load_pretrained, resolve_model_path
 from fedhello.models.layers import HEAD, layer_index, num_blocks, trainable_layout
+from fedhello.paths import check_local, local_path
 
 # Hub architectures the paper's configs use: (model_type, config overrides of the transformers defaults).
 # `dtype` is the checkpoint's (its config.json `torch_dtype`); left out, the checkpoint is taken as fp32.
@@ -170,7 +170,8 @@ class ModelShape:
 
 def architecture(name_or_path: str) -> tuple[PretrainedConfig, str]:
     """The architecture config of `model.name_or_path` and where it came from, without network access."""
-    if name_or_path == EMBEDDED_MODEL or Path(name_or_path).is_dir():
+    check_local("model.name_or_path", name_or_path, "model folder")  # a mistyped folder is "not found", at once
+    if name_or_path == EMBEDDED_MODEL or local_path(name_or_path).is_dir():
         path = resolve_model_path(name_or_path)
         config = load_pretrained(AutoConfig.from_pretrained, path, "a model config", local_files_only=True)
         return config, f"config.json in {path}"

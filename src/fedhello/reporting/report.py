@@ -120,17 +120,20 @@ def overview(page: Page, runs: Sequence[RunData]) -> None:
                 _fmt(_mean(wall), ".1f"),
             ]
         )
-    header = ["run", "strategy", "partition", "clients/round", "tier layers", "rounds", "final acc", "best acc",
-              "MB up", "MB down", "s/round"]
+    metric = figures.headline_metric(runs)
+    header = ["run", "strategy", "partition", "clients/round", "tier layers", "rounds", f"final {metric}",
+              f"best {metric}", "MB up", "MB down", "s/round"]
     page.raw(table(header, rows))
 
 
 def accuracy_section(page: Page, runs: Sequence[RunData]) -> None:
-    page.heading("Accuracy and loss", anchor="curves")
+    metric = figures.headline_metric(runs)
+    title = "Accuracy" if metric == "accuracy" else f"Test {metric}"
+    page.heading(f"{title} and loss", anchor="curves")
     page.figure(
         "accuracy_loss",
         figures.curves(runs),
-        "Accuracy and loss per round",
+        f"{title} and loss per round",
         "Test metrics of the global adapter in evaluated rounds; the mean client training loss in every round.",
         "No round has metrics.",
     )

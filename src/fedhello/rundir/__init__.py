@@ -7,7 +7,8 @@
   importance.jsonl  FIM scores, levels and probabilities at each refresh
   summary.json      best/final accuracy and totals (written last: a run folder with it is finished)
   partition.json    label counts, tier and budget of every client
-  adapter/          final global adapter (`PeftModel.from_pretrained(base, RUN_DIR/adapter)`)
+  adapter/          final global adapter (`PeftModel.from_pretrained(base, RUN_DIR/adapter)`) and the class
+                    names (labels.json); `fedhello export` makes a self-contained folder of it
   accuracy.png      test accuracy per round (`output.plot`)
   checkpoint/       the latest checkpoint (`fedhello.server.checkpoint`)
   report/           report.html and its PNGs (`fedhello report`)
@@ -21,6 +22,7 @@ run as it goes, `reader` what the report, `fedhello compare` and `fedhello profi
 from fedhello.rundir.files import (
     ACCURACY_PLOT,
     ADAPTER_DIR,
+    ADAPTER_LABELS_FILE,
     ALLOCATIONS_FILE,
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -48,6 +50,7 @@ from fedhello.rundir.writer import RunWriter, summarize
 __all__ = [
     "ACCURACY_PLOT",
     "ADAPTER_DIR",
+    "ADAPTER_LABELS_FILE",
     "ALLOCATIONS_FILE",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",

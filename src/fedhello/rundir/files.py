@@ -18,6 +18,8 @@ IMPORTANCE_FILE = "importance.jsonl"
 SUMMARY_FILE = "summary.json"
 PARTITION_FILE = "partition.json"
 ADAPTER_DIR = "adapter"
+# in ADAPTER_DIR: the run's class names in label-id order (what `fedhello export` writes into config.json)
+ADAPTER_LABELS_FILE = "labels.json"
 ACCURACY_PLOT = "accuracy.png"
 CHECKPOINT_DIR = "checkpoint"
 REPORT_DIR = "report"

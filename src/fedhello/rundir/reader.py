@@ -72,6 +72,15 @@ class RunData:
     def rounds(self) -> list[int]:
         return [int(r["round"]) for r in self.metrics]
 
+    @property
+    def metric(self) -> str:
+        """The name of the headline metric that the records' `accuracy` holds: summary.json's `metric`; for a
+        run without one (unfinished, or older), rouge_l when its records carry a causal LM's `rougeL`."""
+        named = (self.summary or {}).get("metric")
+        if isinstance(named, str) and named:
+            return named
+        return "rouge_l" if any("rougeL" in r for r in self.metrics) else "accuracy"
+
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(rounds, values) of a per-round metric, skipping rounds where it is missing (e.g. not evaluated)."""
         points = [(int(r["round"]), as_number(r.get(key))) for r in self.metrics]

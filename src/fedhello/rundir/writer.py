@@ -20,15 +20,27 @@ from fedhello.rundir.files import (
 )
 
 
-def summarize(records: list[dict[str, Any]], run_dir: Path, resumed_from: int | None = None) -> dict[str, Any]:
-    """summary.json of a run whose rounds are `records`: best and final accuracy, totals, failures."""
+def summarize(
+    records: list[dict[str, Any]], run_dir: Path, resumed_from: int | None = None, metric: str = "accuracy"
+) -> dict[str, Any]:
+    """summary.json of a run whose rounds are `records`: its headline metric (`metric`, the task's: accuracy,
+    or rouge_l for a causal LM) final and best, totals, failures.
+
+    The headline value is each record's `accuracy` (a causal LM reports its ROUGE-L there), so readers of
+    `final_accuracy` / `best_accuracy` keep working; `metric` names what it is, and a metric other than
+    accuracy is also written under its own name (`final_rouge_l`, `best_rouge_l`)."""
     evaluated = [r for r in records if r.get("accuracy") is not None]
     best = max(evaluated, key=lambda r: r["accuracy"], default=None)
+    final_value = evaluated[-1]["accuracy"] if evaluated else None
+    best_value = best["accuracy"] if best else None
+    named = {f"final_{metric}": final_value, f"best_{metric}": best_value} if metric != "accuracy" else {}
     return {
         "rounds": len(records),
-        "final_accuracy": evaluated[-1]["accuracy"] if evaluated else None,
+        "metric": metric,
+        **named,
+        "final_accuracy": final_value,
         "final_macro_f1": evaluated[-1].get("macro_f1") if evaluated else None,
-        "best_accuracy": best["accuracy"] if best else None,
+        "best_accuracy": best_value,
         "best_round": best["round"] if best else None,
         "total_bytes_up": sum(r["bytes_up"] for r in records),
         "total_bytes_down": sum(r["bytes_down"] for r in records),

@@ -9,6 +9,7 @@ retries, hostile updates -- is handled here, identically for every engine.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from fedhello.config import RunConfig
 from fedhello.events import Observers, RunStart
 from fedhello.models.adapter import load_state
 from fedhello.plan import ClientUpdate, Plan, state_bytes
-from fedhello.rundir import ADAPTER_DIR, read_metrics, summarize
+from fedhello.rundir import ADAPTER_DIR, ADAPTER_LABELS_FILE, read_metrics, summarize, write_atomic
 from fedhello.seeding import DROPOUT, round_rng
 from fedhello.server.coordinator import Coordinator
 from fedhello.server.federation import Federation
@@ -237,10 +238,12 @@ def run_rounds(
             observers.on_round_end(record)
             if every and (round_num % every == 0 or round_num == rounds):
                 save_round(run_dir, round_num, federation, coordinator)
-        summary = summarize(records, run_dir, start if resume else None)
+        summary = summarize(records, run_dir, start if resume else None, federation.task.metric)
         if config.output.save_adapter:
             load_state(federation.model, coordinator.global_state)
             federation.model.save_pretrained(str(run_dir / ADAPTER_DIR))
+            labels = {"label_names": list(federation.label_names)}  # for `fedhello export`'s config.json
+            write_atomic(run_dir / ADAPTER_DIR / ADAPTER_LABELS_FILE, json.dumps(labels))
         observers.on_run_end(summary)
     finally:
         observers.close()

@@ -14,16 +14,20 @@ from fedhello.config import RunConfig
 from fedhello.events import Observers, RunObserver, RunStart
 from fedhello.loggers import LOGGERS
 from fedhello.rundir import ACCURACY_PLOT, RunWriter
+from fedhello.tasks import TASKS
 
 
 class ProgressBar(RunObserver):
-    """A rich progress bar over the run's rounds, showing the latest test accuracy."""
+    """A rich progress bar over the run's rounds, showing the latest value of the task's metric."""
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
         self.bar: Any = None
+        self.metric = "acc"
 
     def on_run_start(self, start: RunStart) -> None:
+        self.metric = headline_metric(start.config)
+        self.metric = "acc" if self.metric == "accuracy" else self.metric
         self.progress = Progress(
             TextColumn("[bold]round {task.completed}/{task.total}"),
             BarColumn(),
@@ -38,7 +42,7 @@ class ProgressBar(RunObserver):
         if self.progress is None:
             return
         if record.get("accuracy") is not None:
-            self.progress.update(self.bar, description=f"acc {record['accuracy']:.3f}")
+            self.progress.update(self.bar, description=f"{self.metric} {record['accuracy']:.3f}")
         self.progress.advance(self.bar)
 
     def on_run_end(self, summary: dict[str, Any]) -> None:
@@ -51,7 +55,8 @@ class ProgressBar(RunObserver):
 
 
 class AccuracyPlot(RunObserver):
-    """Draws RUN_DIR/accuracy.png (test accuracy per round) when the run ends (`output.plot`)."""
+    """Draws RUN_DIR/accuracy.png (the task's metric per round: accuracy, ROUGE-L) when the run ends
+    (`output.plot`)."""
 
     def __init__(self) -> None:
         self.start: RunStart | None = None
@@ -69,8 +74,15 @@ class AccuracyPlot(RunObserver):
         config = self.start.config
         points = [(r["round"], r["accuracy"]) for r in self.records if r.get("accuracy") is not None]
         line = ([x for x, _ in points], [y for _, y in points])
-        figure = figures.accuracy_lines({"": line}, title=f"{config.name} ({config.strategy.name})")
+        figure = figures.accuracy_lines(
+            {"": line}, title=f"{config.name} ({config.strategy.name})", metric=headline_metric(config)
+        )
         figures.save_png(figure, self.start.run_dir / ACCURACY_PLOT)
+
+
+def headline_metric(config: RunConfig) -> str:
+    """The name of the run's headline metric (`Task.metric`): accuracy, or rouge_l for a causal LM."""
+    return TASKS.get(config.task).metric
 
 
 def run_observers(config: RunConfig, show_progress: bool = False, extra: Sequence[RunObserver] = ()) -> Observers:

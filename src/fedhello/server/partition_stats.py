@@ -8,16 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas
 from flwr_datasets.metrics import compute_counts
 
 from fedhello.server.federation import Federation
+
+UNLABELLED = "all rows (no label column)"
 
 
 def partition_stats(federation: Federation) -> dict[str, Any]:
     """Label counts, sample count, tier and layer budget of every client of a `Federation`."""
     config = federation.config
     label_names = list(federation.label_names)
-    counts = compute_counts(federation.partitioner, column_name="labels")
+    if "labels" in federation.partitioner.dataset.column_names:
+        counts = compute_counts(federation.partitioner, column_name="labels")
+    else:  # data without labels (own instruction data): one bar per client, its sample count
+        label_names = [UNLABELLED]
+        sizes = [len(federation.partitioner.load_partition(i)) for i in range(federation.partitioner.num_partitions)]
+        counts = pandas.DataFrame({0: sizes})
     # `compute_counts` lists only labels present in the training split; keep every class, in index order.
     num_labels = max(len(label_names), int(max(counts.columns, default=-1)) + 1)
     counts = counts.reindex(columns=range(num_labels), fill_value=0)

@@ -79,6 +79,22 @@ def resume_config(run_dir: Path, config_path: Path | None, overrides: list[str] 
     return config
 
 
+def resumed_round(run_dir: Path) -> int:
+    """The last round the run folder's checkpoint holds, which a resumed run continues after (0: none yet)."""
+    return load_checkpoint(run_dir).round if has_checkpoint(run_dir) else 0
+
+
+def resume_message(run_dir: Path, config: RunConfig) -> str:
+    """What `fedhello run --resume` says before it starts: which round it continues from, of how many."""
+    done, rounds = resumed_round(run_dir), config.federation.rounds
+    if done >= rounds:
+        return (
+            f"{run_dir} has finished its {rounds} rounds: writing its results again "
+            "(to train more: --set federation.rounds=N)"
+        )
+    return f"resuming {run_dir} from round {done + 1} of {rounds}"
+
+
 def save_round(run_dir: Path, round_num: int, federation: Federation, coordinator: Coordinator) -> None:
     """Checkpoint the state after round `round_num`: global adapter, allocator and aggregator state,
     tier assignment, config, RNG states and the length of every run-folder log."""

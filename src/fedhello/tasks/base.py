@@ -20,12 +20,20 @@ class Task(ABC):
 
     A subclass sets `auto_model_class` (the transformers `AutoModelFor...` it builds, so a dry run can size
     the model offline) and `model_kind`, and implements `preprocess`, `collate` and `evaluate`; `loss`,
-    `base_model_kwargs` and `check_base` have defaults. It is built with the run config and the data's number
-    of classes.
+    `base_model_kwargs`, `check_base` and `metric` (the name of the headline metric) have defaults. It is built
+    with the run config and the data's number of classes.
     """
 
     auto_model_class: ClassVar[Any]
     model_kind: ClassVar[str] = "a model"  # what `from_pretrained` loads, for one-line errors
+    # the headline metric `evaluate` reports as "accuracy" (the round records' key), named where a user reads it:
+    # the CLI's last line, summary.json (`metric`, `final_<metric>`), the report, accuracy.png
+    metric: ClassVar[str] = "accuracy"
+    # for `fedhello export`: peft's task type (what AutoPeftModelFor... loads; None: load with PeftModel), whether
+    # the model has a head sized by the run's classes, and the transformers Auto class of its preprocessor
+    peft_task_type: ClassVar[str | None] = None
+    labelled_head: ClassVar[bool] = False
+    processor_class: ClassVar[Any] = None
 
     def __init__(self, config: RunConfig, num_labels: int) -> None:
         self.config = config

@@ -3,10 +3,11 @@
 Each sample is rendered with an Alpaca-style prompt template; the loss covers the response tokens only
 (prompt and padding positions get label -100). Evaluation reports the response loss on the test split
 and ROUGE-L F1 of greedy generations for the first `data.max_generate_samples` held-out prompts; the
-ROUGE-L score is also reported as `accuracy`, the run's headline metric.
+ROUGE-L score is also reported as `accuracy`, the key of the run's headline metric, which `metric` names
+(`rouge_l`: the CLI prints `final rouge_l ...`, summary.json has `final_rouge_l`).
 
-The data set's label column (Dolly category, NI task) stays in the preprocessed data as `labels`, so
-the label-based and domain partitioners split clients by it; `collate` builds the token labels.
+The data set's label column (Dolly category, NI task), where it has one, stays in the preprocessed data as
+`labels`, so the label-based and domain partitioners split clients by it; `collate` builds the token labels.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def rouge_l(prediction: str, reference: str) -> float:
 class CausalLMTask(Task):
     auto_model_class = AutoModelForCausalLM
     model_kind = "a causal language model"
+    metric = "rouge_l"
+    peft_task_type = "CAUSAL_LM"
+    processor_class = AutoTokenizer
 
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)
@@ -97,11 +101,10 @@ class CausalLMTask(Task):
         tok = self.tokenizer
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
-            contexts = batch[data.context_column] if data.context_column in batch else [None] * len(batch["labels"])
+            instructions = batch[data.instruction_column]
+            contexts = batch[data.context_column] if data.context_column in batch else [None] * len(instructions)
             out: dict[str, list] = {"input_ids": [], "prompt_length": [], "prompt": [], "reference": []}
-            for instruction, context, response in zip(
-                batch[data.instruction_column], contexts, batch[data.response_column], strict=True
-            ):
+            for instruction, context, response in zip(instructions, contexts, batch[data.response_column], strict=True):
                 prompt = render_prompt(instruction, context)
                 prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
                 response_ids = tok(response.strip(), add_special_tokens=False)["input_ids"] + [self.eos_id]
@@ -115,7 +118,7 @@ class CausalLMTask(Task):
             return out
 
         label = data.label_column
-        if label != "labels":
+        if label != "labels" and label in dataset.column_names:  # own instruction data may have no groups
             dataset = dataset.rename_column(label, "labels")
         keep = {"labels", self.config.partition.domain_column}
         drop = [c for c in dataset.column_names if c not in keep]

@@ -103,6 +103,8 @@ def processor_settings(processor: Any) -> tuple[tuple[int, int], list[float], li
 class ImageClassificationTask(Task):
     auto_model_class = AutoModelForImageClassification
     model_kind = "an image classification model"
+    labelled_head = True  # peft has no AutoPeftModel class for images: an export loads with PeftModel
+    processor_class = AutoImageProcessor
 
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)

@@ -17,6 +17,9 @@ from fedhello.tasks.base import TASKS, Task, classification_metrics
 class TextClassificationTask(Task):
     auto_model_class = AutoModelForSequenceClassification
     model_kind = "a sequence classification model"
+    peft_task_type = "SEQ_CLS"
+    labelled_head = True
+    processor_class = AutoTokenizer
 
     def __init__(self, config, num_labels: int) -> None:  # noqa: ANN001 - RunConfig
         super().__init__(config, num_labels)

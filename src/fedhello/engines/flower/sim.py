@@ -17,6 +17,7 @@ from fedhello.config import RunConfig
 from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.engines.flower.app import FLOWER_ENV
 from fedhello.errors import ConfigError, FedHelloError
+from fedhello.runtime import quiet_libraries
 from fedhello.server.observers import run_observers
 
 
@@ -86,6 +87,8 @@ class FlowerSimEngine(Engine):
 
         from fedhello.engines.flower.clientapp import app as client_app
         from fedhello.engines.flower.serverapp import build_server_app
+
+        quiet_libraries()  # again: importing flwr.simulation turned every DeprecationWarning on ("once")
 
         started_ray = not ray.is_initialized()
         hide = _HideRunSimulationDeprecation()
