@@ -14,7 +14,7 @@ runner = CliRunner()
 def test_dry_run_prints_resolved_config():
     result = runner.invoke(app, ["run", "configs/default.yaml", "--dry-run", "--set", "federation.rounds=3"])
     assert result.exit_code == 0, result.output
-    assert "rounds: 3" in result.output and "fim+gd" in result.output
+    assert "rounds: 3" in result.output and "name: fill" in result.output and "recompute: true" in result.output
 
 
 def test_bad_config_is_one_line_without_traceback(tmp_path):

@@ -175,3 +175,14 @@ def test_a_causal_lm_report_names_its_metric(make_run_dir, tmp_path):
     html = "".join(page.blocks)
     assert "<th>final rouge_l</th><th>best rouge_l</th>" in html and "Test rouge_l and loss" in html
     assert "final acc" not in html
+
+
+def test_a_budget_tier_is_named_by_its_budget_not_the_layer_count_it_affords_with_activations_kept():
+    from fedhello.rundir import tier_summary
+
+    # a memory_fraction tier's resolved config carries the MiB and the kept-activations count; recomputing plans
+    # train more layers than that count, so the budget is what limits the tier
+    assert tier_summary({"layers": 2, "memory_mb": 39.6, "memory_fraction": 0.45}) == "<= 39.6 MiB"
+    assert tier_summary({"layers": 6, "seconds_per_step": 0.38, "total_memory_mb": None}) == "<= 0.38 s/step"
+    assert tier_summary({"layers": 3}) == "3 layers"
+    assert tier_summary({"layers": 1}) == "1 layer"

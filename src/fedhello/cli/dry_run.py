@@ -66,8 +66,9 @@ def describe_plan(config: RunConfig) -> str:
         upload = (k * per_layer + shape.head_params) * bytes_per
         total += expected * upload
         share = str(Fraction(tier.share).limit_denominator(100))
+        at_most = "<=" if tier.has_budget else ""  # the budget may afford fewer layers (budget plans below)
         lines.append(
-            f"  {i:<4}  {share:<5}  {k:>2}/{shape.num_layers:<3}  {members:>7}  {expected:>14.1f}  "
+            f"  {i:<4}  {share:<5}  {at_most + str(k):>4}/{shape.num_layers:<3}  {members:>5}  {expected:>14.1f}  "
             f"{_mb(upload):>13}  {_mb(expected * upload):>12}"
         )
     lines.append(
@@ -118,8 +119,14 @@ def _budget(candidate: Candidate, prediction: TierPrediction) -> str:
     parts = [f"memory_mb {tier.memory_mb:,.0f}"] if tier.memory_mb is not None else []
     if tier.total_memory_mb is not None:
         parts.append(f"total_memory_mb {tier.total_memory_mb:,.0f}")
+    if tier.memory_fraction is not None and tier.memory_mb is None:
+        parts.append(f"memory_fraction {tier.memory_fraction:g} of all layers' training memory")
+    if tier.seconds_per_step is not None:
+        parts.append(f"seconds_per_step {tier.seconds_per_step:g}")
     if not parts:
-        return "-" if tier.seconds_per_step is None else "seconds_per_step: decided by the profile at run time"
+        return "-"
+    if tier.memory_mb is None and tier.total_memory_mb is None:
+        return f"{', '.join(parts)}: converted with the profile measured at run time (budget plans below)"
     if candidate.layers is None:
         return f"{', '.join(parts)}: does not fit (the top layer alone needs ~{_mib(candidate.need_mb)} MiB training)"
     return f"{', '.join(parts)}: " + ("fits" if candidate.fits else "over at the deepest plan")

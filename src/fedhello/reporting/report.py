@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fedhello import figures
-from fedhello.rundir import CONFIG_FILE, LM_EVAL_PREFIX, REPORT_DIR, RunData, as_number, load_run
+from fedhello.rundir import CONFIG_FILE, LM_EVAL_PREFIX, REPORT_DIR, RunData, as_number, load_run, tier_summary
 
 REPORT_FILE = "report.html"
 
@@ -104,7 +104,7 @@ def overview(page: Page, runs: Sequence[RunData]) -> None:
         wall = [w for r in run.metrics if (w := as_number(r.get("wall_seconds"))) is not None]
         strategy = cfg.get("strategy", {})
         fed = cfg.get("federation", {})
-        tiers = " / ".join(str(t.get("layers")) for t in cfg.get("tiers", []))
+        tiers = " / ".join(tier_summary(t) for t in cfg.get("tiers", []))
         rows.append(
             [
                 run.name,
@@ -121,7 +121,7 @@ def overview(page: Page, runs: Sequence[RunData]) -> None:
             ]
         )
     metric = figures.headline_metric(runs)
-    header = ["run", "strategy", "partition", "clients/round", "tier layers", "rounds", f"final {metric}",
+    header = ["run", "strategy", "partition", "clients/round", "tiers", "rounds", f"final {metric}",
               f"best {metric}", "MB up", "MB down", "s/round"]
     page.raw(table(header, rows))
 

@@ -44,7 +44,7 @@ from fedhello.rundir.files import (
     truncate_logs,
     write_atomic,
 )
-from fedhello.rundir.reader import RunData, as_number, load_run, read_metrics, read_summary
+from fedhello.rundir.reader import RunData, as_number, load_run, read_metrics, read_summary, tier_summary
 from fedhello.rundir.writer import RunWriter, summarize
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "RunWriter",
     "as_number",
     "load_run",
+    "tier_summary",
     "log_sizes",
     "new_run_dir",
     "read_json",

@@ -112,10 +112,23 @@ class RunData:
 
     def tier_name(self, tier: int) -> str:
         tiers = self.config.get("tiers", [])
-        if 0 <= tier < len(tiers) and "layers" in tiers[tier]:
-            layers = tiers[tier]["layers"]
-            return f"tier {tier} ({layers} layer{'' if layers == 1 else 's'})"
+        if 0 <= tier < len(tiers):
+            return f"tier {tier} ({tier_summary(tiers[tier])})"
         return f"tier {tier}"
+
+
+def tier_summary(tier: dict[str, Any]) -> str:
+    """What limits a tier, from its resolved config: its budgets when it declares any (a budget tier's `layers`
+    is only the count it affords with activations kept, which recomputing plans exceed), else its layer count."""
+    budgets = [
+        f"{tier[key]:.1f} {unit}" if unit != "s/step" else f"{tier[key]:.3g} {unit}"
+        for key, unit in (("memory_mb", "MiB"), ("total_memory_mb", "MiB in total"), ("seconds_per_step", "s/step"))
+        if tier.get(key) is not None
+    ]
+    if budgets:
+        return ", ".join(f"<= {b}" for b in budgets)
+    layers = tier.get("layers")
+    return "?" if layers is None else f"{layers} layer{'' if layers == 1 else 's'}"
 
 
 def load_run(path: str | Path) -> RunData:
