@@ -35,10 +35,13 @@ def test_paper_config_dry_run_prints_the_plan(path):
     assert "plan (computed without downloading anything)" in out
     assert f"clients: {config.federation.num_clients}, {config.federation.clients_per_round} per round" in out
     assert f"{config.federation.rounds} rounds" in out
-    rows = re.findall(r"^  (\d+)\s+\S+\s+(\d+)/(\d+)\s+(\d+)\s+[\d.]+\s+([\d.]+) MB", out, flags=re.M)
+    # a tier with a budget reads "<=k/n": the budget may afford fewer layers than its count
+    rows = re.findall(r"^  (\d+)\s+\S+\s+(?:<=)?(\d+)/(\d+)\s+(\d+)\s+[\d.]+\s+([\d.]+) MB", out, flags=re.M)
+    marks = re.findall(r"^  \d+\s+\S+\s+(<=)?\d+/\d+\s+\d+\s+[\d.]+\s+[\d.]+ MB", out, flags=re.M)
     assert len(rows) == len(config.tiers)
     assert sum(int(r[3]) for r in rows) == config.federation.num_clients
     assert [int(r[1]) for r in rows] == [t.layers for t in config.tiers]
+    assert [mark == "<=" for mark in marks] == [t.has_budget for t in config.tiers]
     uploads = [float(r[4]) for r in rows]
     assert uploads == sorted(uploads) and uploads[0] < uploads[-1], "more layers, more upload"
 
