@@ -23,7 +23,8 @@ from fedhello.runtime import quiet_libraries
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
-    p.add_argument("--config", default="configs/fed-hello.yaml", help="run config (model, batch, tiers; configs/default.yaml has memory budgets, not layer counts)")
+    # configs/default.yaml declares memory budgets, not layer counts; the benchmarks measure layer-count tiers
+    p.add_argument("--config", default="configs/fed-hello.yaml", help="run config (model, batch, tiers)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     return p
 
