@@ -244,3 +244,15 @@ def test_auto_quantization_trains_the_most_depth_and_ties_go_to_the_more_precise
     config = config_from_dict({"tiers": [{"share": 1, "total_memory_mb": 40.0, "quantization": "auto"}]})
     with pytest.raises(ConfigError, match=r"tiers\.0.*none: .*int8: .*nf4: .*quantize"):
         tier_constraints(config, profiles.__getitem__, L)
+
+
+def test_most_depth_prefers_the_deeper_option_over_the_one_with_more_layers():
+    from fedhello.resources.cost import LayerConstraint, most_depth
+
+    # with per-layer costs or recomputation fewer layers may reach deeper: `nf4` trains 1 layer down to layer 0
+    # (depth 6) but at most 3 layers; `int8` trains 4 layers, none below layer 2 (depth 4)
+    deep = LayerConstraint(max_layers=3, min_layer=3, floors=(0, 1, 3))
+    wide = LayerConstraint(max_layers=4, min_layer=2, floors=(2, 2, 2, 2))
+    assert most_depth({"int8": wide, "nf4": deep}, 6) == "nf4"
+    same = LayerConstraint(max_layers=4, min_layer=2, floors=(2, 2, 2, 2))
+    assert most_depth({"none": wide, "int8": same}, 6) == "none"  # a tie goes to the first (more precise) option
