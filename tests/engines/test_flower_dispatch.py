@@ -184,6 +184,16 @@ def test_an_error_reply_loses_the_client(tmp_path):
     updates = dispatch(2, {0: Plan(layers=(0,)), 1: Plan(layers=(1,))}, STATE)
     assert [u.client_id for u in updates] == [0]
     assert "lost client 1 (node 202, partition 1): error reply: boom" in (tmp_path / "flower.log").read_text()
+    assert dispatch.lost_reasons() == {1: "error reply: boom (node 202, partition 1)"}, "metrics.jsonl gets it"
+    dispatch(3, {0: Plan(layers=(0,))}, STATE)
+    assert dispatch.lost_reasons() == {}, "reasons are per round"
+
+
+def test_a_clientapp_exception_reads_as_one_line():
+    wrapped = "<class 'fedhello.errors.FedHelloError'>:<'node data \\'/a.csv\\': labels [\\'x\\']\n are bad'>"
+    assert serverapp.error_text(wrapped).startswith("FedHelloError: node data")
+    assert "\n" not in serverapp.error_text(wrapped)
+    assert serverapp.error_text("boom") == "boom", "other reasons pass unchanged"
 
 
 def test_missing_partitions_and_node_config_are_one_line_errors(tmp_path, monkeypatch):
@@ -302,3 +312,22 @@ def test_nodes_own_data_unused_without_node_data_is_said_once(tmp_path, monkeypa
     text = (tmp_path / "flower.log").read_text()
     assert "2 SuperNodes serve all 2 partitions" in text
     assert text.count("hold data of their own") == 1
+
+
+def test_the_deploy_engine_echoes_losses_from_flower_log_as_they_are_written(tmp_path):
+    from fedhello.engines.flower.deploy import LogFollower
+
+    log = tmp_path / "flower.log"
+    echoed: list[str] = []
+    follow = LogFollower(log, echoed.append)
+    follow()  # no log yet: nothing, no error
+    EngineLog(log).write("node 7 serves partition 0 of 2")
+    EngineLog(log).write("round 1: lost client 1 (node 8, partition 1): error reply: FedHelloError: bad", 30)
+    with log.open("a") as f:
+        f.write("2026-01-01T00:00:00 round 2: lost client")  # a line still being written
+    follow()
+    assert echoed == ["round 1: lost client 1 (node 8, partition 1): error reply: FedHelloError: bad"]
+    with log.open("a") as f:
+        f.write(" 0: its SuperNode disconnected\n")
+    follow()
+    assert echoed[1:] == ["round 2: lost client 0: its SuperNode disconnected"], "each line once, when complete"

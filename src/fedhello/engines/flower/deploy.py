@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -207,10 +209,15 @@ class LocalDeployment:
         (self.home / "config.toml").write_text(tomli_w.dumps({"superlink": superlink}))
 
     def run_app(
-        self, request: RunRequest, timeout: float | None = None, app: Path | None = None
+        self,
+        request: RunRequest,
+        timeout: float | None = None,
+        app: Path | None = None,
+        follow: Callable[[], None] | None = None,
     ) -> subprocess.CompletedProcess:
         """Submit the fedhello app with `flwr run` and stream its logs until the run ends. `app`: a Flower app
-        folder (e.g. the repository root, as `flwr run .` submits it); by default a generated one."""
+        folder (e.g. the repository root, as `flwr run .` submits it); by default a generated one. `follow` is
+        called about twice a second while the run goes on, and once after it ended (e.g. a `LogFollower`)."""
         import tomli_w
 
         overrides = self.workdir / "run-config.toml"
@@ -218,10 +225,18 @@ class LocalDeployment:
         app = app or write_app(self.workdir / "app")
         args = [executable("flwr"), "run", str(app), CONNECTION, "--run-config", str(overrides), "--stream"]
         proc = spawn(args, self.env, self.logs / "flwr-run.log", self.workdir)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            proc.wait(timeout=timeout)
+            while proc.poll() is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(args, timeout or 0.0)
+                if follow:
+                    follow()
+                time.sleep(0.5)
         finally:
             kill_group(proc)
+            if follow:
+                follow()
         return subprocess.CompletedProcess(args, proc.returncode)
 
     def pids(self) -> list[int]:
@@ -271,7 +286,7 @@ class FlowerDeployEngine(Engine):
             resolved = deployment.workdir / "config.yaml"
             dump_config(config, resolved)
             request = RunRequest(config=str(resolved), run_dir=str(run_dir.resolve()), resume=options.resume)
-            result = deployment.run_app(request)
+            result = deployment.run_app(request, follow=LogFollower(run_dir / FLOWER_LOG))
             summary = read_summary(run_dir)
             if summary is None:
                 failed = True
@@ -280,6 +295,9 @@ class FlowerDeployEngine(Engine):
                     f"flwr run exited with {result.returncode}: {reason} (Flower logs: {run_dir / FLOWER_LOGS_DIR})"
                 )
             caller.on_run_end(summary)
+            from fedhello.engines.flower.serverapp import check_lost_clients
+
+            check_lost_clients(run_dir)  # the results stay; the exit status says a node never trained
             return summary
         except BaseException:
             failed = True
@@ -290,6 +308,36 @@ class FlowerDeployEngine(Engine):
             if failed and deployment.logs.exists():  # keep the SuperLink/SuperNode logs of a failed run
                 shutil.copytree(deployment.logs, run_dir / FLOWER_LOGS_DIR, dirs_exist_ok=True)
             shutil.rmtree(deployment.workdir, ignore_errors=True)
+
+
+# flower.log lines the terminal must show as the run goes: lost clients and nodes, and why a run failed
+CONSOLE_EVENTS = re.compile(r"lost client|cannot serve|did not answer|run failed|disagree")
+
+
+class LogFollower:
+    """Echoes the new lines of the ServerApp's `flower.log` that say something went wrong (`CONSOLE_EVENTS`) to
+    `echo`, as they are written: the rounds of a deployment run in the SuperLink's process, not in this one."""
+
+    def __init__(self, log: Path, echo: Callable[[str], None] | None = None) -> None:
+        self.log = log
+        self.echo = echo or (lambda line: print(f"flower: {line}", file=sys.stderr, flush=True))
+        self.offset = 0
+        self.partial = ""
+
+    def __call__(self) -> None:
+        try:
+            with self.log.open("r", errors="replace") as f:
+                f.seek(self.offset)
+                text = f.read()
+                self.offset = f.tell()
+        except OSError:
+            return  # not written yet
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()  # an unfinished last line waits for its end
+        for line in lines:
+            event = line.split(" ", 1)[-1]  # without the timestamp
+            if CONSOLE_EVENTS.search(event):
+                self.echo(event)
 
 
 def node_data_configs(config: RunConfig) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ cannot depend on the engine.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,12 +43,12 @@ from fedhello.engines.flower.messages import (
 )
 from fedhello.errors import FedHelloError
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.rundir import FLOWER_LOG, new_run_dir
+from fedhello.rundir import FLOWER_LOG, new_run_dir, read_metrics
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
 from fedhello.server.federation import Federation
-from fedhello.server.loop import partition_sizes, run_rounds
+from fedhello.server.loop import lost_every_round, partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
 from fedhello.tasks.lm_eval_scorer import lm_eval_scorer
 
@@ -87,6 +88,7 @@ class FlowerDispatch:
         self.partitions: dict[int, tuple[int, int]] = {}  # node id -> (partition-id, num-partitions)
         self.local_data: dict[int, bool] = {}  # node id -> whether it holds data of its own
         self.lost_nodes: set[int] = set()
+        self.lost: dict[int, str] = {}  # client -> why it sent nothing, in the last round (`lost_reasons`)
         self.started = False
 
     # --- nodes -------------------------------------------------------------------------------------
@@ -180,9 +182,15 @@ class FlowerDispatch:
     # --- one round ---------------------------------------------------------------------------------
     def lose(self, round_num: int, client_id: int, node: int | None, why: str) -> None:
         where = f" (node {node}, partition {self.partitions[node][0]})" if node in self.partitions else ""
+        self.lost[client_id] = f"{why}{where}"
         self.log.write(f"round {round_num}: lost client {client_id}{where}: {why}", logging.WARNING)
 
+    def lost_reasons(self) -> dict[int, str]:
+        """Why each client of the last round sent nothing (`server.loop.ExplainsLosses`): metrics.jsonl records it."""
+        return dict(self.lost)
+
     def __call__(self, round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
+        self.lost = {}
         if not self.started:
             self.wait_for_partitions()
             self.started = True
@@ -227,7 +235,7 @@ class FlowerDispatch:
                     continue
                 cid, node = pending.pop(mid)
                 if reply.has_error():
-                    self.lose(round_num, cid, node, f"error reply: {reply.error.reason}")
+                    self.lose(round_num, cid, node, f"error reply: {error_text(reply.error.reason)}")
                     continue
                 try:
                     update = read_update_content(reply.content, plans[cid])
@@ -254,6 +262,29 @@ class FlowerDispatch:
                 next_check = now + NODE_CHECK_S
             time.sleep(POLL_S)
         return updates
+
+
+# how a ClientApp exception reaches the server: "<class 'fedhello.errors.FedHelloError'>:<'the message'>"
+_FLOWER_ERROR = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>$", re.DOTALL)
+
+
+def error_text(reason: str) -> str:
+    """A node's error reply as one readable line ("FedHelloError: node data ...") instead of Flower's wrapping."""
+    found = _FLOWER_ERROR.match(reason.strip())
+    text = f"{found.group(1)}: {found.group(2)}" if found else reason.strip()
+    return " ".join(text.split())
+
+
+def check_lost_clients(run_dir: Path) -> None:
+    """Fail, in one line, a finished run in which some client was lost in every round it was sampled: its node
+    never trained (e.g. its data was refused), which the run's exit status must show. The run folder is complete."""
+    lost = lost_every_round(read_metrics(run_dir))
+    if lost:
+        reasons = "; ".join(f"client {cid}: {why}" for cid, why in lost.items())
+        raise FedHelloError(
+            f"client(s) {sorted(lost)} lost in every round they were sampled ({reasons}); the results in {run_dir} "
+            "are without them (fix: repair those nodes, see flower.log and metrics.jsonl failed_clients)"
+        )
 
 
 def check_update(update: ClientUpdate, client_id: int) -> None:
@@ -331,3 +362,8 @@ def main(grid: Grid, context: Context) -> None:
     config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
     serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))
+    try:
+        check_lost_clients(run_dir)  # Flower then marks the run failed (`flwr ls`), and says why in its log
+    except FedHelloError as err:
+        EngineLog(run_dir / FLOWER_LOG).write(f"run failed: {err}", logging.ERROR)
+        raise
