@@ -110,18 +110,15 @@ for i in $(seq 0 $((K - 1))); do
         flwr supernode register "$TLS_DIR/node-$i.pub" fedhello-local >&2
         NODE_AUTH=(--auth-supernode-private-key "$TLS_DIR/node-$i")
     fi
-    NODE_PORT=$(free_port)
-    # --isolation process: fedhello's executor (below) runs every ClientApp task of this node in one process
-    # that keeps the model and data loaded, instead of Flower starting a new process per message
+    NODE_PORT=$(free_port)  # each SuperNode's runtime API needs a port of its own on this host
+    # --isolation process: the launcher starts fedhello's executor beside the node (its child, exiting with it),
+    # which runs every ClientApp task of this node in one process that keeps the model and data loaded, instead
+    # of Flower starting a new process per message
     setsid "$PY" -m fedhello.engines.flower.supernode "${NODE_SECURITY[@]}" ${NODE_AUTH[@]+"${NODE_AUTH[@]}"} --superlink "$ADDRESS" \
         --host 127.0.0.1 --port "$NODE_PORT" --isolation process --node-config "partition-id=$i num-partitions=$K" \
         >"$WORK/supernode-$i.log" 2>&1 &
-    NODE_PID=$!
-    PIDS+=($NODE_PID)
-    wait_port "$NODE_PORT" 127.0.0.1
-    setsid "$PY" -m fedhello.engines.flower.executor --runtime-api-address "127.0.0.1:$NODE_PORT" --insecure \
-        --parent-pid "$NODE_PID" >"$WORK/executor-$i.log" 2>&1 &
     PIDS+=($!)
+    wait_port "$NODE_PORT" 127.0.0.1
 done
 
 MODE="plain HTTP"

@@ -238,6 +238,6 @@ def test_script_runs_over_tls_with_node_auth(tiny_config, tmp_path):
     assert "(TLS, SuperNode authentication), 2 SuperNodes" in proc.stderr
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == 1
     stopped = [int(pid) for pid in re.search(r"stopped: ([\d ]+)", proc.stderr).group(1).split()]
-    assert len(stopped) == 5, "a SuperLink, 2 SuperNodes and their 2 ClientApp executors"
+    assert len(stopped) == 3, "a SuperLink and 2 SuperNodes (each started its ClientApp executor itself)"
     assert processes_in_groups(stopped) == [] and processes_mentioning(str(tmp_path / "tmp")) == []
     assert list((tmp_path / "tmp").iterdir()) == [], "the work folder (keys, certificates) is removed"

@@ -2,8 +2,9 @@
 
 `LocalDeployment` starts one `flower-superlink` and `flower.supernodes` `flower-supernode` processes on
 127.0.0.1 (free ports, a private FLWR_HOME), each SuperNode with `--node-config "partition-id=i
-num-partitions=K"` (plus keys of its own, e.g. the `data-path` of a node that holds its own data) and, with
-`isolation="process"`, fedhello's long-lived ClientApp executor beside it (`executor.py`); the engine submits
+num-partitions=K"` (plus keys of its own, e.g. the `data-path` of a node that holds its own data), each started
+through fedhello's launcher (`supernode.py`), which with `isolation="process"` starts the node's long-lived
+ClientApp executor (`executor.py`) as its child; the engine submits
 the app (`app.write_app`) with `flwr run` and waits for it. Every process is started in its own session and
 stopped with what it spawned (`processes.stop_all`) in a `finally` block, so nothing outlives a failed run.
 
@@ -105,7 +106,6 @@ class LocalDeployment:
         self.superlink: subprocess.Popen | None = None
         self.nodes: list[subprocess.Popen] = []
         self.node_ports: list[int] = []  # each SuperNode's runtime API port (its ClientApps connect there)
-        self.executors: list[subprocess.Popen] = []  # isolation=process: one fedhello executor per SuperNode
 
     @property
     def address(self) -> str:
@@ -131,9 +131,9 @@ class LocalDeployment:
                 self.register(node_key.public)
                 key = node_key.private
             self.add_node(i, key)
-        if self.isolation == "process":
-            for i in range(self.supernodes):
-                self.start_executor(i)
+        if self.isolation == "process":  # each node starts its executor once its runtime API listens
+            for node, port in zip(self.nodes, self.node_ports, strict=True):
+                wait_for_port(port, node)
         return self
 
     def superlink_security(self) -> list[str]:
@@ -151,7 +151,8 @@ class LocalDeployment:
         key whose public key is registered) it authenticates."""
         tls = ["--root-certificates", str(self.material.ca_cert)] if self.material else ["--insecure"]
         auth = ["--auth-supernode-private-key", str(key)] if key else []
-        # fedhello's wrapper of flower-supernode: the same program with a 0.1 s idle poll instead of 3 s
+        # fedhello's launcher of flower-supernode: the same program with a 0.1 s idle poll instead of 3 s, which
+        # with --isolation process starts the node's ClientApp executor as its own child (supernode.py)
         node = [sys.executable, "-m", "fedhello.engines.flower.supernode", *tls, *auth, "--superlink", self.address]
         self.node_ports.append(free_port())
         values = {"partition-id": partition, "num-partitions": self.supernodes}
@@ -162,15 +163,6 @@ class LocalDeployment:
         log = self.logs / f"supernode-{len(self.nodes)}.log"
         self.nodes.append(spawn(node, self.env, log, self.workdir))
         return self.nodes[-1]
-
-    def start_executor(self, i: int) -> None:
-        """The long-lived ClientApp executor of SuperNode i (`executor.py`), once its runtime API listens. The
-        runtime API is the node's own loopback port: plain HTTP there whatever the SuperLink connection uses."""
-        wait_for_port(self.node_ports[i], self.nodes[i])
-        args = [sys.executable, "-m", "fedhello.engines.flower.executor"]
-        args += ["--runtime-api-address", f"{HOST}:{self.node_ports[i]}", "--insecure"]
-        args += ["--parent-pid", str(self.nodes[i].pid)]
-        self.executors.append(spawn(args, self.env, self.logs / f"executor-{i}.log", self.workdir))
 
     def register(self, public_key: Path) -> int:
         """Register a SuperNode's public key (OpenSSH) with the SuperLink; returns its node id."""
@@ -241,13 +233,13 @@ class LocalDeployment:
 
     def pids(self) -> list[int]:
         """Pids of the started processes not yet reaped (a reaped pid may already belong to someone else)."""
-        started = [self.superlink, *self.nodes, *self.executors]
+        started = [self.superlink, *self.nodes]
         return [p.pid for p in started if p is not None and p.poll() is None]
 
     def stop(self) -> set[int]:
         """Stop every process started here and everything they spawned (Flower starts some helpers, e.g.
         the SuperLink's `flower-superexec`, in sessions of their own); returns the pids stopped."""
-        procs = [*reversed(self.executors), *reversed(self.nodes), self.superlink]
+        procs = [*reversed(self.nodes), self.superlink]
         return stop_all([p for p in procs if p is not None])
 
     def __enter__(self) -> LocalDeployment:
