@@ -5,6 +5,8 @@
 # is stopped by process group on exit, also on Ctrl-C or failure.
 #
 # usage: scripts/deploy-local.sh [--tls] [--auth] [--host HOST] [CONFIG] [K] [key=value ...]
+#   the run folder is $RUN_DIR if set, else <output.dir>/<name>-<time> of the config (as `fedhello run`); it gets
+#   the HTML report; exit status 1 when the run failed or a client was lost in every round it was sampled
 #   --tls        HTTPS everywhere: a CA, a SuperLink certificate (127.0.0.1, localhost, ::1, HOST) and the
 #                flwr connection's root-certificates are generated into the work folder
 #   --auth       SuperNode authentication (implies --tls): one key pair per SuperNode, each public key
@@ -38,8 +40,24 @@ PY="$BIN/python"
 SECURITY=("$PY" -m fedhello.engines.flower.security)
 # plain HTTP only on loopback: refused here, before anything starts (one line, exit 2)
 ((TLS)) || "${SECURITY[@]}" check "$HOST" --fix "pass --tls or --auth" || exit 2
+# the run folder: $RUN_DIR, else <output.dir>/<name>-<time> of the config as `fedhello run` makes it (an absolute
+# path: the ServerApp runs in another folder); a bad config or override is refused here, in one line
+if [[ -z ${RUN_DIR:-} ]]; then
+    RUN_DIR=$("$PY" - "$CONFIG" "$@" <<'PY'
+import sys
+
+from fedhello.config import load_config
+from fedhello.errors import FedHelloError
+from fedhello.rundir import new_run_dir
+
+try:
+    print(new_run_dir(load_config(sys.argv[1], sys.argv[2:])).resolve())
+except FedHelloError as err:
+    sys.exit(f"error: {err}")
+PY
+    ) || exit 2
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fedhello-deploy.XXXXXX")
-RUN_DIR=${RUN_DIR:-$ROOT/runs/deploy-$(date +%Y%m%d-%H%M%S)}
 
 # private Flower home, no telemetry, and never a per-run re-install of torch & co. (docs/flower.md)
 export FLWR_HOME="$WORK/flwr-home" FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
@@ -131,6 +149,20 @@ if [[ -f "$RUN_DIR/summary.json" ]]; then
     cat "$RUN_DIR/summary.json"
     echo
     echo "results: $RUN_DIR" >&2
+    [[ -f "$RUN_DIR/report/report.html" ]] && echo "report: $RUN_DIR/report/report.html" >&2
+    # a client lost in every round it was sampled fails the run (one line; the results stay): docs/flower.md
+    "$PY" - "$RUN_DIR" <<'PY' || exit 1
+import sys
+from pathlib import Path
+
+from fedhello.engines.flower.serverapp import check_lost_clients
+from fedhello.errors import FedHelloError
+
+try:
+    check_lost_clients(Path(sys.argv[1]))
+except FedHelloError as err:
+    sys.exit(f"error: {err}")
+PY
 else
     echo "the run ended without $RUN_DIR/summary.json; SuperLink log:" >&2
     tail -20 "$WORK/superlink.log" >&2

@@ -40,7 +40,11 @@ def test_flwr_run_dot_against_a_users_superlink_then_resume_through_the_serverap
         first = deployment.run_app(RunRequest(config=str(path), run_dir=str(run_dir)), timeout=600, app=ROOT)
         assert first.returncode == 0
         assert [r["round"] for r in metrics(run_dir)] == [1, 2]
-        resumed = RunRequest(config=str(path), overrides=["federation.rounds=3"], run_dir=str(run_dir), resume=True)
+        assert (run_dir / "report" / "report.html").is_file(), "`flwr run` gets the report `fedhello run` writes"
+        assert "report: " in (run_dir / "flower.log").read_text()
+        resumed = RunRequest(
+            config=str(path), overrides=["federation.rounds=3"], run_dir=str(run_dir), resume=True, report=False
+        )
         second = deployment.run_app(resumed, timeout=600, app=ROOT)
         assert second.returncode == 0
     (deployment,), stopped = started
@@ -103,7 +107,8 @@ def test_flwr_run_dot_on_flowers_local_simulation(tiny_config, tmp_path):
         "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
     }
     run_config = tmp_path / "run-config.toml"
-    run_config.write_text(tomli_w.dumps(RunRequest(config=str(path), run_dir=str(run_dir)).to_run_config()))
+    request = RunRequest(config=str(path), run_dir=str(run_dir), report=False)  # the report: the test above
+    run_config.write_text(tomli_w.dumps(request.to_run_config()))
     try:
         done = subprocess.run(
             [executable("flwr"), "run", str(ROOT), "local-sim", "--run-config", str(run_config), "--stream"],

@@ -53,7 +53,7 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
     run_dir = tmp_path / "run"
     with LocalDeployment(2) as deployment:
         dump_config(config, deployment.workdir / "config.yaml")
-        request = RunRequest(config=str(deployment.workdir / "config.yaml"), run_dir=str(run_dir))
+        request = RunRequest(config=str(deployment.workdir / "config.yaml"), run_dir=str(run_dir), report=False)
         runner = threading.Thread(target=deployment.run_app, args=(request,), kwargs={"timeout": 400})
         runner.start()
         log = run_dir / "flower.log"

@@ -277,7 +277,10 @@ class FlowerDeployEngine(Engine):
             deployment.start()
             resolved = deployment.workdir / "config.yaml"
             dump_config(config, resolved)
-            request = RunRequest(config=str(resolved), run_dir=str(run_dir.resolve()), resume=options.resume)
+            # the caller's observers write the report (`fedhello run`'s), not the ServerApp
+            request = RunRequest(
+                config=str(resolved), run_dir=str(run_dir.resolve()), resume=options.resume, report=False
+            )
             result = deployment.run_app(request, follow=LogFollower(run_dir / FLOWER_LOG))
             summary = read_summary(run_dir)
             if summary is None:

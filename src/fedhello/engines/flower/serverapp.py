@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -287,6 +289,26 @@ def check_lost_clients(run_dir: Path) -> None:
         )
 
 
+REPORT_TIMEOUT_S = 600.0
+
+
+def write_report(run_dir: Path, log: EngineLog) -> None:
+    """RUN_DIR/report/report.html for a run started with `flwr run`, as `fedhello run` writes it: by the
+    `fedhello report` command in a child process (the report sits above the engines; a finished run is never
+    failed by its report). Where it went, or why not, is written to flower.log and the ServerApp's log."""
+    command = [sys.executable, "-m", "fedhello.cli", "report", str(run_dir)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=REPORT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.write(f"report not written: {type(err).__name__} (retry: fedhello report {run_dir})", logging.WARNING)
+        return
+    if done.returncode == 0:
+        log.write(f"report: {done.stdout.strip().splitlines()[-1] if done.stdout.strip() else run_dir / 'report'}")
+    else:
+        why = " ".join((done.stderr or done.stdout).strip().splitlines()[-1:]) or f"status {done.returncode}"
+        log.write(f"report not written: {why} (retry: fedhello report {run_dir})", logging.WARNING)
+
+
 def check_update(update: ClientUpdate, client_id: int) -> None:
     """Transport-level check: the reply must be for the client it was asked of. Everything about its
     content (keys, shapes -- rank-truncated LoRA factors are smaller than the global tensors -- dtypes,
@@ -362,6 +384,8 @@ def main(grid: Grid, context: Context) -> None:
     config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
     serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))
+    if RunRequest.from_run_config(dict(context.run_config)).report:
+        write_report(run_dir, EngineLog(run_dir / FLOWER_LOG))
     try:
         check_lost_clients(run_dir)  # Flower then marks the run failed (`flwr ls`), and says why in its log
     except FedHelloError as err:
