@@ -331,3 +331,36 @@ def test_the_deploy_engine_echoes_losses_from_flower_log_as_they_are_written(tmp
         f.write(" 0: its SuperNode disconnected\n")
     follow()
     assert echoed[1:] == ["round 2: lost client 0: its SuperNode disconnected"], "each line once, when complete"
+
+
+def test_a_node_sends_only_the_metrics_it_shares():
+    metrics = {
+        "train_loss": 0.5, "steps": 3.0, "seconds": 1.2, "step_seconds": 0.4, "bytes_up": 100.0,
+        "peak_mem_mb": 20.0, "grad_norm.3": 0.1, "grad_norm.11": 0.2, "kept_rank.3": 4.0,
+    }  # fmt: skip
+    assert clientapp.shared_metrics(metrics, {"loss"}) == {"train_loss": 0.5, "steps": 3.0, "bytes_up": 100.0}
+    assert set(clientapp.shared_metrics(metrics, {"grad_norms", "method"})) == {
+        "bytes_up", "grad_norm.3", "grad_norm.11", "kept_rank.3",
+    }  # fmt: skip
+    everything = config_from_dict({}).flower.node_shares
+    assert clientapp.shared_metrics(metrics, set(everything)) == metrics, "by default, what was always sent"
+
+
+def test_a_node_narrows_the_runs_shares_and_keeps_its_errors(tiny_config):
+    config = tiny_config.model_copy(deep=True)
+    config.flower.node_data = True  # this node has no data-path: its worker refuses to start, naming the key
+    config.flower.node_shares = ["loss", "timing", "errors"]
+    task = TrainTask(0, 1, 5, Plan(layers=(0,)), config.model_dump_json(), STATE)
+    msg = Message(content=train_content(task), dst_node_id=1, message_type="train")
+
+    def context(**node):  # noqa: ANN003, ANN202
+        values = {PARTITION_ID: 0, NUM_PARTITIONS: 2, **node}
+        return Context(run_id=1, node_id=1, node_config=values, state=RecordDict(), run_config={})
+
+    assert clientapp.node_shares(context(shares="loss, memory"), task.config_json) == {"loss"}
+    assert clientapp.node_shares(context(), task.config_json) == {"loss", "timing", "errors"}
+    with pytest.raises(FedHelloError, match="this SuperNode has none .*data-path"):
+        clientapp.train(msg, context())  # errors shared: the server learns why
+    with pytest.raises(FedHelloError) as withheld:
+        clientapp.train(msg, context(shares="loss,timing"))
+    assert "its reason stays there" in str(withheld.value) and "data-path" not in str(withheld.value)
