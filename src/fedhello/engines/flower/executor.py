@@ -117,11 +117,16 @@ class NodeExecutor:
                     state = "stopped answering" if answered else "never answered"
                     where = f"the SuperNode's runtime API at {self.address}"
                     raise NodeGone(f"{where} {state} ({type(err).__name__})", answered) from err
-                if not answered:
+                if not answered:  # from now on, a node that does not answer is gone
                     answered = True
+                    acquirer.close()
                     acquirer = self.client(RuntimeVersionHttpInterceptor(component_name="SuperExec"))
                 if response.HasField("task") and response.token:
-                    self.run_task(response.token)
+                    try:
+                        self.run_task(response.token)
+                    except Exception as err:  # noqa: BLE001 - a ClientApp's own failure is answered in run_task
+                        where = f"the SuperNode's runtime API at {self.address}"
+                        raise NodeGone(f"{where} stopped answering during a task ({type(err).__name__})", True) from err
                 else:
                     time.sleep(poll_s)
         finally:
