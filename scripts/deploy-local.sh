@@ -12,17 +12,20 @@
 #   --auth       SuperNode authentication (implies --tls): one key pair per SuperNode, each public key
 #                registered with `flwr supernode register` before its node starts; other nodes are refused
 #   --host HOST  address the SuperLink listens on (default 127.0.0.1); plain HTTP only on loopback
+#   --database FILE  the SuperLink's state (runs, SuperNode registrations) in FILE instead of in memory, so that a
+#                restarted SuperLink knows its nodes (docs/flower.md, "Restarting the SuperLink")
 #   e.g. scripts/deploy-local.sh configs/default.yaml 2 federation.rounds=3
 #        scripts/deploy-local.sh --auth configs/default.yaml 2 federation.rounds=3
 set -euo pipefail
 
-TLS=0 AUTH=0 HOST=127.0.0.1 ARGS=()
+TLS=0 AUTH=0 HOST=127.0.0.1 ARGS=() DATABASE=()
 while (($#)); do
     case $1 in
         --tls) TLS=1 ;;
         --auth) TLS=1 AUTH=1 ;;
         --host) HOST=${2:?--host needs a value}; shift ;;
         --host=*) HOST=${1#--host=} ;;
+        --database) DATABASE=(--database "$(realpath -m "${2:?--database needs a file}")"); shift ;;
         -h | --help) sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) ARGS+=("$1") ;;
     esac
@@ -111,7 +114,8 @@ LINK_PORT=$(free_port)
 ADDRESS="$CONNECT_HOST:$LINK_PORT"
 [[ $CONNECT_HOST == *:* ]] && ADDRESS="[$CONNECT_HOST]:$LINK_PORT"
 # setsid: each process leads its own group, so cleanup also stops the apps it spawns
-setsid flower-superlink "${LINK_SECURITY[@]}" --host "$HOST" --port "$LINK_PORT" >"$WORK/superlink.log" 2>&1 &
+setsid flower-superlink "${LINK_SECURITY[@]}" ${DATABASE[@]+"${DATABASE[@]}"} --host "$HOST" --port "$LINK_PORT" \
+    >"$WORK/superlink.log" 2>&1 &
 PIDS+=($!)
 wait_port "$LINK_PORT" "$CONNECT_HOST"
 cat >"$FLWR_HOME/config.toml" <<TOML

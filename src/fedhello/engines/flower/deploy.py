@@ -16,10 +16,12 @@ registered with `flwr supernode register` (each node signs its requests with its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,8 +36,10 @@ from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.engines.flower.app import FLOWER_ENV, RunRequest, write_app
 from fedhello.engines.flower.processes import (
     HOST,
+    descendants,
     executable,
     free_port,
+    is_running,
     kill_group,
     spawn,
     stop_all,
@@ -77,7 +81,9 @@ class LocalDeployment:
     over HTTPS, with `node_auth` (which implies TLS, as Flower requires) only registered SuperNodes.
 
     `node_configs[i]` adds keys to node i's `--node-config` (e.g. `{"data-path": "/data/node0.csv"}`); `env`
-    adds variables to every process's environment; `isolation` is the SuperNodes' (`flower.isolation`)."""
+    adds variables to every process's environment; `isolation` is the SuperNodes' (`flower.isolation`); `database`
+    is the SuperLink's state file (`--database`: runs and SuperNode registrations survive `restart_superlink`;
+    without it the state is in memory and a restarted SuperLink knows no node, so they exit)."""
 
     def __init__(
         self,
@@ -89,12 +95,14 @@ class LocalDeployment:
         node_configs: Sequence[Mapping[str, Any]] = (),
         env: Mapping[str, str] | None = None,
         isolation: str = "process",
+        database: Path | None = None,
     ) -> None:
         if node_configs and len(node_configs) != supernodes:
             raise FedHelloError(f"{len(node_configs)} node configs for {supernodes} SuperNodes")
         self.supernodes = supernodes
         self.node_configs = list(node_configs)
         self.isolation = isolation
+        self.database = database
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fedhello-flower-"))
         self.home = self.workdir / "flwr-home"
         self.logs = self.workdir / "logs"
@@ -120,9 +128,7 @@ class LocalDeployment:
         if self.tls:
             nodes = self.supernodes if self.node_auth else 0
             self.material = security.generate(self.workdir / "tls", nodes=nodes)
-        link = [executable("flower-superlink"), *self.superlink_security(), "--host", HOST, "--port", str(self.port)]
-        self.superlink = spawn(link, self.env, self.logs / "superlink.log", self.workdir)
-        wait_for_port(self.port, self.superlink)
+        self.start_superlink()
         self.write_connection()  # `flwr supernode register` needs it
         for i in range(self.supernodes):
             key = None
@@ -135,6 +141,35 @@ class LocalDeployment:
             for node, port in zip(self.nodes, self.node_ports, strict=True):
                 wait_for_port(port, node)
         return self
+
+    def start_superlink(self) -> subprocess.Popen:
+        """Start the SuperLink on `self.port` (its state in `self.database`, if set) and wait until it listens."""
+        link = [executable("flower-superlink"), *self.superlink_security(), "--host", HOST, "--port", str(self.port)]
+        if self.database is not None:
+            link += ["--database", str(self.database)]
+        self.superlink = spawn(link, self.env, self.logs / "superlink.log", self.workdir)
+        wait_for_port(self.port, self.superlink)
+        return self.superlink
+
+    def restart_superlink(self, sig: int = signal.SIGKILL, grace: float = 30.0) -> set[int]:
+        """Send `sig` to the SuperLink process alone (a crash, with SIGKILL), give what it started (its SuperExec, a
+        running ServerApp) `grace` seconds to notice and exit on its own, stop what is left, and start the SuperLink
+        again on the same port and database. Returns the pids that were running. The SuperNodes keep running."""
+        assert self.superlink is not None, "start() first"
+        link = self.superlink
+        family = descendants([link.pid]) if link.poll() is None else set()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(link.pid, sig)
+        link.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        while any(is_running(pid) for pid in family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in family:  # what did not exit by itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        stop_all([link])  # its process group, if anything is left there
+        self.start_superlink()
+        return family | {link.pid}
 
     def superlink_security(self) -> list[str]:
         """The SuperLink's TLS / node-authentication flags."""

@@ -15,12 +15,13 @@ cannot depend on the engine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +341,30 @@ def serve(
         raise
 
 
+@contextlib.contextmanager
+def said_when_stopped(run_dir: Path) -> Iterator[None]:
+    """Write "run stopped" to flower.log if Flower stops this ServerApp while the block runs. Flower turns the loss
+    of its SuperLink (its parent watch), `flwr stop` and signals into `flwr_exit`, whose own exit handlers push to
+    the (gone) SuperLink and may end in `os._exit` before any exception reaches fedhello: so this hooks in first."""
+    from flwr.supercore.exit import add_exit_handler
+
+    running = True
+
+    def on_exit() -> None:
+        if running:
+            EngineLog(run_dir / FLOWER_LOG).write(
+                "run stopped: Flower stopped the ServerApp (its SuperLink exited, or flwr stop); rounds up to the "
+                f"last checkpoint are kept (continue: flwr run with resume=true and run-dir={run_dir})",
+                logging.ERROR,
+            )
+
+    add_exit_handler(on_exit, run_before_force_exit=True)
+    try:
+        yield
+    finally:
+        running = False
+
+
 def config_for_nodes(federation: Federation) -> RunConfig:
     """The config the nodes build their workers from: the run's, with the class names fixed from the server's
     data when the nodes label their own data by them (`flower.node_data`)."""
@@ -383,7 +408,8 @@ def main(grid: Grid, context: Context) -> None:
     shorten_object_pull_retry()  # replies are pulled from the SuperLink as they arrive
     config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
-    serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))
+    with said_when_stopped(run_dir):
+        serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))
     if RunRequest.from_run_config(dict(context.run_config)).report:
         write_report(run_dir, EngineLog(run_dir / FLOWER_LOG))
     try:
