@@ -364,3 +364,20 @@ def test_a_node_narrows_the_runs_shares_and_keeps_its_errors(tiny_config):
     with pytest.raises(FedHelloError) as withheld:
         clientapp.train(msg, context(shares="loss,timing"))
     assert "its reason stays there" in str(withheld.value) and "data-path" not in str(withheld.value)
+
+
+def test_a_serverapp_stopped_by_flower_says_so_in_flower_log(tmp_path):
+    """Flower stops a ServerApp whose SuperLink is gone through `flwr_exit`, whose exit handlers run before any
+    exception could reach fedhello (and may end in `os._exit`): the run's flower.log must still say so."""
+    from flwr.supercore.exit.exit_handler import trigger_exit_handlers
+
+    with serverapp.said_when_stopped(tmp_path):
+        trigger_exit_handlers(run_before_force_exit=True)  # what flwr_exit does first on SIGINT / SIGTERM
+    assert "run stopped: Flower stopped the ServerApp" in (tmp_path / "flower.log").read_text()
+    assert f"run-dir={tmp_path}" in (tmp_path / "flower.log").read_text()
+
+    finished = tmp_path / "finished"
+    with serverapp.said_when_stopped(finished):
+        pass  # the run ended: Flower's exit at the end of every ServerApp process writes nothing
+    trigger_exit_handlers(run_before_force_exit=True)
+    assert not (finished / "flower.log").exists()

@@ -151,7 +151,7 @@ class LocalDeployment:
         wait_for_port(self.port, self.superlink)
         return self.superlink
 
-    def restart_superlink(self, sig: int = signal.SIGKILL, grace: float = 30.0) -> set[int]:
+    def restart_superlink(self, sig: int = signal.SIGKILL, grace: float = 10.0) -> set[int]:
         """Send `sig` to the SuperLink process alone (a crash, with SIGKILL), give what it started (its SuperExec, a
         running ServerApp) `grace` seconds to notice and exit on its own, stop what is left, and start the SuperLink
         again on the same port and database. Returns the pids that were running. The SuperNodes keep running."""
