@@ -431,6 +431,15 @@ class FlowerConfig(Section):
         "client (a real deployment gives each SuperNode its own with --node-config instead)",
     )
 
+    node_shares: list[Literal["loss", "timing", "memory", "grad_norms", "method", "errors"]] = Field(
+        default_factory=lambda: ["loss", "timing", "memory", "grad_norms", "method", "errors"],
+        description="what a node sends besides its update tensors and sample count: loss (train_loss, steps), timing "
+        "(seconds, step_seconds, step_cpu_seconds; reliability.client_timeout_s needs it), memory (weights_mb, "
+        "peak_mem_mb, total_mem_mb), grad_norms (grad_norm.<layer>: per-layer gradient norms), method (a method's "
+        "own metrics, e.g. self-pruned ranks), errors (a failing node's error text: its file paths, label values, "
+        "column names); a node narrows it further with --node-config 'shares=\"loss,timing\"' (docs/flower.md)",
+    )
+
     tls: bool = Field(
         False,
         description="flower-deploy: HTTPS between SuperLink, SuperNodes and flwr, with a CA and SuperLink "

@@ -121,6 +121,34 @@ def test_missing_node_data_names_the_node_config_key(tmp_path):
         load_node_data(DataConfig(), str(tmp_path / "nothing.csv"), RUN_LABELS)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("empty.csv", "", "is an empty file"),
+        ("header.csv", "text,label\n\n", "holds a header line and no rows"),
+        ("empty.jsonl", "\n", "holds no rows"),
+    ],
+)
+def test_a_node_file_without_rows_is_refused_in_the_nodes_terms(tmp_path, name, content, says):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(FedHelloError) as refused:
+        load_node_data(DataConfig(), str(path), RUN_LABELS)
+    message = str(refused.value)
+    assert message.startswith(f"node data '{path}' {says}") and "\n" not in message
+    # neither the run config's field, nor the library's words, nor a hub hint for a node's own file
+    for foreign in ("data.path", "hub", "generating the dataset", "corresponds to no data"):
+        assert foreign not in message, foreign
+
+
+def test_an_unreadable_node_file_names_the_node_config_key(tmp_path):
+    path = tmp_path / "node.parquet"
+    path.write_bytes(b"not parquet")
+    with pytest.raises(FedHelloError, match=r"\(--node-config data-path\): .* could not be read") as refused:
+        load_node_data(DataConfig(), str(path), RUN_LABELS)
+    assert "data.path" not in str(refused.value) and "hub" not in str(refused.value)
+
+
 def test_run_label_names_recode_the_servers_splits_by_name(tiny_config):
     reference = build_experiment(tiny_config)
     config = tiny_config.model_copy(deep=True)

@@ -33,16 +33,37 @@ def small_config(tiny_config, tmp_path):  # noqa: ANN001, ANN201
     return config, path
 
 
-def test_flwr_run_dot_against_a_users_superlink_then_resume_through_the_serverapp(tiny_config, tmp_path, started):
+def wait_for(condition, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {what}"
+        time.sleep(0.2)
+
+
+def test_flwr_run_dot_survives_a_superlink_restart_and_resumes_through_the_serverapp(tiny_config, tmp_path, started):
+    """`flwr run .` against a SuperLink the user started with `--database`; after the run the SuperLink is killed
+    (SIGKILL) and started again on its port and database: the idle SuperNodes reconnect with their node ids (their
+    registrations were in the database), and `resume=true` with 3 rounds continues the run folder through the
+    restarted SuperLink."""
     config, path = small_config(tiny_config, tmp_path)
     run_dir = tmp_path / "run"
-    with LocalDeployment(2) as deployment:
-        first = deployment.run_app(RunRequest(config=str(path), run_dir=str(run_dir)), timeout=600, app=ROOT)
+    with LocalDeployment(2, database=tmp_path / "superlink.db") as deployment:
+        first = deployment.run_app(RunRequest(config=str(path), run_dir=str(run_dir), report=False), 600, ROOT)
         assert first.returncode == 0
         assert [r["round"] for r in metrics(run_dir)] == [1, 2]
+        nodes = {n["node-id"] for n in deployment.list_nodes() if n["status"] == "online"}
+        assert len(nodes) == 2
+        old = deployment.superlink.pid
+        deployment.restart_superlink(signal.SIGKILL)  # a crash of the SuperLink process alone
+        assert deployment.superlink.pid != old
+        online = lambda: {n["node-id"] for n in deployment.list_nodes() if n["status"] == "online"}  # noqa: E731
+        wait_for(lambda: online() == nodes, 120, "the same SuperNodes online at the restarted SuperLink")
         resumed = RunRequest(config=str(path), overrides=["federation.rounds=3"], run_dir=str(run_dir), resume=True)
         second = deployment.run_app(resumed, timeout=600, app=ROOT)
         assert second.returncode == 0
+        assert all(node.poll() is None for node in deployment.nodes), "no SuperNode exited"
+        assert (run_dir / "report" / "report.html").is_file(), "`flwr run` gets the report `fedhello run` writes"
+        assert "report: " in (run_dir / "flower.log").read_text()
     (deployment,), stopped = started
     assert_nothing_left(deployment, stopped[id(deployment)])
 
@@ -103,7 +124,8 @@ def test_flwr_run_dot_on_flowers_local_simulation(tiny_config, tmp_path):
         "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
     }
     run_config = tmp_path / "run-config.toml"
-    run_config.write_text(tomli_w.dumps(RunRequest(config=str(path), run_dir=str(run_dir)).to_run_config()))
+    request = RunRequest(config=str(path), run_dir=str(run_dir), report=False)  # the report: the test above
+    run_config.write_text(tomli_w.dumps(request.to_run_config()))
     try:
         done = subprocess.run(
             [executable("flwr"), "run", str(ROOT), "local-sim", "--run-config", str(run_config), "--stream"],

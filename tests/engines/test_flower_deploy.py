@@ -18,7 +18,7 @@ from fedhello.config import dump_config
 from fedhello.engines import ENGINES
 from fedhello.engines.flower.app import RunRequest
 from fedhello.engines.flower.deploy import LocalDeployment
-from fedhello.engines.flower.processes import kill_group
+from fedhello.engines.flower.processes import descendants, is_running
 
 
 def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started):
@@ -53,7 +53,7 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
     run_dir = tmp_path / "run"
     with LocalDeployment(2) as deployment:
         dump_config(config, deployment.workdir / "config.yaml")
-        request = RunRequest(config=str(deployment.workdir / "config.yaml"), run_dir=str(run_dir))
+        request = RunRequest(config=str(deployment.workdir / "config.yaml"), run_dir=str(run_dir), report=False)
         runner = threading.Thread(target=deployment.run_app, args=(request,), kwargs={"timeout": 400})
         runner.start()
         log = run_dir / "flower.log"
@@ -61,9 +61,20 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
         while not (log.exists() and "round 1: sent" in log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert log.exists(), "the ServerApp started round 1"
-        kill_group(deployment.nodes[1], signal.SIGKILL)  # SuperNode 1 (partition 1 = client 1) and its ClientApp
+        node = deployment.nodes[1]  # SuperNode 1: partition 1 = client 1
+        (executor,) = descendants([node.pid])  # the launcher started its ClientApp executor as its child
+        node.send_signal(signal.SIGKILL)  # the node alone, not its process group: the executor must notice
+        node.wait()
+        killed = time.monotonic()
+        while is_running(executor) and time.monotonic() - killed < 10:
+            time.sleep(0.1)
+        assert not is_running(executor), "the executor exits with its node"
+        assert time.monotonic() - killed < 5, "at once, not after Flower's minutes of retries"
         runner.join(timeout=420)
         assert not runner.is_alive()
+    node_log = (deployment.logs / "supernode-1.log").read_text()
+    assert f"its SuperNode (pid {node.pid}) is gone; the executor exits with it" in node_log
+    assert "Traceback" not in node_log
     _, stopped = started
     assert_nothing_left(deployment, stopped[id(deployment)])
 

@@ -184,6 +184,16 @@ def test_an_error_reply_loses_the_client(tmp_path):
     updates = dispatch(2, {0: Plan(layers=(0,)), 1: Plan(layers=(1,))}, STATE)
     assert [u.client_id for u in updates] == [0]
     assert "lost client 1 (node 202, partition 1): error reply: boom" in (tmp_path / "flower.log").read_text()
+    assert dispatch.lost_reasons() == {1: "error reply: boom (node 202, partition 1)"}, "metrics.jsonl gets it"
+    dispatch(3, {0: Plan(layers=(0,))}, STATE)
+    assert dispatch.lost_reasons() == {}, "reasons are per round"
+
+
+def test_a_clientapp_exception_reads_as_one_line():
+    wrapped = "<class 'fedhello.errors.FedHelloError'>:<'node data \\'/a.csv\\': labels [\\'x\\']\n are bad'>"
+    assert serverapp.error_text(wrapped).startswith("FedHelloError: node data")
+    assert "\n" not in serverapp.error_text(wrapped)
+    assert serverapp.error_text("boom") == "boom", "other reasons pass unchanged"
 
 
 def test_missing_partitions_and_node_config_are_one_line_errors(tmp_path, monkeypatch):
@@ -302,3 +312,72 @@ def test_nodes_own_data_unused_without_node_data_is_said_once(tmp_path, monkeypa
     text = (tmp_path / "flower.log").read_text()
     assert "2 SuperNodes serve all 2 partitions" in text
     assert text.count("hold data of their own") == 1
+
+
+def test_the_deploy_engine_echoes_losses_from_flower_log_as_they_are_written(tmp_path):
+    from fedhello.engines.flower.deploy import LogFollower
+
+    log = tmp_path / "flower.log"
+    echoed: list[str] = []
+    follow = LogFollower(log, echoed.append)
+    follow()  # no log yet: nothing, no error
+    EngineLog(log).write("node 7 serves partition 0 of 2")
+    EngineLog(log).write("round 1: lost client 1 (node 8, partition 1): error reply: FedHelloError: bad", 30)
+    with log.open("a") as f:
+        f.write("2026-01-01T00:00:00 round 2: lost client")  # a line still being written
+    follow()
+    assert echoed == ["round 1: lost client 1 (node 8, partition 1): error reply: FedHelloError: bad"]
+    with log.open("a") as f:
+        f.write(" 0: its SuperNode disconnected\n")
+    follow()
+    assert echoed[1:] == ["round 2: lost client 0: its SuperNode disconnected"], "each line once, when complete"
+
+
+def test_a_node_sends_only_the_metrics_it_shares():
+    metrics = {
+        "train_loss": 0.5, "steps": 3.0, "seconds": 1.2, "step_seconds": 0.4, "bytes_up": 100.0,
+        "peak_mem_mb": 20.0, "grad_norm.3": 0.1, "grad_norm.11": 0.2, "kept_rank.3": 4.0,
+    }  # fmt: skip
+    assert clientapp.shared_metrics(metrics, {"loss"}) == {"train_loss": 0.5, "steps": 3.0, "bytes_up": 100.0}
+    assert set(clientapp.shared_metrics(metrics, {"grad_norms", "method"})) == {
+        "bytes_up", "grad_norm.3", "grad_norm.11", "kept_rank.3",
+    }  # fmt: skip
+    everything = config_from_dict({}).flower.node_shares
+    assert clientapp.shared_metrics(metrics, set(everything)) == metrics, "by default, what was always sent"
+
+
+def test_a_node_narrows_the_runs_shares_and_keeps_its_errors(tiny_config):
+    config = tiny_config.model_copy(deep=True)
+    config.flower.node_data = True  # this node has no data-path: its worker refuses to start, naming the key
+    config.flower.node_shares = ["loss", "timing", "errors"]
+    task = TrainTask(0, 1, 5, Plan(layers=(0,)), config.model_dump_json(), STATE)
+    msg = Message(content=train_content(task), dst_node_id=1, message_type="train")
+
+    def context(**node):  # noqa: ANN003, ANN202
+        values = {PARTITION_ID: 0, NUM_PARTITIONS: 2, **node}
+        return Context(run_id=1, node_id=1, node_config=values, state=RecordDict(), run_config={})
+
+    assert clientapp.node_shares(context(shares="loss, memory"), task.config_json) == {"loss"}
+    assert clientapp.node_shares(context(), task.config_json) == {"loss", "timing", "errors"}
+    with pytest.raises(FedHelloError, match="this SuperNode has none .*data-path"):
+        clientapp.train(msg, context())  # errors shared: the server learns why
+    with pytest.raises(FedHelloError) as withheld:
+        clientapp.train(msg, context(shares="loss,timing"))
+    assert "its reason stays there" in str(withheld.value) and "data-path" not in str(withheld.value)
+
+
+def test_a_serverapp_stopped_by_flower_says_so_in_flower_log(tmp_path):
+    """Flower stops a ServerApp whose SuperLink is gone through `flwr_exit`, whose exit handlers run before any
+    exception could reach fedhello (and may end in `os._exit`): the run's flower.log must still say so."""
+    from flwr.supercore.exit.exit_handler import trigger_exit_handlers
+
+    with serverapp.said_when_stopped(tmp_path):
+        trigger_exit_handlers(run_before_force_exit=True)  # what flwr_exit does first on SIGINT / SIGTERM
+    assert "run stopped: Flower stopped the ServerApp" in (tmp_path / "flower.log").read_text()
+    assert f"run-dir={tmp_path}" in (tmp_path / "flower.log").read_text()
+
+    finished = tmp_path / "finished"
+    with serverapp.said_when_stopped(finished):
+        pass  # the run ended: Flower's exit at the end of every ServerApp process writes nothing
+    trigger_exit_handlers(run_before_force_exit=True)
+    assert not (finished / "flower.log").exists()

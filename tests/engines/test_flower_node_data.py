@@ -11,9 +11,12 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from flower_helpers import assert_nothing_left, metrics
 
 from fedhello.engines import ENGINES
+from fedhello.errors import FedHelloError
+from fedhello.rundir import FLOWER_LOGS_DIR, read_summary
 
 SITECUSTOMIZE = """
 import os
@@ -55,7 +58,9 @@ def openers(log: Path) -> list[tuple[str, str]]:
     return [tuple(line.split("\t", 1)) for line in lines]  # type: ignore[misc]
 
 
-def test_nodes_train_only_their_own_files_and_the_server_never_opens_them(tiny_config, tmp_path, started, monkeypatch):
+def test_nodes_train_only_their_own_files_and_the_server_never_opens_them(
+    tiny_config, tmp_path, started, monkeypatch, capfd
+):
     data = tmp_path / "node-data"
     data.mkdir()
     files = [
@@ -76,15 +81,27 @@ def test_nodes_train_only_their_own_files_and_the_server_never_opens_them(tiny_c
     config.federation.rounds = 2
     config.flower.node_data = True
     config.flower.node_data_paths = [str(f) for f in files]
-    summary = ENGINES.get("flower-deploy")().run(config, tmp_path / "run", show_progress=False)
+    # node 2 answers every round with its label error: the run finishes, its results are kept, and it fails
+    with pytest.raises(FedHelloError, match=r"client\(s\) \[2\] lost in every round .*labels \['weather'\]"):
+        ENGINES.get("flower-deploy")().run(config, tmp_path / "run", show_progress=False)
 
-    assert summary["rounds"] == 2
-    for record in metrics(tmp_path / "run"):
+    run = tmp_path / "run"
+    assert read_summary(run)["rounds"] == 2
+    for record in metrics(run):
         assert not record["skipped"]
         assert {c["id"]: c["num_samples"] for c in record["clients"]} == {0: 24, 1: 39}, "each node's own rows"
-    flower_log = (tmp_path / "run" / "flower.log").read_text()
+        (lost,) = record["failed_clients"]  # the node's reason, not a bare "no reply"
+        assert lost["id"] == 2 and "labels ['weather'] are not among the run's classes" in lost["detail"]
+    flower_log = (run / "flower.log").read_text()
     assert flower_log.count("with its own data") == 3
     assert "lost client 2" in flower_log and "labels ['weather'] are not among the run's classes" in flower_log
+    assert "run failed: client(s) [2] lost in every round" in flower_log
+    terminal = capfd.readouterr().err  # printed as the rounds went
+    for round_num in (1, 2):
+        assert f"flower: round {round_num}: lost client 2 (node" in terminal
+    # `flwr run --stream` (what a user of `flwr run` sees) showed the losses and the failure
+    stream = (run / FLOWER_LOGS_DIR / "flwr-run.log").read_text()
+    assert "lost client 2" in stream and "lost in every round" in stream
 
     (deployment,), stopped = started
     opened = openers(log)

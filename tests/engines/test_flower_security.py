@@ -145,12 +145,20 @@ def test_deployment_refuses_plain_http_off_loopback_before_starting(tmp_path, mo
     assert deployment.superlink is None and deployment.nodes == []
 
 
-def run_script(args: list[str], tmp: Path, timeout: float, **env: str) -> subprocess.CompletedProcess:
-    """Run scripts/deploy-local.sh in a session of its own (work folders under `tmp`); on timeout it gets
-    SIGTERM, so its EXIT trap stops what it started."""
-    env = {**os.environ, "FEDHELLO_BIN": str(Path(sys.executable).parent), "TMPDIR": str(tmp), **env}
+def run_script(
+    args: list[str], tmp: Path, timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None, **more: str
+) -> subprocess.CompletedProcess:
+    """Run scripts/deploy-local.sh in a session of its own (work folders under `tmp`, in `cwd`, environment `env`
+    (default this one's) plus `more`); on timeout it gets SIGTERM, so its EXIT trap stops what it started."""
+    env = {**(os.environ if env is None else env), "FEDHELLO_BIN": str(Path(sys.executable).parent), "TMPDIR": str(tmp)}
     proc = subprocess.Popen(
-        [str(SCRIPT), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        [str(SCRIPT), *args],
+        env={**env, **more},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -229,15 +237,20 @@ def test_unregistered_supernodes_are_refused(tmp_path, started):
 def test_script_runs_over_tls_with_node_auth(tiny_config, tmp_path):
     config = two_node_config(tiny_config)
     config.federation.rounds = 1
+    config.output.dir = "out"  # relative, as in configs/: the script's folder, not the SuperLink's
     dump_config(config, tmp_path / "config.yaml")
     (tmp_path / "tmp").mkdir()
-    run_dir = tmp_path / "run"
-    proc = run_script(["--auth", str(tmp_path / "config.yaml"), "2"], tmp_path / "tmp", 600, RUN_DIR=str(run_dir))
+    env = {k: v for k, v in os.environ.items() if k != "RUN_DIR"}
+    proc = run_script(["--auth", str(tmp_path / "config.yaml"), "2"], tmp_path / "tmp", 600, cwd=tmp_path, env=env)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(TLS, SuperNode authentication), 2 SuperNodes" in proc.stderr
+    (run_dir,) = (tmp_path / "out").iterdir()  # output.dir of the config, as `fedhello run` uses it
+    assert run_dir.name.startswith(f"{config.name}-")
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == 1
+    assert (run_dir / "report" / "report.html").is_file(), "a run started with `flwr run` gets its report"
+    assert f"report: {run_dir / 'report' / 'report.html'}" in proc.stderr
     stopped = [int(pid) for pid in re.search(r"stopped: ([\d ]+)", proc.stderr).group(1).split()]
-    assert len(stopped) == 5, "a SuperLink, 2 SuperNodes and their 2 ClientApp executors"
+    assert len(stopped) == 3, "a SuperLink and 2 SuperNodes (each started its ClientApp executor itself)"
     assert processes_in_groups(stopped) == [] and processes_mentioning(str(tmp_path / "tmp")) == []
     assert list((tmp_path / "tmp").iterdir()) == [], "the work folder (keys, certificates) is removed"

@@ -9,7 +9,7 @@ import torch
 from fedhello.config import RunConfig
 from fedhello.engines import ENGINES
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.server.loop import collect_updates, simulated_dropouts
+from fedhello.server.loop import collect_updates, lost_every_round, simulated_dropouts
 from fedhello.server.validation import UpdateValidator
 
 LAYOUT = {"enc.layer.0.q.lora_A.default.weight": 0, "classifier.modules_to_save.default.weight": -1}
@@ -212,3 +212,48 @@ def test_the_norm_bound_judges_an_update_against_the_whole_round_not_its_attempt
     assert [(r["id"], r["attempt"]) for r in outcome.rejected] == [(4, 0)] and "norm bound" in outcome.rejected[0][
         "reason"
     ]
+
+
+class ExplainingDispatch:
+    """A dispatch whose client 1 never answers and says why (`server.loop.ExplainsLosses`)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[int, Plan]] = []
+        self.inner = fake_dispatch(self.calls)
+
+    def __call__(self, round_num, plans, state):  # noqa: ANN001, ANN204
+        return [u for u in self.inner(round_num, plans, state) if u.client_id != 1]
+
+    def lost_reasons(self) -> dict[int, str]:
+        return {1: "error reply: FedHelloError: labels ['weather'] are not among the run's classes"}
+
+
+def test_a_dispatch_that_explains_a_loss_has_its_reason_recorded():
+    config = settings()
+    plans = {cid: Plan((0,)) for cid in range(3)}
+    validator = UpdateValidator(LAYOUT, config.reliability)
+    outcome = collect_updates(config, 1, plans, STATE, ExplainingDispatch(), validator)
+    assert [u.client_id for u in outcome.accepted] == [0, 2]
+    (failure,) = outcome.failed
+    assert failure["id"] == 1 and failure["reason"] == "no reply" and "'weather'" in failure["detail"]
+    plain = collect_updates(config, 1, plans, STATE, fake_dispatch([]), UpdateValidator(LAYOUT, config.reliability))
+    assert plain.failed == [], "a dispatch without reasons adds no detail field to anything"
+
+
+def test_clients_lost_in_every_round_they_were_sampled_are_found():
+    def record(clients, failed, rejected=()):  # noqa: ANN001, ANN202
+        return {
+            "clients": [{"id": c} for c in clients],
+            "failed_clients": [{"id": c, "reason": why, **({"detail": d} if d else {})} for c, why, d in failed],
+            "rejected": [{"id": c, "reason": "norm"} for c in rejected],
+        }
+
+    records = [
+        record([0], [(2, "no reply", "bad labels"), (3, "no reply", None), (5, "dropout", None)]),
+        record([0, 3], [(2, "no reply", "still bad labels"), (4, "no reply", None)], rejected=[6]),
+        record([0], [(2, "no reply", "bad labels"), (6, "no reply", None)]),  # 1 and 4 not sampled
+    ]
+    # 2: lost every time (last reason); 3 and 6 answered once (6 was refused, but answered); 4: lost the one
+    # round it was sampled in; 5: a simulated dropout is the experiment's doing
+    assert lost_every_round(records) == {2: "bad labels", 4: "no reply"}
+    assert lost_every_round([record([0, 1], [])]) == {}

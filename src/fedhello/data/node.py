@@ -15,9 +15,40 @@ from datasets import ClassLabel, Dataset, concatenate_datasets
 
 from fedhello.config import DataConfig
 from fedhello.data.sources import check_columns, is_saved, load_any, read_class_folders
-from fedhello.errors import FedHelloError
+from fedhello.errors import ConfigError, FedHelloError
 
 NODE_DATA_KEY = "data-path"  # the SuperNode --node-config key naming the node's data
+NODE_DATA_FIX = (
+    f"start the SuperNode with --node-config '{NODE_DATA_KEY}=\"...\"' naming a csv/json/parquet file, a "
+    "save_to_disk folder or a folder of class folders"
+)
+
+
+def _no_rows(location: Path) -> str | None:
+    """Why the file at `location` holds no data rows (empty, or a CSV with only its header line), or None. Checked
+    before the reading library, whose own words for these cases ("An error occurred while generating the dataset",
+    'Instruction "train" corresponds to no data!') say nothing a node's operator can act on."""
+    if not location.is_file():
+        return None
+    if location.stat().st_size == 0:
+        return "is an empty file"
+    if location.suffix == ".csv":
+        with location.open("rb") as f:
+            lines = [line for _, line in zip(range(2), (raw for raw in f if raw.strip()), strict=False)]
+        if len(lines) < 2:
+            return "holds a header line and no rows"
+    return None
+
+
+def node_reading_error(err: ConfigError, where: str) -> FedHelloError:
+    """A reading failure as the node's operator must fix it: the node's file is its `--node-config data-path`,
+    not the run config's `data.path` (other fields -- columns, encoding, CSV layout -- are the run config's)."""
+    if err.field != "data.path":
+        return FedHelloError(f"{where}: {err}")
+    problem = err.problem
+    if "corresponds to no data" in problem:  # a file the library reads as zero rows
+        return FedHelloError(f"{where} holds no rows (fix: put the node's training rows in it)")
+    return FedHelloError(f"{where} (--node-config {NODE_DATA_KEY}): {problem} (fix: {NODE_DATA_FIX})")
 
 
 def _label_text(feature: object, value: object) -> str | None:
@@ -83,10 +114,7 @@ def load_node_data(cfg: DataConfig, path: str, label_names: list[str]) -> Datase
     location = Path(path).expanduser()
     where = f"node data '{path}'"
     if not location.exists():
-        raise FedHelloError(
-            f"{where} does not exist on this node (fix: start the SuperNode with --node-config "
-            f"'{NODE_DATA_KEY}=...' naming a csv/json/parquet file, a save_to_disk folder or a folder of class folders)"
-        )
+        raise FedHelloError(f"{where} does not exist on this node (fix: {NODE_DATA_FIX})")
     if location.is_dir() and not is_saved(location):
         dataset = read_class_folders(location, cfg.encoding)
         dataset = dataset.rename_columns(
@@ -95,7 +123,16 @@ def load_node_data(cfg: DataConfig, path: str, label_names: list[str]) -> Datase
         if len(dataset) == 0:
             raise FedHelloError(f"{where} holds no class folders of .txt files")
     else:
-        loaded = load_any(cfg.model_copy(update={"path": str(location)}), str(location))
-        check_columns(loaded, cfg, require_labels=False)  # rows without a label: with_run_labels' rule
+        empty = _no_rows(location)
+        if empty:
+            raise FedHelloError(f"{where} {empty} (fix: put the node's training rows in it)")
+        node_cfg = cfg.model_copy(update={"path": str(location)})
+        try:
+            loaded = load_any(node_cfg, str(location))
+            check_columns(loaded, node_cfg, require_labels=False)  # rows without a label: with_run_labels' rule
+        except ConfigError as err:
+            raise node_reading_error(err, where) from err
         dataset = concatenate_datasets(list(loaded.values()))  # a node's rows are all training rows
+        if len(dataset) == 0:
+            raise FedHelloError(f"{where} holds no rows (fix: put the node's training rows in it)")
     return with_run_labels(dataset, cfg.label_column, label_names, where, cfg.bad_labels)

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -34,6 +34,35 @@ from fedhello.server.resume import resume_run, save_round
 from fedhello.server.validation import Rejection, SampleCounts, UpdateValidator
 
 Dispatch = Callable[[int, dict[int, Plan], dict[str, torch.Tensor]], list[ClientUpdate]]
+
+
+@runtime_checkable
+class ExplainsLosses(Protocol):
+    """A dispatch that can say why a client sent nothing (its node's error, the node gone, a deadline): the
+    reasons land in metrics.jsonl (`failed_clients[].detail`) instead of a bare "no reply"."""
+
+    def lost_reasons(self) -> dict[int, str]:
+        """Why each client of the last call sent nothing, by client id (clients it cannot explain are absent)."""
+        ...
+
+
+# failure reasons that are the experiment's own doing, not a client's problem (`reliability.dropout`)
+SIMULATED_FAILURES = frozenset({"dropout"})
+
+
+def lost_every_round(records: list[dict[str, Any]]) -> dict[int, str]:
+    """Clients lost in every round they were sampled in (failed, never accepted or even rejected, and not a
+    simulated dropout), with the last reason recorded for each: a node that can never train, e.g. one whose
+    data the run refuses. A client lost in some rounds and heard from in others is not among them."""
+    lost: dict[int, str] = {}
+    heard: set[int] = set()
+    for record in records:
+        answered = {c["id"] for c in record.get("clients", [])} | {r.get("id") for r in record.get("rejected", [])}
+        heard |= answered
+        for failure in record.get("failed_clients", []):
+            if failure["id"] not in answered and failure.get("reason") not in SIMULATED_FAILURES:
+                lost[failure["id"]] = failure.get("detail") or failure.get("reason", "lost")
+    return {cid: why for cid, why in sorted(lost.items()) if cid not in heard}
 
 
 def simulated_dropouts(config: RunConfig, round_num: int, attempt: int, client_ids: list[int]) -> set[int]:
@@ -94,11 +123,15 @@ def collect_updates(
             updates = [u for u in updates if failed.get(u.client_id) != "timeout"]
         replied = {u.client_id for u in updates}
         failed.update({cid: "no reply" for cid in sent if cid not in replied and cid not in failed})
+        details = dispatch.lost_reasons() if isinstance(dispatch, ExplainsLosses) else {}
         good, malformed = validator.screen(sent, updates, global_state, seen)
         wellformed.extend(good)
         arrived.update({u.client_id: attempt for u in good})
         outcome.rejected.extend({**r.to_json(), "attempt": attempt} for r in malformed)
-        outcome.failed.extend({"id": cid, "reason": why, "attempt": attempt} for cid, why in sorted(failed.items()))
+        outcome.failed.extend(
+            {"id": cid, "reason": why, **({"detail": details[cid]} if cid in details else {}), "attempt": attempt}
+            for cid, why in sorted(failed.items())
+        )
         outcome.accepted, outliers = validator.bound(wellformed, global_state)
         if len(outcome.accepted) >= settings.min_clients:
             break

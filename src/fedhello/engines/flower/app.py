@@ -19,9 +19,10 @@ COMPONENTS = {
     "clientapp": "fedhello.engines.flower.clientapp:app",
 }
 # run-config keys and their defaults: the YAML config (absolute path, "" = built-in defaults), `--set`
-# overrides (space-separated key=value), the run folder ("" = a new one) and whether to resume it
-CONFIG, OVERRIDES, RUN_DIR, RESUME = "config", "overrides", "run-dir", "resume"
-RUN_CONFIG: dict[str, Any] = {CONFIG: "", OVERRIDES: "", RUN_DIR: "", RESUME: False}
+# overrides (space-separated key=value), the run folder ("" = a new one), whether to resume it, and whether the
+# ServerApp writes the HTML report at the end (`fedhello run` writes its own, so its engine turns it off)
+CONFIG, OVERRIDES, RUN_DIR, RESUME, REPORT = "config", "overrides", "run-dir", "resume", "report"
+RUN_CONFIG: dict[str, Any] = {CONFIG: "", OVERRIDES: "", RUN_DIR: "", RESUME: False, REPORT: True}
 # every Flower process: no telemetry (there is no network), never a per-run install of torch & co.
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -41,6 +42,7 @@ class RunRequest:
     overrides: list[str] | None = None
     run_dir: str = ""
     resume: bool = False
+    report: bool = True
 
     def to_run_config(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class RunRequest:
             OVERRIDES: " ".join(shlex.quote(o) for o in self.overrides or []),
             RUN_DIR: self.run_dir,
             RESUME: self.resume,
+            REPORT: self.report,
         }
 
     @classmethod
@@ -59,6 +62,7 @@ class RunRequest:
             overrides=shlex.split(str(values[OVERRIDES] or "")),
             run_dir=str(values[RUN_DIR] or ""),
             resume=bool(values[RESUME]),
+            report=bool(values[REPORT]),
         )
 
 

@@ -18,13 +18,15 @@ trains and sends is the same full-precision one, so the server's aggregation doe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedhello.config import RunConfig, config_from_dict
+from fedhello.config import FlowerConfig, RunConfig, config_from_dict
 from fedhello.data.node import NODE_DATA_KEY
 from fedhello.engines.flower.messages import (
     LOCAL_DATA,
@@ -43,6 +45,39 @@ from fedhello.training import LocalTrainer, TrainerPool
 from fedhello.training.schedule import round_lr
 
 app = ClientApp()
+NODE_SHARES_KEY = "shares"  # --node-config key: what this node sends at most (comma-separated, `flower.node_shares`)
+# the metric keys of each share; a key in none of them is a method's own ("method")
+SHARE_KEYS = {
+    "loss": ("train_loss", "steps"),
+    "timing": ("seconds", "step_seconds", "step_cpu_seconds"),
+    "memory": ("weights_mb", "peak_mem_mb", "total_mem_mb"),
+}
+ALWAYS_SENT = ("bytes_up",)  # the size of the tensors that are sent anyway
+
+
+def metric_share(key: str) -> str:
+    """Which share (`flower.node_shares`) a metric of an update belongs to."""
+    if key.startswith("grad_norm."):
+        return "grad_norms"
+    return next((share for share, keys in SHARE_KEYS.items() if key in keys), "method")
+
+
+def node_shares(context: Context, config_json: str | None) -> set[str]:
+    """What this node sends besides its tensors and sample count: the run's `flower.node_shares`, narrowed by the
+    node's own `--node-config shares="..."`. Read from the raw config so that it holds even when the run's
+    config cannot be built on this node (the very errors it may withhold)."""
+    shares = set(FlowerConfig.model_fields["node_shares"].get_default(call_default_factory=True))
+    with contextlib.suppress(ValueError, AttributeError):  # an unreadable config fails later, in its own words
+        shares = set(json.loads(config_json or "{}").get("flower", {}).get("node_shares", shares))
+    own = context.node_config.get(NODE_SHARES_KEY)
+    if own is not None:
+        shares &= {part.strip() for part in str(own).split(",") if part.strip()}
+    return shares
+
+
+def shared_metrics(metrics: dict[str, float], shares: set[str]) -> dict[str, float]:
+    """The metrics of an update that this node sends (`node_shares`)."""
+    return {k: v for k, v in metrics.items() if k in ALWAYS_SENT or metric_share(k) in shares}
 
 
 class Worker:
@@ -118,7 +153,27 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the requested client's plan from the sent global adapter; reply with the plan's tensors."""
+    """Train the requested client's plan from the sent global adapter; reply with the plan's tensors and the
+    metrics the node shares. A failure's text (file paths, labels, columns) leaves the node only if it shares
+    "errors"; otherwise the server learns only that this node failed, and the node's log keeps the reason."""
+    try:
+        config_json = str(msg.content.config_records["task"]["run-config"])
+    except (KeyError, TypeError):
+        config_json = None
+    shares = node_shares(context, config_json)
+    try:
+        return _train(msg, context, shares)
+    except Exception as err:
+        if "errors" in shares:
+            raise
+        print(f"fedhello: training failed on this node: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        raise FedHelloError(
+            "training failed on this node; its reason stays there (the node does not share 'errors': "
+            "flower.node_shares / --node-config shares)"
+        ) from None
+
+
+def _train(msg: Message, context: Context, shares: set[str]) -> Message:
     task = read_train_content(msg.content)
     partition, partitions = node_partition(context)
     data_path = node_data_path(context)
@@ -132,4 +187,5 @@ def train(msg: Message, context: Context) -> Message:
     lr = round_lr(config.train, task.round_num, config.federation.rounds)
     data = work.client_data(task.client_id)
     update = work.trainer(task.client_id).train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
+    update.metrics = shared_metrics(update.metrics, shares)
     return Message(update_content(update), reply_to=msg)

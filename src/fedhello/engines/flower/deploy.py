@@ -2,8 +2,9 @@
 
 `LocalDeployment` starts one `flower-superlink` and `flower.supernodes` `flower-supernode` processes on
 127.0.0.1 (free ports, a private FLWR_HOME), each SuperNode with `--node-config "partition-id=i
-num-partitions=K"` (plus keys of its own, e.g. the `data-path` of a node that holds its own data) and, with
-`isolation="process"`, fedhello's long-lived ClientApp executor beside it (`executor.py`); the engine submits
+num-partitions=K"` (plus keys of its own, e.g. the `data-path` of a node that holds its own data), each started
+through fedhello's launcher (`supernode.py`), which with `isolation="process"` starts the node's long-lived
+ClientApp executor (`executor.py`) as its child; the engine submits
 the app (`app.write_app`) with `flwr run` and waits for it. Every process is started in its own session and
 stopped with what it spawned (`processes.stop_all`) in a `finally` block, so nothing outlives a failed run.
 
@@ -15,13 +16,17 @@ registered with `flwr supernode register` (each node signs its requests with its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +36,10 @@ from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.engines.flower.app import FLOWER_ENV, RunRequest, write_app
 from fedhello.engines.flower.processes import (
     HOST,
+    descendants,
     executable,
     free_port,
+    is_running,
     kill_group,
     spawn,
     stop_all,
@@ -74,7 +81,9 @@ class LocalDeployment:
     over HTTPS, with `node_auth` (which implies TLS, as Flower requires) only registered SuperNodes.
 
     `node_configs[i]` adds keys to node i's `--node-config` (e.g. `{"data-path": "/data/node0.csv"}`); `env`
-    adds variables to every process's environment; `isolation` is the SuperNodes' (`flower.isolation`)."""
+    adds variables to every process's environment; `isolation` is the SuperNodes' (`flower.isolation`); `database`
+    is the SuperLink's state file (`--database`: runs and SuperNode registrations survive `restart_superlink`;
+    without it the state is in memory and a restarted SuperLink knows no node, so they exit)."""
 
     def __init__(
         self,
@@ -86,12 +95,14 @@ class LocalDeployment:
         node_configs: Sequence[Mapping[str, Any]] = (),
         env: Mapping[str, str] | None = None,
         isolation: str = "process",
+        database: Path | None = None,
     ) -> None:
         if node_configs and len(node_configs) != supernodes:
             raise FedHelloError(f"{len(node_configs)} node configs for {supernodes} SuperNodes")
         self.supernodes = supernodes
         self.node_configs = list(node_configs)
         self.isolation = isolation
+        self.database = database
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fedhello-flower-"))
         self.home = self.workdir / "flwr-home"
         self.logs = self.workdir / "logs"
@@ -103,7 +114,6 @@ class LocalDeployment:
         self.superlink: subprocess.Popen | None = None
         self.nodes: list[subprocess.Popen] = []
         self.node_ports: list[int] = []  # each SuperNode's runtime API port (its ClientApps connect there)
-        self.executors: list[subprocess.Popen] = []  # isolation=process: one fedhello executor per SuperNode
 
     @property
     def address(self) -> str:
@@ -118,9 +128,7 @@ class LocalDeployment:
         if self.tls:
             nodes = self.supernodes if self.node_auth else 0
             self.material = security.generate(self.workdir / "tls", nodes=nodes)
-        link = [executable("flower-superlink"), *self.superlink_security(), "--host", HOST, "--port", str(self.port)]
-        self.superlink = spawn(link, self.env, self.logs / "superlink.log", self.workdir)
-        wait_for_port(self.port, self.superlink)
+        self.start_superlink()
         self.write_connection()  # `flwr supernode register` needs it
         for i in range(self.supernodes):
             key = None
@@ -129,10 +137,39 @@ class LocalDeployment:
                 self.register(node_key.public)
                 key = node_key.private
             self.add_node(i, key)
-        if self.isolation == "process":
-            for i in range(self.supernodes):
-                self.start_executor(i)
+        if self.isolation == "process":  # each node starts its executor once its runtime API listens
+            for node, port in zip(self.nodes, self.node_ports, strict=True):
+                wait_for_port(port, node)
         return self
+
+    def start_superlink(self) -> subprocess.Popen:
+        """Start the SuperLink on `self.port` (its state in `self.database`, if set) and wait until it listens."""
+        link = [executable("flower-superlink"), *self.superlink_security(), "--host", HOST, "--port", str(self.port)]
+        if self.database is not None:
+            link += ["--database", str(self.database)]
+        self.superlink = spawn(link, self.env, self.logs / "superlink.log", self.workdir)
+        wait_for_port(self.port, self.superlink)
+        return self.superlink
+
+    def restart_superlink(self, sig: int = signal.SIGKILL, grace: float = 10.0) -> set[int]:
+        """Send `sig` to the SuperLink process alone (a crash, with SIGKILL), give what it started (its SuperExec, a
+        running ServerApp) `grace` seconds to notice and exit on its own, stop what is left, and start the SuperLink
+        again on the same port and database. Returns the pids that were running. The SuperNodes keep running."""
+        assert self.superlink is not None, "start() first"
+        link = self.superlink
+        family = descendants([link.pid]) if link.poll() is None else set()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(link.pid, sig)
+        link.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        while any(is_running(pid) for pid in family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in family:  # what did not exit by itself
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        stop_all([link])  # its process group, if anything is left there
+        self.start_superlink()
+        return family | {link.pid}
 
     def superlink_security(self) -> list[str]:
         """The SuperLink's TLS / node-authentication flags."""
@@ -149,7 +186,8 @@ class LocalDeployment:
         key whose public key is registered) it authenticates."""
         tls = ["--root-certificates", str(self.material.ca_cert)] if self.material else ["--insecure"]
         auth = ["--auth-supernode-private-key", str(key)] if key else []
-        # fedhello's wrapper of flower-supernode: the same program with a 0.1 s idle poll instead of 3 s
+        # fedhello's launcher of flower-supernode: the same program with a 0.1 s idle poll instead of 3 s, which
+        # with --isolation process starts the node's ClientApp executor as its own child (supernode.py)
         node = [sys.executable, "-m", "fedhello.engines.flower.supernode", *tls, *auth, "--superlink", self.address]
         self.node_ports.append(free_port())
         values = {"partition-id": partition, "num-partitions": self.supernodes}
@@ -160,15 +198,6 @@ class LocalDeployment:
         log = self.logs / f"supernode-{len(self.nodes)}.log"
         self.nodes.append(spawn(node, self.env, log, self.workdir))
         return self.nodes[-1]
-
-    def start_executor(self, i: int) -> None:
-        """The long-lived ClientApp executor of SuperNode i (`executor.py`), once its runtime API listens. The
-        runtime API is the node's own loopback port: plain HTTP there whatever the SuperLink connection uses."""
-        wait_for_port(self.node_ports[i], self.nodes[i])
-        args = [sys.executable, "-m", "fedhello.engines.flower.executor"]
-        args += ["--runtime-api-address", f"{HOST}:{self.node_ports[i]}", "--insecure"]
-        args += ["--parent-pid", str(self.nodes[i].pid)]
-        self.executors.append(spawn(args, self.env, self.logs / f"executor-{i}.log", self.workdir))
 
     def register(self, public_key: Path) -> int:
         """Register a SuperNode's public key (OpenSSH) with the SuperLink; returns its node id."""
@@ -207,10 +236,15 @@ class LocalDeployment:
         (self.home / "config.toml").write_text(tomli_w.dumps({"superlink": superlink}))
 
     def run_app(
-        self, request: RunRequest, timeout: float | None = None, app: Path | None = None
+        self,
+        request: RunRequest,
+        timeout: float | None = None,
+        app: Path | None = None,
+        follow: Callable[[], None] | None = None,
     ) -> subprocess.CompletedProcess:
         """Submit the fedhello app with `flwr run` and stream its logs until the run ends. `app`: a Flower app
-        folder (e.g. the repository root, as `flwr run .` submits it); by default a generated one."""
+        folder (e.g. the repository root, as `flwr run .` submits it); by default a generated one. `follow` is
+        called about twice a second while the run goes on, and once after it ended (e.g. a `LogFollower`)."""
         import tomli_w
 
         overrides = self.workdir / "run-config.toml"
@@ -218,21 +252,29 @@ class LocalDeployment:
         app = app or write_app(self.workdir / "app")
         args = [executable("flwr"), "run", str(app), CONNECTION, "--run-config", str(overrides), "--stream"]
         proc = spawn(args, self.env, self.logs / "flwr-run.log", self.workdir)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            proc.wait(timeout=timeout)
+            while proc.poll() is None:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(args, timeout or 0.0)
+                if follow:
+                    follow()
+                time.sleep(0.5)
         finally:
             kill_group(proc)
+            if follow:
+                follow()
         return subprocess.CompletedProcess(args, proc.returncode)
 
     def pids(self) -> list[int]:
         """Pids of the started processes not yet reaped (a reaped pid may already belong to someone else)."""
-        started = [self.superlink, *self.nodes, *self.executors]
+        started = [self.superlink, *self.nodes]
         return [p.pid for p in started if p is not None and p.poll() is None]
 
     def stop(self) -> set[int]:
         """Stop every process started here and everything they spawned (Flower starts some helpers, e.g.
         the SuperLink's `flower-superexec`, in sessions of their own); returns the pids stopped."""
-        procs = [*reversed(self.executors), *reversed(self.nodes), self.superlink]
+        procs = [*reversed(self.nodes), self.superlink]
         return stop_all([p for p in procs if p is not None])
 
     def __enter__(self) -> LocalDeployment:
@@ -270,8 +312,11 @@ class FlowerDeployEngine(Engine):
             deployment.start()
             resolved = deployment.workdir / "config.yaml"
             dump_config(config, resolved)
-            request = RunRequest(config=str(resolved), run_dir=str(run_dir.resolve()), resume=options.resume)
-            result = deployment.run_app(request)
+            # the caller's observers write the report (`fedhello run`'s), not the ServerApp
+            request = RunRequest(
+                config=str(resolved), run_dir=str(run_dir.resolve()), resume=options.resume, report=False
+            )
+            result = deployment.run_app(request, follow=LogFollower(run_dir / FLOWER_LOG))
             summary = read_summary(run_dir)
             if summary is None:
                 failed = True
@@ -280,6 +325,9 @@ class FlowerDeployEngine(Engine):
                     f"flwr run exited with {result.returncode}: {reason} (Flower logs: {run_dir / FLOWER_LOGS_DIR})"
                 )
             caller.on_run_end(summary)
+            from fedhello.engines.flower.serverapp import check_lost_clients
+
+            check_lost_clients(run_dir)  # the results stay; the exit status says a node never trained
             return summary
         except BaseException:
             failed = True
@@ -290,6 +338,36 @@ class FlowerDeployEngine(Engine):
             if failed and deployment.logs.exists():  # keep the SuperLink/SuperNode logs of a failed run
                 shutil.copytree(deployment.logs, run_dir / FLOWER_LOGS_DIR, dirs_exist_ok=True)
             shutil.rmtree(deployment.workdir, ignore_errors=True)
+
+
+# flower.log lines the terminal must show as the run goes: lost clients and nodes, and why a run failed
+CONSOLE_EVENTS = re.compile(r"lost client|cannot serve|did not answer|run failed|disagree")
+
+
+class LogFollower:
+    """Echoes the new lines of the ServerApp's `flower.log` that say something went wrong (`CONSOLE_EVENTS`) to
+    `echo`, as they are written: the rounds of a deployment run in the SuperLink's process, not in this one."""
+
+    def __init__(self, log: Path, echo: Callable[[str], None] | None = None) -> None:
+        self.log = log
+        self.echo = echo or (lambda line: print(f"flower: {line}", file=sys.stderr, flush=True))
+        self.offset = 0
+        self.partial = ""
+
+    def __call__(self) -> None:
+        try:
+            with self.log.open("r", errors="replace") as f:
+                f.seek(self.offset)
+                text = f.read()
+                self.offset = f.tell()
+        except OSError:
+            return  # not written yet
+        lines = (self.partial + text).split("\n")
+        self.partial = lines.pop()  # an unfinished last line waits for its end
+        for line in lines:
+            event = line.split(" ", 1)[-1]  # without the timestamp
+            if CONSOLE_EVENTS.search(event):
+                self.echo(event)
 
 
 def node_data_configs(config: RunConfig) -> list[dict[str, str]]:

@@ -8,13 +8,19 @@ from the SuperNode's runtime API, pulls the message, runs fedhello's ClientApp -
 model and the node's tokenised data from round to round -- and pushes the reply and the task's status, as
 `flwr-clientapp` does (flwr/supernode/runtime/run_clientapp.py), without exiting after the task.
 
-It serves only fedhello's app (a run of another app is answered with an error reply). On one machine:
+It serves only fedhello's app (a run of another app is answered with an error reply). fedhello's SuperNode
+launcher (`python -m fedhello.engines.flower.supernode --isolation process ...`, `supernode.py`) starts it
+beside the node itself, as its child; by hand, beside Flower's own `flower-supernode`:
 
     flower-supernode --isolation process --port 9094 --superlink LINK:9092 --node-config "..." &
-    python -m fedhello.engines.flower.executor --runtime-api-address 127.0.0.1:9094 --insecure
+    python -m fedhello.engines.flower.executor --runtime-api-address 127.0.0.1:9094 --insecure --parent-pid $!
 
 The runtime API is the node's own loopback port, so `--insecure` is local only (the SuperLink connection
 is the SuperNode's, and has its own TLS).
+
+The executor exits with its node: at once when `--parent-pid` (the SuperNode) exits or is killed, and otherwise
+once the node's runtime API has not answered for `NODE_GONE_S` seconds -- never serving another SuperNode that
+later takes the same port.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +38,6 @@ from flwr.app import Message
 from flwr.app.error import Error
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=no-name-in-module
-from flwr.supercore.app_utils import start_parent_process_monitor
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
@@ -39,9 +47,41 @@ from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, 
 
 from fedhello.engines.flower.app import PUBLISHER, shorten_object_pull_retry
 from fedhello.engines.flower.clientapp import app as client_app
+from fedhello.engines.flower.processes import is_running
 
 LOGGER = logging.getLogger("fedhello.executor")
 POLL_S = 0.02  # how often an idle executor asks for a task (flower-superexec waits 1 s by default)
+# Flower's runtime client retries a refused connection for minutes; a node's own loopback API that does not answer
+# for this long is gone (its SuperNode exited). Before the first answer the node may still be starting.
+NODE_GONE_S = 10.0
+STARTUP_S = 180.0
+WATCH_S = 0.2  # how often the executor checks that its SuperNode (--parent-pid) still runs
+
+
+def watch_node(pid: int, interval: float = WATCH_S) -> threading.Thread:
+    """Exit this process as soon as the SuperNode `pid` is gone: exited, killed, a zombie, or (when it is this
+    process's parent) no longer the parent. Immediately, without finishing a task: its reply has nowhere to go,
+    and a task's retries would wait minutes for a node that will not come back."""
+    was_parent = os.getppid() == pid
+
+    def watch() -> None:
+        while is_running(pid) and not (was_parent and os.getppid() != pid):
+            time.sleep(interval)
+        LOGGER.warning("its SuperNode (pid %d) is gone; the executor exits with it", pid)
+        logging.shutdown()
+        os._exit(0)
+
+    thread = threading.Thread(target=watch, name="watch-node", daemon=True)
+    thread.start()
+    return thread
+
+
+class NodeGone(Exception):
+    """The SuperNode's runtime API stopped answering (`answered`), or never did."""
+
+    def __init__(self, message: str, answered: bool) -> None:
+        super().__init__(message)
+        self.answered = answered
 
 
 class NodeExecutor:
@@ -51,24 +91,42 @@ class NodeExecutor:
         self.address = runtime_api_address
         self.certificates = root_certificates
 
-    def client(self, *interceptors: object) -> RuntimeHttpClient:
+    def client(self, *interceptors: object, patience: float = NODE_GONE_S) -> RuntimeHttpClient:
+        """A runtime-API client that gives up after `patience` seconds of failed tries (Flower's: minutes)."""
+        retry = make_simple_http_retry_invoker()
+        retry.max_time = patience
         return RuntimeHttpClient.from_server_address(
             server_address=self.address,
             insecure=self.certificates is None,
             root_certificates=self.certificates,
             interceptors=list(interceptors),
-            retry_invoker=make_simple_http_retry_invoker(),
+            retry_invoker=retry,
         )
 
     def serve_forever(self, poll_s: float = POLL_S) -> None:
-        """Acquire and run tasks until the process is stopped."""
-        acquirer = self.client(RuntimeVersionHttpInterceptor(component_name="SuperExec"))
+        """Acquire and run tasks until the process is stopped; `NodeGone` once the node's runtime API stops
+        answering (after `STARTUP_S` while it has never answered)."""
+        acquirer = self.client(RuntimeVersionHttpInterceptor(component_name="SuperExec"), patience=STARTUP_S)
         request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+        answered = False
         try:
             while True:
-                response = acquirer.AcquireTask(request)
+                try:
+                    response = acquirer.AcquireTask(request)
+                except Exception as err:  # noqa: BLE001 - whatever the transport says, the node is unusable
+                    state = "stopped answering" if answered else "never answered"
+                    where = f"the SuperNode's runtime API at {self.address}"
+                    raise NodeGone(f"{where} {state} ({type(err).__name__})", answered) from err
+                if not answered:  # from now on, a node that does not answer is gone
+                    answered = True
+                    acquirer.close()
+                    acquirer = self.client(RuntimeVersionHttpInterceptor(component_name="SuperExec"))
                 if response.HasField("task") and response.token:
-                    self.run_task(response.token)
+                    try:
+                        self.run_task(response.token)
+                    except Exception as err:  # noqa: BLE001 - a ClientApp's own failure is answered in run_task
+                        where = f"the SuperNode's runtime API at {self.address}"
+                        raise NodeGone(f"{where} stopped answering during a task ({type(err).__name__})", True) from err
                 else:
                     time.sleep(poll_s)
         finally:
@@ -124,11 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per runtime-API request otherwise
     if args.parent_pid:
-        start_parent_process_monitor(args.parent_pid)
+        watch_node(args.parent_pid)
     shorten_object_pull_retry()
+    with_node = f", exits with pid {args.parent_pid}" if args.parent_pid else ""
+    LOGGER.info("serving the SuperNode at %s%s", args.runtime_api_address, with_node)
     certificates = args.root_certificates.read_bytes() if args.root_certificates else None
-    with contextlib.suppress(KeyboardInterrupt):  # SIGINT from the parent monitor, or Ctrl-C
-        NodeExecutor(args.runtime_api_address, certificates).serve_forever()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C, or SIGINT from Flower's own retry logic
+        try:
+            NodeExecutor(args.runtime_api_address, certificates).serve_forever()
+        except NodeGone as gone:  # one line, no traceback: the node is gone, so is its executor
+            LOGGER.warning("%s; the executor exits", gone)
+            sys.exit(0 if gone.answered else 1)
 
 
 if __name__ == "__main__":

@@ -112,13 +112,13 @@ def descendants(pids: list[int]) -> set[int]:
     return found
 
 
-def stop_all(procs: list[subprocess.Popen]) -> set[int]:
-    """Stop `procs` (in order) and everything they spawned; returns every pid that was stopped. SIGKILL is
-    asynchronous, so this waits (up to 5 s) until the descendants are gone."""
+def stop_all(procs: list[subprocess.Popen], sig: int = signal.SIGTERM) -> set[int]:
+    """Stop `procs` (in order, with `sig`, then SIGKILL) and everything they spawned; returns every pid that was
+    stopped. SIGKILL is asynchronous, so this waits (up to 5 s) until the descendants are gone."""
     running = [p.pid for p in procs if p.poll() is None]  # a reaped pid may already belong to someone else
     family = descendants(running)
     for proc in procs:
-        kill_group(proc)
+        kill_group(proc, sig)
     for pid in family:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)

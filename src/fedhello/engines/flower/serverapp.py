@@ -15,9 +15,13 @@ cannot depend on the engine.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +46,12 @@ from fedhello.engines.flower.messages import (
 )
 from fedhello.errors import FedHelloError
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.rundir import FLOWER_LOG, new_run_dir
+from fedhello.rundir import FLOWER_LOG, new_run_dir, read_metrics
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server import Coordinator, build_federation
 from fedhello.server.federation import Federation
-from fedhello.server.loop import partition_sizes, run_rounds
+from fedhello.server.loop import lost_every_round, partition_sizes, run_rounds
 from fedhello.server.observers import run_observers
 from fedhello.tasks.lm_eval_scorer import lm_eval_scorer
 
@@ -87,6 +91,7 @@ class FlowerDispatch:
         self.partitions: dict[int, tuple[int, int]] = {}  # node id -> (partition-id, num-partitions)
         self.local_data: dict[int, bool] = {}  # node id -> whether it holds data of its own
         self.lost_nodes: set[int] = set()
+        self.lost: dict[int, str] = {}  # client -> why it sent nothing, in the last round (`lost_reasons`)
         self.started = False
 
     # --- nodes -------------------------------------------------------------------------------------
@@ -180,9 +185,15 @@ class FlowerDispatch:
     # --- one round ---------------------------------------------------------------------------------
     def lose(self, round_num: int, client_id: int, node: int | None, why: str) -> None:
         where = f" (node {node}, partition {self.partitions[node][0]})" if node in self.partitions else ""
+        self.lost[client_id] = f"{why}{where}"
         self.log.write(f"round {round_num}: lost client {client_id}{where}: {why}", logging.WARNING)
 
+    def lost_reasons(self) -> dict[int, str]:
+        """Why each client of the last round sent nothing (`server.loop.ExplainsLosses`): metrics.jsonl records it."""
+        return dict(self.lost)
+
     def __call__(self, round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
+        self.lost = {}
         if not self.started:
             self.wait_for_partitions()
             self.started = True
@@ -227,7 +238,7 @@ class FlowerDispatch:
                     continue
                 cid, node = pending.pop(mid)
                 if reply.has_error():
-                    self.lose(round_num, cid, node, f"error reply: {reply.error.reason}")
+                    self.lose(round_num, cid, node, f"error reply: {error_text(reply.error.reason)}")
                     continue
                 try:
                     update = read_update_content(reply.content, plans[cid])
@@ -254,6 +265,49 @@ class FlowerDispatch:
                 next_check = now + NODE_CHECK_S
             time.sleep(POLL_S)
         return updates
+
+
+# how a ClientApp exception reaches the server: "<class 'fedhello.errors.FedHelloError'>:<'the message'>"
+_FLOWER_ERROR = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:<'(.*)'>$", re.DOTALL)
+
+
+def error_text(reason: str) -> str:
+    """A node's error reply as one readable line ("FedHelloError: node data ...") instead of Flower's wrapping."""
+    found = _FLOWER_ERROR.match(reason.strip())
+    text = f"{found.group(1)}: {found.group(2)}" if found else reason.strip()
+    return " ".join(text.split())
+
+
+def check_lost_clients(run_dir: Path) -> None:
+    """Fail, in one line, a finished run in which some client was lost in every round it was sampled: its node
+    never trained (e.g. its data was refused), which the run's exit status must show. The run folder is complete."""
+    lost = lost_every_round(read_metrics(run_dir))
+    if lost:
+        reasons = "; ".join(f"client {cid}: {why}" for cid, why in lost.items())
+        raise FedHelloError(
+            f"client(s) {sorted(lost)} lost in every round they were sampled ({reasons}); the results in {run_dir} "
+            "are without them (fix: repair those nodes, see flower.log and metrics.jsonl failed_clients)"
+        )
+
+
+REPORT_TIMEOUT_S = 600.0
+
+
+def write_report(run_dir: Path, log: EngineLog) -> None:
+    """RUN_DIR/report/report.html for a run started with `flwr run`, as `fedhello run` writes it: by the
+    `fedhello report` command in a child process (the report sits above the engines; a finished run is never
+    failed by its report). Where it went, or why not, is written to flower.log and the ServerApp's log."""
+    command = [sys.executable, "-m", "fedhello.cli", "report", str(run_dir)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=REPORT_TIMEOUT_S, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.write(f"report not written: {type(err).__name__} (retry: fedhello report {run_dir})", logging.WARNING)
+        return
+    if done.returncode == 0:
+        log.write(f"report: {done.stdout.strip().splitlines()[-1] if done.stdout.strip() else run_dir / 'report'}")
+    else:
+        why = " ".join((done.stderr or done.stdout).strip().splitlines()[-1:]) or f"status {done.returncode}"
+        log.write(f"report not written: {why} (retry: fedhello report {run_dir})", logging.WARNING)
 
 
 def check_update(update: ClientUpdate, client_id: int) -> None:
@@ -285,6 +339,30 @@ def serve(
     except Exception as err:
         dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)
         raise
+
+
+@contextlib.contextmanager
+def said_when_stopped(run_dir: Path) -> Iterator[None]:
+    """Write "run stopped" to flower.log if Flower stops this ServerApp while the block runs. Flower turns the loss
+    of its SuperLink (its parent watch), `flwr stop` and signals into `flwr_exit`, whose own exit handlers push to
+    the (gone) SuperLink and may end in `os._exit` before any exception reaches fedhello: so this hooks in first."""
+    from flwr.supercore.exit import add_exit_handler
+
+    running = True
+
+    def on_exit() -> None:
+        if running:
+            EngineLog(run_dir / FLOWER_LOG).write(
+                "run stopped: Flower stopped the ServerApp (its SuperLink exited, or flwr stop); rounds up to the "
+                f"last checkpoint are kept (continue: flwr run with resume=true and run-dir={run_dir})",
+                logging.ERROR,
+            )
+
+    add_exit_handler(on_exit, run_before_force_exit=True)
+    try:
+        yield
+    finally:
+        running = False
 
 
 def config_for_nodes(federation: Federation) -> RunConfig:
@@ -330,4 +408,12 @@ def main(grid: Grid, context: Context) -> None:
     shorten_object_pull_retry()  # replies are pulled from the SuperLink as they arrive
     config, run_dir, resume = config_from_run_config(dict(context.run_config))
     LOGGER.info("fedhello run folder: %s", run_dir)
-    serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))
+    with said_when_stopped(run_dir):
+        serve(grid, config, run_dir, RunOptions(show_progress=False, resume=resume))
+    if RunRequest.from_run_config(dict(context.run_config)).report:
+        write_report(run_dir, EngineLog(run_dir / FLOWER_LOG))
+    try:
+        check_lost_clients(run_dir)  # Flower then marks the run failed (`flwr ls`), and says why in its log
+    except FedHelloError as err:
+        EngineLog(run_dir / FLOWER_LOG).write(f"run failed: {err}", logging.ERROR)
+        raise
