@@ -36,7 +36,7 @@ def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started)
 
 
 def test_processes_are_stopped_when_the_run_fails(tiny_config, tmp_path, started, monkeypatch):
-    def crash(self, request, timeout=None):
+    def crash(self, request, timeout=None, follow=None):
         assert processes_in_groups(self.pids()), "the deployment is up when the app is submitted"
         raise RuntimeError("injected failure")
 
