@@ -24,7 +24,6 @@ import torch
 from _common import footer, header, parser
 from transformers import AutoModelForCausalLM
 
-from fedhello.cli.dry_run import model_shape
 from fedhello.config import load_config
 from fedhello.models import quantize
 from fedhello.models.architectures import architecture
@@ -32,7 +31,7 @@ from fedhello.models.build import apply_lora, select_device
 from fedhello.models.layers import trainable_layout
 from fedhello.models.precision import autocast
 from fedhello.resources.cost import CostModel
-from fedhello.resources.estimate import estimate
+from fedhello.resources.estimate import estimate, model_shape
 from fedhello.resources.measure import measure_layers
 from fedhello.resources.memory import meter_for
 from fedhello.runtime import quiet_libraries

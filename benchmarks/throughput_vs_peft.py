@@ -25,9 +25,9 @@ import torch
 from _common import cap_note, footer, header, parser, setup, work_done
 from torch.utils.data import DataLoader
 
-from fedhello.allocation.patterns import tier_layers
 from fedhello.models.adapter import extract_state
 from fedhello.models.layers import keys_for_layers
+from fedhello.patterns import tier_layers
 from fedhello.plan import Plan
 from fedhello.training import LocalTrainer
 
@@ -37,8 +37,9 @@ def bare_loop(model, task, names, data, batch_size, lr, weight_decay, seed, batc
     wanted = set(names)
     for name, param in model.named_parameters():
         param.requires_grad_(name in wanted)
-    optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if n in wanted], lr=lr,
-                                  weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for n, p in model.named_parameters() if n in wanted], lr=lr, weight_decay=weight_decay
+    )
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=task.collate)
     model.train()
@@ -83,8 +84,9 @@ def main() -> None:
                 update = trainer.train(0, plan, state, s.train, seed=rep)
                 batches, seen[which] = work_done(update, len(s.train), cfg)
             else:
-                seen[which] = bare_loop(s.model, s.task, names, s.train, cfg.batch_size, cfg.lr, cfg.weight_decay,
-                                        rep, batches)
+                seen[which] = bare_loop(
+                    s.model, s.task, names, s.train, cfg.batch_size, cfg.lr, cfg.weight_decay, rep, batches
+                )
             cpu, wall = time.process_time() - cpu_started, time.perf_counter() - started
             if rep:
                 rates[which].append(seen[which] / cpu)
@@ -92,12 +94,17 @@ def main() -> None:
         if seen["fedhello"] != seen["bare"]:
             raise SystemExit(f"the loops did different work: {seen}")
         if rep:
-            print(f"  repetition {rep}: {seen['fedhello']} samples each; samples per CPU-s fedhello"
-                  f" {rates['fedhello'][-1]:.2f}, bare {rates['bare'][-1]:.2f}", flush=True)
+            print(
+                f"  repetition {rep}: {seen['fedhello']} samples each; samples per CPU-s fedhello"
+                f" {rates['fedhello'][-1]:.2f}, bare {rates['bare'][-1]:.2f}",
+                flush=True,
+            )
     fed, bare = statistics.median(rates["fedhello"]), statistics.median(rates["bare"])
     wall = statistics.median(walls["fedhello"]) / statistics.median(walls["bare"])
-    print(f"median samples per CPU-second: fedhello {fed:.2f}, bare peft {bare:.2f}; ratio {fed / bare:.3f}"
-          f" (target >= 0.95); wall-clock ratio {wall:.3f}")
+    print(
+        f"median samples per CPU-second: fedhello {fed:.2f}, bare peft {bare:.2f}; ratio {fed / bare:.3f}"
+        f" (target >= 0.95); wall-clock ratio {wall:.3f}"
+    )
     footer()
 
 

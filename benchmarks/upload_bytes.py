@@ -12,9 +12,9 @@ from fractions import Fraction
 
 from _common import footer, header, parser, setup, tier_counts
 
-from fedhello.allocation.patterns import PATTERNS
 from fedhello.models.adapter import extract_state
 from fedhello.models.layers import HEAD
+from fedhello.patterns import PATTERNS
 from fedhello.plan import Plan, state_bytes
 from fedhello.training import LocalTrainer
 
@@ -37,8 +37,10 @@ def main() -> None:
             share = Fraction(sent - head, full - head)
             exact = share == Fraction(k, s.num_layers)
             ok &= exact
-            print(f"{tier:<5}{pattern:<18}{' '.join(map(str, layers)):<14}{sent:>10}{sent / full:>8.3f}"
-                  f"{str(share):>12}{str(Fraction(k, s.num_layers)):>7}{'yes' if exact else 'NO':>7}")
+            print(
+                f"{tier:<5}{pattern:<18}{' '.join(map(str, layers)):<14}{sent:>10}{sent / full:>8.3f}"
+                f"{str(share):>12}{str(Fraction(k, s.num_layers)):>7}{'yes' if exact else 'NO':>7}"
+            )
     print("all LoRA shares equal k/L exactly" if ok else "MISMATCH: some upload is not exactly the trained share")
     footer()
     raise SystemExit(0 if ok else 1)

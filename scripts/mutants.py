@@ -108,17 +108,17 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "pruned-components-sent-as-zeros",
         "22.5",
-        "src/fedhello/models/ranks.py",
+        "src/fedhello/methods/hetlora/client.py",
         "            tensors[a_name] = truncate(a_name, tensors[a_name], k)\n"
         "            tensors[b_name] = truncate(b_name, tensors[b_name], k)\n",
         "            tensors[a_name][k:rank] = 0\n            tensors[b_name][:, k:rank] = 0\n",
-        ("tests/aggregation/test_hetlora.py", "tests/training/test_ranks.py", "-k", "prun"),
+        ("tests/methods/test_hetlora.py", "tests/training/test_ranks.py", "-k", "prun"),
     ),
     Mutant(
         "pruned-ranks-refused-by-validation",
         "22.5",
         "src/fedhello/server/loop.py",
-        "        pruned_ranks=config.lora.self_prune_threshold > 0,",
+        "        pruned_ranks=config.strategy.sends_lower_ranks,",
         "        pruned_ranks=False,",
         ("tests/training/test_ranks.py", "-k", "pass_validation"),
     ),
@@ -150,15 +150,15 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "fedpilot-load-resets-counts",
         "22.8",
-        "src/fedhello/aggregation/fedpilot.py",
+        "src/fedhello/methods/fed_pilot/aggregator.py",
         '        self.counts = {str(k): float(v) for k, v in (state.get("counts") or {}).items()}',
         "        self.counts = {}",
-        ("tests/aggregation/test_fedpilot.py",),
+        ("tests/methods/test_fed_pilot.py",),
     ),
     Mutant(
         "self-prune-reported-not-applied",
         "22.8",
-        "src/fedhello/models/ranks.py",
+        "src/fedhello/methods/hetlora/client.py",
         "            tensors[a_name] = truncate(a_name, tensors[a_name], k)\n"
         "            tensors[b_name] = truncate(b_name, tensors[b_name], k)\n",
         "",
@@ -281,8 +281,8 @@ MUTANTS: list[Mutant] = [
         "time-budget-ignores-grad-accum",
         "22.5",
         "src/fedhello/resources/budgets.py",
-        "on_measure, quantization=quantization, micro_batches=config.train.grad_accum,",
-        "on_measure, quantization=quantization, micro_batches=1,",
+        "            micro_batches=config.train.grad_accum,",
+        "            micro_batches=1,",
         ("tests/resources/test_profiler.py", "tests/resources/test_budgets_hold.py"),
     ),
     Mutant(

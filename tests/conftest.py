@@ -12,7 +12,6 @@ from datasets import ClassLabel, Dataset
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from fedhello.config import RunConfig, config_from_dict
-from fedhello.methods import compatibility  # noqa: F401  (the pairing check, as the CLI has it)
 from fedhello.models.build import resolve_model_path
 
 TOPICS = {

@@ -35,7 +35,7 @@ def test_unknown_strategy_and_too_many_layers(tiny_config, tmp_path):
     path.write_text(yaml.safe_dump(tree))
     result = runner.invoke(app, ["run", str(path), "--no-progress"])
     assert result.exit_code == 2 and "strategy.name" in result.output and "fim+gd" in result.output
-    tree["strategy"]["name"] = "gd"
+    tree["strategy"] = {"name": "gd"}
     tree["tiers"][2]["layers"] = 9
     path.write_text(yaml.safe_dump(tree))
     result = runner.invoke(app, ["run", str(path), "--no-progress"])

@@ -122,9 +122,28 @@ def test_every_strategy_aggregator_pair_is_decided_by_the_declarations():
 
 
 def test_self_pruning_needs_a_rank_aware_aggregator():
-    with pytest.raises(ConfigError, match="self_prune_threshold"):
-        load_config(None, ["strategy.name=tier_rank", "aggregation.name=fedavg", "lora.self_prune_threshold=0.1"])
-    assert load_config(None, ["strategy.name=tier_rank", "aggregation.name=hetlora", "lora.self_prune_threshold=0.1"])
+    with pytest.raises(ConfigError, match="rank-truncated"):
+        load_config(None, ["strategy.name=hetlora", "aggregation.name=fedavg", "strategy.self_prune_threshold=0.1"])
+    hetlora = ["strategy.name=hetlora", "aggregation.name=hetlora"]
+    config = load_config(None, [*hetlora, "strategy.self_prune_threshold=0.1"])
+    assert config.strategy.sends_lower_ranks and config.strategy.rank_scaling == "per_rank"
+    assert not load_config(None, [*hetlora, "strategy.self_prune_threshold=0"]).strategy.sends_lower_ranks
+
+
+def test_a_strategy_switched_by_a_later_layer_drops_the_options_of_the_previous_one(tmp_path):
+    """configs/fed-hello.yaml sets fim+gd's options; --set strategy.name=gd keeps only gd's (pattern), a method
+    preset likewise; the same foreign option written beside the name it does not fit is an error."""
+    assert load_config("configs/fed-hello.yaml", ["strategy.name=gd"]).strategy.model_dump() == {
+        "name": "gd",
+        "depth_aware": False,
+        "recompute": False,
+        "pattern": "bottleneck",
+    }
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {Path('configs/fed-hello.yaml').resolve()}\nstrategy: {{name: fill}}\n")
+    assert load_config(child).strategy.name == "fill"
+    with pytest.raises(ConfigError, match=r"'strategy.pattern': not an option of strategy 'fill'"):
+        load_config(child, ["strategy.pattern=uniform"])
 
 
 def test_importance_strategy_without_proxy_data_is_refused_at_load():
@@ -179,14 +198,25 @@ def test_malformed_override_is_one_line_naming_it(override, words):
     ("override", "message"),
     [
         ("train.lr=-0.01", "config field 'train.lr': Input should be greater than 0, got -0.01 (fix: set a value > 0)"),
-        ("lora.dropout=1.5", "config field 'lora.dropout': Input should be less than 1, got 1.5 (fix: set a value "
-         "< 1)"),
-        ("data.csv_quotechar=ab", "config field 'data.csv_quotechar': String should have at most 1 character, got "
-         "'ab' (fix: give at most 1 character(s))"),
-        ("lora.rank_scaling=double", "config field 'lora.rank_scaling': Input should be 'fixed' or 'per_rank', got "
-         "'double' (fix: use one of 'fixed' or 'per_rank')"),
-        ("data.encoding=latin-l", "config field 'data.encoding': not an encoding Python knows, got 'latin-l' (fix: "
-         "use e.g. utf-8, latin-1 or cp1252)"),
+        (
+            "lora.dropout=1.5",
+            "config field 'lora.dropout': Input should be less than 1, got 1.5 (fix: set a value < 1)",
+        ),
+        (
+            "data.csv_quotechar=ab",
+            "config field 'data.csv_quotechar': String should have at most 1 character, got "
+            "'ab' (fix: give at most 1 character(s))",
+        ),
+        (
+            "train.lr_schedule=linear",
+            "config field 'train.lr_schedule': Input should be 'constant' or 'cosine', got "
+            "'linear' (fix: use one of 'constant' or 'cosine')",
+        ),
+        (
+            "data.encoding=latin-l",
+            "config field 'data.encoding': not an encoding Python knows, got 'latin-l' (fix: "
+            "use e.g. utf-8, latin-1 or cp1252)",
+        ),
     ],
 )
 def test_a_bad_value_gets_a_real_fix(override, message):

@@ -7,6 +7,7 @@ Every section is a pydantic model with `extra="forbid"`, so a typo is an error, 
 from __future__ import annotations
 
 import codecs
+import copy
 import difflib
 import typing
 from collections.abc import Callable, Iterator
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
+from fedhello.components import AGGREGATORS, ALLOCATORS
 from fedhello.errors import ConfigError
+from fedhello.plan import Upload
 
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
 
@@ -47,7 +50,7 @@ class ModelConfig(Section):
 
 
 class LoraSettings(Section):
-    """The LoRA adapter every client trains (peft's LoraConfig), and rank options of the rank-aware methods."""
+    """The LoRA adapter every client trains (peft's LoraConfig); a method's own rank options are in `strategy:`."""
 
     r: int = Field(8, gt=0, description="LoRA rank")
     alpha: int = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
@@ -60,26 +63,6 @@ class LoraSettings(Section):
     head_modules: list[str] = Field(
         default_factory=lambda: ["classifier"],
         description="modules trained in full and federated on every client (the task head)",
-    )
-    rank_scaling: Literal["fixed", "per_rank"] = Field(
-        "fixed",
-        description="scale of a rank-r client's LoRA update: fixed = alpha / r_max for everyone (peft's); "
-        "per_rank = alpha / r, as a rank-r adapter trained alone (HetLoRA). The server always stores factors "
-        "at alpha / r_max (docs/compare.md)",
-    )
-    self_prune_threshold: float = Field(
-        0.0,
-        ge=0.0,
-        description="HetLoRA rank self-pruning (0 = off): after local training a client drops the top "
-        "components of a LoRA pair when the norm of their product is at most this fraction of the norm of "
-        "the kept components' product; such a pair is sent as the lower-rank adapter it now is",
-    )
-    self_prune_ratio: float = Field(
-        0.75,
-        gt=0.0,
-        lt=1.0,
-        description="rank kept by a self-pruning client, as a fraction of its rank (rounded down, at least 1, "
-        "at least one component dropped)",
     )
 
 
@@ -261,30 +244,13 @@ class TierConfig(Section):
 
 
 class StrategyConfig(Section):
-    """The allocation strategy: which LoRA layers each sampled client trains in a round."""
+    """The method's strategy: which LoRA layers each sampled client trains in a round, and the strategy's own
+    options. `name` picks a registered strategy (`fedhello strategies`); the other keys are that strategy's options
+    model (a subclass of this one, declared by its allocator as `Options`), so a key another strategy has is an
+    error, not silently ignored. The fields here are those of every strategy."""
 
     name: str = Field(
         "fim+gd", description="registered allocation strategy (fedhello strategies lists them; README, The method)"
-    )
-    pattern: Literal["bottleneck", "triangle", "inverted_triangle", "uniform"] = Field(
-        "bottleneck",
-        description="GD layer pattern (gd, rgd, fim+gd warm-up): which layers a tier of k layers trains, e.g. "
-        "bottleneck = both ends first (README, The method)",
-    )
-    randomized: bool = Field(True, description="fim+gd: RGD (True) or deterministic GD (False) during warm-up")
-    fim_warmup: int = Field(5, ge=0, description="rounds before the first FIM estimate")
-    fim_every: int = Field(5, gt=0, description="rounds between FIM refreshes")
-    fim_hold: bool = Field(
-        True,
-        description="keep the latest FIM probabilities until the next refresh; False = official code "
-        "(FIM only in refresh rounds, the pattern otherwise)",
-    )
-    fim_levels: int = Field(3, gt=0, description="importance levels (official: 3, probabilities 1:2:3)")
-    value_local_weight: float = Field(
-        0.5, ge=0.0, le=1.0, description="fedpilot: weight of the client's own gradient norms in a layer's value"
-    )
-    value_decay: float = Field(
-        0.5, ge=0.0, lt=1.0, description="fedpilot: moving-average decay of a client's reported gradient norms"
     )
     depth_aware: bool = Field(
         False,
@@ -296,6 +262,28 @@ class StrategyConfig(Section):
         description="budget-true plans (fill, fedpilot, depth_aware) may recompute activations of some blocks "
         "to fit a memory budget: deeper layer sets for more time per step; the cost model picks the fewest blocks",
     )
+
+    @property
+    def sends_lower_ranks(self) -> bool:
+        """Whether a client may send a LoRA pair at a lower rank than its plan's (a self-pruning client): the
+        server's update validation then accepts it, and the aggregator must merge rank-truncated uploads."""
+        return False
+
+
+DEFAULT_STRATEGY = StrategyConfig.model_fields["name"].default
+
+
+def strategy_options(value: Any) -> StrategyConfig:  # noqa: ANN401 - a raw `strategy:` mapping or options
+    """The `strategy:` section validated by its strategy's own options model (`Allocator.Options`), looked up by
+    `name` in the strategy registry (an unknown name is a one-line error)."""
+    if isinstance(value, StrategyConfig):
+        return value
+    if not isinstance(value, dict):
+        return StrategyConfig.model_validate(value)  # pydantic's own error for a non-mapping
+    name = value.get("name", DEFAULT_STRATEGY)
+    if not isinstance(name, str):
+        return StrategyConfig.model_validate(value)
+    return ALLOCATORS.get(name).Options.model_validate(value)
 
 
 class TrainConfig(Section):
@@ -487,12 +475,6 @@ class EvalConfig(Section):
     lm_eval_batch_size: int = Field(8, gt=0, description="batch size of lm-eval's forward passes")
 
 
-RUN_CONFIG_CHECKS: list[Callable[[RunConfig], None]] = []
-"""Whole-config checks that need knowledge above this module (the strategy and aggregator registries):
-`fedhello.methods.compatibility` adds its pairing check here when imported (the CLI, the experiment builder and
-`fedhello compare` import it), so an impossible pairing is refused while the config is loaded."""
-
-
 class RunConfig(Section):
     """A whole run: the top-level fields and one section per concern."""
 
@@ -516,7 +498,11 @@ class RunConfig(Section):
         ],
         description="resource tiers of the clients, each a mapping of the tiers[].* fields; their shares sum to 1",
     )
-    strategy: StrategyConfig = StrategyConfig()
+    strategy: SerializeAsAny[StrategyConfig] = Field(
+        default_factory=lambda: {"name": DEFAULT_STRATEGY},
+        validate_default=True,
+        description="the strategy and its options (see StrategyConfig)",
+    )
     train: TrainConfig = TrainConfig()
     aggregation: AggregationConfig = AggregationConfig()
     output: OutputConfig = OutputConfig()
@@ -538,9 +524,12 @@ class RunConfig(Section):
             raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
         if self.eval.lm_eval_tasks and self.task != "causal_lm":
             raise ValueError("eval.lm_eval_tasks: lm-eval scores causal language models; use task causal_lm or []")
-        for check in RUN_CONFIG_CHECKS:  # checks of higher layers (e.g. strategy/aggregator pairing)
-            check(self)
         return self
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_options(cls, value: Any) -> StrategyConfig:  # noqa: ANN401 - a raw section
+        return strategy_options(value)
 
     def check_tier_layers(self, num_layers: int) -> None:
         """Refuse (one line) a tier that declares more layers than the model's `num_layers`."""
@@ -630,13 +619,32 @@ def config_fields(model: type[BaseModel] | None = None, prefix: str = "") -> Ite
     items' fields, written `tiers[].share`. `fedhello config` and docs/config.md are generated from it."""
     for name, info in (model or RunConfig).model_fields.items():
         section = _section_model(info.annotation)
-        if section is None:
+        if section is StrategyConfig:  # the fields of every strategy, then each strategy's own options
+            yield from config_fields(section, f"{prefix}{name}.")
+            yield from strategy_option_fields(f"{prefix}{name}.")
+        elif section is None:
             yield f"{prefix}{name}", info
         elif typing.get_origin(info.annotation) is list:  # the list itself (its default), then its items' fields
             yield f"{prefix}{name}", info
             yield from config_fields(section, f"{prefix}{name}[].")
         else:
             yield from config_fields(section, f"{prefix}{name}.")
+
+
+def strategy_option_fields(prefix: str = "strategy.") -> Iterator[tuple[str, FieldInfo]]:
+    """The options strategies add to `StrategyConfig`, each once, its description ending with the strategies that
+    have it."""
+    owners: dict[str, list[str]] = {}
+    infos: dict[str, FieldInfo] = {}
+    for strategy, allocator in sorted(ALLOCATORS.items()):
+        for key, info in allocator.Options.model_fields.items():
+            if key not in StrategyConfig.model_fields:
+                owners.setdefault(key, []).append(strategy)
+                infos.setdefault(key, info)
+    for key, info in infos.items():
+        described = copy.copy(info)
+        described.description = f"{info.description or ''} (strategies: {', '.join(owners[key])})".strip()
+        yield f"{prefix}{key}", described
 
 
 def config_sections() -> dict[str, tuple[type[BaseModel], str]]:
@@ -699,16 +707,79 @@ _FIXES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def planned_uploads(config: RunConfig) -> frozenset:
+    """The kinds of upload (`fedhello.plan.Upload`) a run's clients produce: the strategy's, plus rank-truncated
+    ones when clients may send a pair below their plan's rank (`StrategyConfig.sends_lower_ranks`)."""
+    uploads = set(ALLOCATORS.get(config.strategy.name).uploads)
+    if config.strategy.sends_lower_ranks:
+        uploads.add(Upload.TRUNCATED)
+    return frozenset(uploads)
+
+
+def compatible_aggregators(uploads: frozenset) -> list[str]:
+    """Names of the registered aggregators that accept every kind in `uploads`."""
+    return [name for name in AGGREGATORS.names() if uploads <= AGGREGATORS.get(name).accepts]
+
+
+def validate_run(config: RunConfig) -> RunConfig:
+    """The whole-run checks that need the registries: the strategy and the aggregator exist and can give a true
+    result together. Every allocator declares the kinds of upload its plans produce (`Allocator.uploads`) and
+    whether it needs Fisher scores (`needs_importance`); every aggregator the kinds it merges correctly
+    (`Aggregator.accepts`). A pairing outside those declarations would not fail loudly later: FedAvg of
+    rank-truncated factors silently broadcasts a rank-1 factor into every row of the global adapter, and a Fisher
+    estimate on an empty proxy set scores every layer zero. `config_from_dict` -- every way a config is loaded --
+    calls it; the registries load their built-ins themselves, so the result does not depend on what was imported
+    before. Returns `config`; a problem is a one-line `ConfigError`."""
+    strategy, aggregation = config.strategy.name, config.aggregation.name
+    allocator = ALLOCATORS.get(strategy)
+    AGGREGATORS.get(aggregation)
+    uploads = planned_uploads(config)
+    refused = sorted(uploads - AGGREGATORS.get(aggregation).accepts)
+    if refused:
+        source = f"strategy '{strategy}'"
+        if config.strategy.sends_lower_ranks and refused == ["rank-truncated"]:
+            source += " with self-pruning clients"
+        raise ConfigError(
+            "aggregation.name",
+            f"'{aggregation}' cannot merge the {' and '.join(refused)} uploads of {source}",
+            f"use one of {compatible_aggregators(uploads)}",
+        )
+    if allocator.needs_importance and config.data.proxy_size == 0:
+        raise ConfigError(
+            "data.proxy_size",
+            f"0 leaves strategy '{strategy}' no proxy samples to estimate Fisher importance on",
+            "hold out some training samples (e.g. 50), or use a strategy without importance such as rgd",
+        )
+    return config
+
+
+def _foreign_option(key: str, name: str) -> ConfigError:
+    """The error for a `strategy:` key the named strategy does not have: whose option it is, or the nearest own."""
+    owners = [n for n, allocator in ALLOCATORS.items() if key in allocator.Options.model_fields]
+    field = f"strategy.{key}"
+    if owners:
+        return ConfigError(
+            field, f"not an option of strategy '{name}'", f"remove it; it is an option of {', '.join(owners)}"
+        )
+    own = list(ALLOCATORS.get(name).Options.model_fields) if name in ALLOCATORS else []
+    near = difflib.get_close_matches(key, own, n=1, cutoff=0.6)
+    hint = f"did you mean 'strategy.{near[0]}'?" if near else f"strategy '{name}' has {', '.join(own)}"
+    return ConfigError(field, "unknown key", f"{hint} (fedhello config strategy)")
+
+
 def config_from_dict(tree: dict[str, Any]) -> RunConfig:
-    """Validate a raw config tree; the first problem becomes one `ConfigError` naming the field, the problem
-    (with the value given) and the fix (the constraint it must meet, the nearest known key)."""
+    """Validate a raw config tree (fields, then `validate_run`); the first problem becomes one `ConfigError`
+    naming the field, the problem (with the value given) and the fix (the constraint it must meet, the nearest
+    known key)."""
     try:
-        return RunConfig.model_validate(tree)
+        config = RunConfig.model_validate(tree)
     except ValidationError as err:
         errors = err.errors()
         # a mistyped key first: it explains the "missing" error of the key it was meant to be
         first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         field = _format_location(first["loc"])
+        if first["type"] == "extra_forbidden" and len(first["loc"]) == 2 and first["loc"][0] == "strategy":
+            raise _foreign_option(str(first["loc"][1]), _strategy_name(tree)) from None
         if first["type"] == "extra_forbidden":
             near = nearest_key(first["loc"])
             where = "see docs/config.md or fedhello config"
@@ -725,6 +796,7 @@ def config_from_dict(tree: dict[str, Any]) -> RunConfig:
         if got is not None and not isinstance(got, dict | list) and repr(got) not in message:
             message = f"{message}, got {got!r}"
         raise ConfigError(field, message, fix) from None
+    return validate_run(config)
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -737,9 +809,30 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def drop_foreign_options(tree: dict[str, Any]) -> None:
+    """Remove from a raw tree's `strategy:` the options of other strategies than the one it names: when a layer of
+    configuration (a file over its `base:`, `--set` over the file, a method preset over the experiment) switches
+    the strategy, the options that came for the previous one (`pattern` when `fim+gd` becomes `fill`) no longer
+    apply. A key no strategy has stays, so a typo is still an error; so does a foreign option written together
+    with the name it does not fit."""
+    section = tree.get("strategy")
+    if not isinstance(section, dict) or section.get("name", DEFAULT_STRATEGY) not in ALLOCATORS:
+        return
+    own = set(ALLOCATORS.get(section.get("name", DEFAULT_STRATEGY)).Options.model_fields)
+    known = {key for _, allocator in ALLOCATORS.items() for key in allocator.Options.model_fields}
+    for key in [k for k in section if k in known and k not in own]:
+        del section[key]
+
+
+def _strategy_name(tree: dict[str, Any]) -> Any:  # noqa: ANN401 - whatever the tree holds
+    section = tree.get("strategy")
+    return section.get("name", DEFAULT_STRATEGY) if isinstance(section, dict) else DEFAULT_STRATEGY
+
+
 def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file; a top-level `base: other.yaml` (relative to the file) is loaded first and
-    this file's values are merged over it."""
+    this file's values are merged over it (a file that switches the strategy drops the base's options of the
+    other one, `drop_foreign_options`)."""
     if not path.is_file():
         raise ConfigError("CONFIG", f"file '{path}' does not exist", "pass a YAML file, e.g. configs/default.yaml")
     if path.resolve() in seen:
@@ -752,16 +845,23 @@ def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError("CONFIG", f"'{path}' must hold a mapping of sections")
     base = tree.pop("base", None)
     if base is not None:
-        tree = _merge(read_yaml_tree(path.parent / str(base), (*seen, path.resolve())), tree)
+        below = read_yaml_tree(path.parent / str(base), (*seen, path.resolve()))
+        merged = _merge(below, tree)
+        if _strategy_name(merged) != _strategy_name(below):
+            drop_foreign_options(merged)
+        tree = merged
     return tree
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
     tree = read_yaml_tree(Path(path)) if path is not None else {}
+    before = _strategy_name(tree)
     for override in overrides or []:
         key, value = parse_override(override)
         set_dotted(tree, key, value)
+    if _strategy_name(tree) != before:  # --set strategy.name=...: the file's options of the old strategy go
+        drop_foreign_options(tree)
     return config_from_dict(tree)
 
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import torch
 from datasets import Dataset
 
+from fedhello.components import ALLOCATORS
 from fedhello.config import RunConfig
 from fedhello.data import class_names, load_source
 from fedhello.data.node import load_node_data, with_run_labels
 from fedhello.data.partition import check_labels
 from fedhello.data.sources import data_name
-from fedhello.errors import FedHelloError
-from fedhello.methods.compatibility import check_proxy_set, check_run_config
+from fedhello.errors import ConfigError, FedHelloError
 from fedhello.models.layers import model_depth, trainable_layout
 from fedhello.tasks import TASKS, Task
 
@@ -62,6 +62,19 @@ def _task_and_model(config: RunConfig, num_labels: int) -> tuple[Task, torch.nn.
     return task, model, num_layers
 
 
+def check_proxy_set(config: RunConfig, proxy_samples: int, train_samples: int) -> None:
+    """When the federation is built: an importance strategy needs a non-empty proxy set. The loader caught
+    `data.proxy_size: 0`; this catches a training split too small to hold one out (at most a tenth of it
+    is used, so fewer than 10 samples leave none)."""
+    if proxy_samples == 0 and ALLOCATORS.get(config.strategy.name).needs_importance:
+        raise ConfigError(
+            "data.proxy_size",
+            f"the training split has {train_samples} samples, too few to hold out a proxy set (at most a tenth "
+            f"of it), so strategy '{config.strategy.name}' has nothing to estimate Fisher importance on",
+            "use at least 10 training samples, or a strategy without importance such as rgd",
+        )
+
+
 def _take(dataset: Dataset, limit: int | None) -> Dataset:
     return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
 
@@ -70,7 +83,6 @@ def build_experiment(config: RunConfig, train_samples: int | None = None) -> Exp
     """Build the configured task, model and splits. `train_samples` keeps only that many training samples
     (the first ones after the proxy set, as a run's profile measures them) for tools that need a few."""
     TASKS.get(config.task)  # an unknown task fails before any data is read
-    check_run_config(config)  # also when the config was validated before the pairing check was imported
     torch.manual_seed(config.seed)  # initialisation of LoRA and head
     raw = load_source(config.data, config.seed)
     check_labels(config.partition, raw["train"].column_names, config.data.label_column, data_name(config.data))
@@ -109,7 +121,6 @@ def build_node_experiment(config: RunConfig, data_path: str) -> NodeExperiment:
     label_names = config.data.label_names
     if not label_names:
         raise FedHelloError("node data needs the run's class names (fix: set data.label_names in the run config)")
-    check_run_config(config)
     torch.manual_seed(config.seed)
     task, model, _ = _task_and_model(config, len(label_names))
     rows = load_node_data(config.data, data_path, label_names).shuffle(seed=config.seed)

@@ -153,8 +153,15 @@ def frontier(
         title=f"{title}: accuracy vs. the memory weak devices must hold",
     )
     if missing:
-        ax.text(0.0, -0.2, "no weak-tier plan: " + ", ".join(missing), transform=ax.transAxes, fontsize=7,
-                color="dimgrey", va="top")
+        ax.text(
+            0.0,
+            -0.2,
+            "no weak-tier plan: " + ", ".join(missing),
+            transform=ax.transAxes,
+            fontsize=7,
+            color="dimgrey",
+            va="top",
+        )
     ax.grid(alpha=0.3)
     return fig
 
@@ -201,8 +208,15 @@ def _heatmap(ax, matrix: np.ndarray, rounds: list[int], vmax: float, cmap: str, 
         for (y, x), value in np.ndenumerate(matrix):
             if value:
                 light = value > 0.6 * vmax
-                ax.text(x, y, format(value, fmt), ha="center", va="center", fontsize=7 if len(rounds) <= 12 else 6,
-                        color="white" if light else "black")
+                ax.text(
+                    x,
+                    y,
+                    format(value, fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=7 if len(rounds) <= 12 else 6,
+                    color="white" if light else "black",
+                )
     return image
 
 
@@ -219,8 +233,11 @@ def layer_heatmap(run: RunData) -> Figure | None:
     for j, round_num in enumerate(rounds):
         if round_num in refreshes:
             ax.axvline(j - 0.5, color="red", linewidth=1.5)
-    ax.set(xlabel="round" + (" (red line: FIM refresh before the round)" if refreshes else ""),
-           ylabel="layer (0 = nearest input)", title="clients training each layer")
+    ax.set(
+        xlabel="round" + (" (red line: FIM refresh before the round)" if refreshes else ""),
+        ylabel="layer (0 = nearest input)",
+        title="clients training each layer",
+    )
     fig.colorbar(image, ax=ax, label="clients")
     return fig
 
@@ -246,7 +263,7 @@ def tier_layer_heatmaps(run: RunData) -> Figure | None:
         image = _heatmap(ax, share, rounds, 1.0, "Blues", ".2g")
         ax.set(xlabel="round", ylabel="layer")
         ax.set_title(run.tier_name(tier), fontsize=10, loc="left")
-    for ax in axes[len(tiers):]:
+    for ax in axes[len(tiers) :]:
         ax.set_visible(False)
     if image is not None:
         fig.colorbar(image, ax=list(axes), label="share of the tier's clients", shrink=0.9)
@@ -270,8 +287,9 @@ def importance(run: RunData) -> Figure | None:
             offset = (i - (len(refreshes) - 1) / 2) * width
             prob_ax.bar(layers + offset, probabilities, width=width, color=color, label=label)
     score_ax.set(xlabel="layer (0 = nearest input)", ylabel="Fisher score", title="FIM layer scores", xticks=layers)
-    prob_ax.set(xlabel="layer (0 = nearest input)", ylabel="probability", title="layer sampling probabilities",
-                xticks=layers)
+    prob_ax.set(
+        xlabel="layer (0 = nearest input)", ylabel="probability", title="layer sampling probabilities", xticks=layers
+    )
     for ax in (score_ax, prob_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="refresh")
@@ -311,8 +329,10 @@ def communication(run: RunData) -> Figure | None:
         return None
     rounds = run.rounds
     fig, axes = _figure(11, 3.6, cols=2)
-    for ax, table, title in ((axes[0], up, "uploaded (clients to server)"),
-                             (axes[1], down, "downloaded (server to clients)")):
+    for ax, table, title in (
+        (axes[0], up, "uploaded (clients to server)"),
+        (axes[1], down, "downloaded (server to clients)"),
+    ):
         bottom = np.zeros(len(rounds))
         for tier in sorted(table):
             values = np.array([sum(table[tier].get(r, [])) / MB for r in rounds])
@@ -340,8 +360,14 @@ def train_seconds(run: RunData) -> Figure | None:
     fig, (ax,) = _figure(6.5, 3.6)
     for tier in sorted(table):
         rounds = sorted(table[tier])
-        ax.plot(rounds, [np.mean(table[tier][r]) for r in rounds], marker="o", markersize=4,
-                color=tier_color(tier), label=run.tier_name(tier))
+        ax.plot(
+            rounds,
+            [np.mean(table[tier][r]) for r in rounds],
+            marker="o",
+            markersize=4,
+            color=tier_color(tier),
+            label=run.tier_name(tier),
+        )
     ax.set(xlabel="round", ylabel="seconds per client", title="local training time", ylim=(0, None))
     ax.grid(alpha=0.3)
     integer_rounds(ax)

@@ -16,8 +16,25 @@ from fedhello.errors import ConfigError
 # suffixes of data and model files; a hub id never ends in one ("Qwen2.5-0.5B" ends in ".5B", which is no file type)
 FILE_SUFFIXES = frozenset(
     {
-        ".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet", ".arrow", ".zip", ".gz", ".tar", ".yaml", ".yml",
-        ".bin", ".safetensors", ".pt", ".pth", ".ckpt", ".gguf", ".xlsx",
+        ".csv",
+        ".tsv",
+        ".txt",
+        ".json",
+        ".jsonl",
+        ".parquet",
+        ".arrow",
+        ".zip",
+        ".gz",
+        ".tar",
+        ".yaml",
+        ".yml",
+        ".bin",
+        ".safetensors",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".gguf",
+        ".xlsx",
     }
 )
 

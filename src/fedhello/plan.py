@@ -12,7 +12,7 @@ import torch
 class Upload(StrEnum):
     """The kind of tensors a client sends back. Allocators declare what their plans make clients upload and
     aggregators what they can merge, so an impossible pairing is refused when the config is loaded
-    (`fedhello.methods.compatibility`) instead of corrupting the global adapter."""
+    (`fedhello.config.validate_run`) instead of corrupting the global adapter."""
 
     FULL = "full-rank"  # every trained LoRA factor at the adapter's rank r_max
     TRUNCATED = "rank-truncated"  # the first r < r_max components of each factor (a self-pruned pair: fewer)
@@ -63,6 +63,9 @@ class Plan:
             train_lora_b=bool(data.get("train_lora_b", True)),
             recompute=int(data.get("recompute", 0)),
         )
+
+
+GRAD_NORM = "grad_norm."  # prefix of an update's per-layer gradient norms: `grad_norm.<layer>` (Fed-pilot's values)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 
 from fedhello.aggregation import AGGREGATORS
 from fedhello.allocation import ALLOCATORS
-from fedhello.config import StrategyConfig
+from fedhello.config import strategy_options
 from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.models.ranks import lora_factor, truncate
 from fedhello.plan import ClientUpdate, Plan
@@ -53,7 +53,7 @@ def client_upload(client_id: int, plan: Plan, state: dict[str, torch.Tensor]) ->
 def round_of(strategy: str) -> list[ClientUpdate]:
     cls = ALLOCATORS.get(strategy)
     extra = {"lora_rank": R_MAX}
-    allocator = cls(StrategyConfig(name=strategy), NUM_LAYERS, sorted(set(BUDGETS.values())), **extra)
+    allocator = cls(strategy_options({"name": strategy}), NUM_LAYERS, sorted(set(BUDGETS.values())), **extra)
     plans = allocator.allocate(1, BUDGETS, np.random.default_rng(0))
     state = global_state()
     return [client_upload(cid, plan, state) for cid, plan in sorted(plans.items())]

@@ -7,7 +7,7 @@ import pytest
 
 from fedhello.allocation import ALLOCATORS
 from fedhello.allocation.knapsack import best_layer_set, count_fits
-from fedhello.config import StrategyConfig
+from fedhello.config import strategy_options
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.resources.cost import CostModel, budget_constraint
 
@@ -59,7 +59,8 @@ def test_count_budget_takes_the_most_valuable_layers_anywhere():
 
 
 def allocator(name, constraints, **options):
-    config = StrategyConfig(name=name, fim_warmup=1, fim_every=2, **options)
+    schedule = {"fim_warmup": 1, "fim_every": 2} if name == "fedpilot" else {}
+    config = strategy_options({"name": name, **schedule, **options})
     return ALLOCATORS.get(name)(config, L, [2, 3, 6], constraints=constraints)
 
 
@@ -117,7 +118,7 @@ def test_budget_true_importance_keeps_its_layers_by_recomputing():
     from fedhello.allocation.constraints import DepthAwareAllocator
 
     constraint = budget_constraint(L, RC_MEMORY, RC_TIME, memory_mb=40.0, recompute=True)
-    inner = ALLOCATORS.get("gd")(StrategyConfig(name="gd", pattern="bottleneck"), L, [2, 3, 6])
+    inner = ALLOCATORS.get("gd")(strategy_options({"name": "gd", "pattern": "bottleneck"}), L, [2, 3, 6])
     plan = DepthAwareAllocator(inner, [constraint]).allocate(1, {0: 2}, np.random.default_rng(0))[0]
     assert plan == Plan((0, 5), recompute=4)
     # without recomputation the same budget keeps one of its layers and fills up from the top

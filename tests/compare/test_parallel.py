@@ -21,9 +21,15 @@ runner = CliRunner()
 def grid_args(tiny_model_dir, tiny_data_dir):
     """A 4-cell grid (2 methods x 2 seeds, one partition) on the tiny model, with resources and adapters."""
     return [
-        f"model.name_or_path={tiny_model_dir}", "data.source=hf", f"data.path={tiny_data_dir}",
-        "data.max_test_samples=60", "data.max_train_samples=120", "train.record_resources=true",
-        "output.save_adapter=true", "compare.methods=[fedit, fed-hello]", "compare.partitions={iid: {kind: iid}}",
+        f"model.name_or_path={tiny_model_dir}",
+        "data.source=hf",
+        f"data.path={tiny_data_dir}",
+        "data.max_test_samples=60",
+        "data.max_train_samples=120",
+        "train.record_resources=true",
+        "output.save_adapter=true",
+        "compare.methods=[fedit, fed-hello]",
+        "compare.partitions={iid: {kind: iid}}",
         "compare.seeds=[1, 2]",
     ]
 
@@ -67,8 +73,12 @@ def test_two_workers_match_one_worker_and_the_cli_writes_the_new_outputs(tiny_mo
     assert "[" in fed_hello and "| 2 |" in fed_hello  # a paired difference over 2 seeds
     with (out / "cells.csv").open() as f:
         cells = list(csv.DictReader(f))
-    assert [(c["method"], c["seed"]) for c in cells] == [("fedit", "1"), ("fedit", "2"), ("fed-hello", "1"),
-                                                        ("fed-hello", "2")]
+    assert [(c["method"], c["seed"]) for c in cells] == [
+        ("fedit", "1"),
+        ("fedit", "2"),
+        ("fed-hello", "1"),
+        ("fed-hello", "2"),
+    ]
     # recorded resources give every cell ratios (on the tiny model its memory is noise, so only their presence)
     assert all(float(c["weak_mem_ratio"]) >= 0 and float(c["weak_step_ratio"]) > 0 for c in cells)
     assert all(float(c["worst_mem_ratio"]) >= float(c["weak_mem_ratio"]) for c in cells)  # largest >= median
@@ -135,20 +145,27 @@ def test_missing_budget_profiles_are_measured_alone_before_the_cells_and_cached_
     monkeypatch.setattr(runner_module, "_run_in_pool", fake_pool)
     args = grid_args(tiny_model_dir, tiny_data_dir)
     run = run_grid(load_grid("configs/compare/ci.yaml", args, tmp_path / "a"), show_progress=False, workers=2)
-    assert calls[0] == ([], ["iid / fedit / seed 1", "iid / fedit / seed 2", "iid / fed-hello / seed 1",
-                             "iid / fed-hello / seed 2"])  # no budget tier: nothing to measure
+    assert calls[0] == (
+        [],
+        ["iid / fedit / seed 1", "iid / fedit / seed 2", "iid / fed-hello / seed 1", "iid / fed-hello / seed 2"],
+    )  # no budget tier: nothing to measure
     assert run.ran == 3 and [(cell.label, error) for cell, error in run.failed] == [("iid / fedit / seed 2", "boom")]
 
     # budget tiers: every cell starts at once (none runs alone); one profile per distinct profile key is
-    # measured first (HetLoRA's LoRA options key a profile of their own)
-    budget = [*args, "tiers=[{share: 1/2, memory_mb: 40}, {share: 1/2, layers: 4}]",
-              "compare.methods=[fedit, hetlora, fed-hello]"]
+    # measured first: the methods' options (HetLoRA's rank scaling and pruning are strategy options) do not change
+    # what is measured, so the three methods share one
+    budget = [
+        *args,
+        "tiers=[{share: 1/2, memory_mb: 40}, {share: 1/2, layers: 4}]",
+        "compare.methods=[fedit, hetlora, fed-hello]",
+    ]
     cells = load_grid("configs/compare/ci.yaml", budget, tmp_path / "b")
     run_grid(cells, show_progress=False, workers=2)
-    assert calls[1] == (["iid / fedit / seed 1", "iid / hetlora / seed 1"], [c.label for c in cells])
+    assert calls[1] == (["iid / fedit / seed 1"], [c.label for c in cells])
 
     # the cheap check names the very file the profiler caches: once measured, fedit's profile is not again
+    assert [c.label for c in profiles_to_measure(cells)] == ["iid / fedit / seed 1"]
     measure_profile(cells[0].config)
-    assert [c.label for c in profiles_to_measure(cells)] == ["iid / hetlora / seed 1"]
+    assert profiles_to_measure(cells) == []
     run_grid(cells, show_progress=False, workers=2)
-    assert calls[2][0] == ["iid / hetlora / seed 1"]
+    assert calls[2][0] == []

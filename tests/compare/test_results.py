@@ -44,8 +44,15 @@ def make_cell(root: Path, method: str, seed: int, final: float, torn: bool = Fal
     ]
     accuracies = [final + 0.1 if seed == 1 else final - 0.05, None, final - 0.02, final]
     records = [
-        {"round": r + 1, "accuracy": acc, "bytes_up": 2_000_000, "train_seconds": 1.5, "wall_seconds": 2.0,
-         "clients": clients, **({"macro_f1": final - 0.1} if r == 3 and method != "exclusive" else {})}
+        {
+            "round": r + 1,
+            "accuracy": acc,
+            "bytes_up": 2_000_000,
+            "train_seconds": 1.5,
+            "wall_seconds": 2.0,
+            "clients": clients,
+            **({"macro_f1": final - 0.1} if r == 3 and method != "exclusive" else {}),
+        }
         for r, acc in enumerate(accuracies)
     ]
     text = "".join(json.dumps(r) + "\n" for r in records)
@@ -61,8 +68,15 @@ def grid(tmp_path):
             if seed in FINAL[method]:
                 cells.append(make_cell(tmp_path, method, seed, FINAL[method][seed], torn=method == "hetlora"))
             else:
-                cells.append(Cell("p", method, seed, method_config({"seed": seed, "tiers": TIERS}, method),
-                                  tmp_path / "p" / method / f"seed{seed}"))
+                cells.append(
+                    Cell(
+                        "p",
+                        method,
+                        seed,
+                        method_config({"seed": seed, "tiers": TIERS}, method),
+                        tmp_path / "p" / method / f"seed{seed}",
+                    )
+                )
     return cells
 
 
@@ -83,8 +97,12 @@ def test_torn_last_line_is_skipped_but_a_damaged_middle_line_is_an_error(tmp_pat
 
 
 def test_accuracy_metrics_final_last_k_macro_f1_best():
-    records = [{"round": 1, "accuracy": 0.9}, {"round": 2, "accuracy": None}, {"round": 3, "accuracy": 0.6},
-               {"round": 4, "accuracy": 0.7, "macro_f1": 0.5}]
+    records = [
+        {"round": 1, "accuracy": 0.9},
+        {"round": 2, "accuracy": None},
+        {"round": 3, "accuracy": 0.6},
+        {"round": 4, "accuracy": 0.7, "macro_f1": 0.5},
+    ]
     got = accuracy_metrics(records, last_k=2)
     assert got["final"] == 0.7 and got["best"] == 0.9 and got["macro_f1"] == 0.5
     assert got["last_k_mean"] == pytest.approx(0.65) and got["curve"] == [(1, 0.9), (3, 0.6), (4, 0.7)]
@@ -94,15 +112,23 @@ def test_accuracy_metrics_final_last_k_macro_f1_best():
 
 def test_resource_ratios_against_the_full_rank_all_layer_median():
     def entry(tier, layers, mem, cpu=None, wall=1.0):
-        return {"tier": tier, "layers": layers, "peak_mem_mb": mem, "step_seconds": wall,
-                **({"step_cpu_seconds": cpu} if cpu is not None else {})}
+        return {
+            "tier": tier,
+            "layers": layers,
+            "peak_mem_mb": mem,
+            "step_seconds": wall,
+            **({"step_cpu_seconds": cpu} if cpu is not None else {}),
+        }
 
     tiers = [{"layers": 1}, {"layers": 2}, {"layers": 4}]
     full = ResourceCell("full", tiers, [entry(2, [0, 1, 2, 3], 100, 2.0), entry(0, [0, 1, 2, 3], 120, 2.0)])
     # ranks / a frozen factor make all-layer entries cheap: they must not lower the reference
     ranked = ResourceCell("tier_rank", tiers, [entry(0, [0, 1, 2, 3], 1, 0.1)] * 5)
-    partial = ResourceCell("gd", tiers, [entry(0, [0], 33, 0.5), entry(0, [0], 99, 0.5), entry(1, [0, 1], 55, 1.1),
-                                         entry(2, [0, 1, 2, 3], 110, 2.0)])
+    partial = ResourceCell(
+        "gd",
+        tiers,
+        [entry(0, [0], 33, 0.5), entry(0, [0], 99, 0.5), entry(1, [0, 1], 55, 1.1), entry(2, [0, 1, 2, 3], 110, 2.0)],
+    )
     ratios = partition_ratios([full, ranked, partial])
     # reference memory: median(100, 120) = 110; step: 2.0 (CPU time, every entry has it)
     assert ratios[0].memory == pytest.approx(120 / 110) and ratios[0].step == pytest.approx(1.0)
@@ -148,15 +174,18 @@ def test_collect_pairs_by_seed_and_fills_ratios(grid):
 
 
 def test_results_files_have_paired_columns_cells_and_frontier(grid, tmp_path):
-    paths = write_results(grid, tmp_path, "fedhello compare x.yaml", reference="fedit", last_k=3,
-                          elapsed_seconds=12.0)
+    paths = write_results(grid, tmp_path, "fedhello compare x.yaml", reference="fedit", last_k=3, elapsed_seconds=12.0)
     table = paths["md"].read_text()
-    assert ("| method | final acc | last-3 acc | macro-F1 | Δ final vs fedit [95 % CI] | rounds to 95 % | MB until "
-            "| weakest tier T0 (1 layer): memory / step / over budget | upload MB/round | seeds |") in table
+    assert (
+        "| method | final acc | last-3 acc | macro-F1 | Δ final vs fedit [95 % CI] | rounds to 95 % | MB until "
+        "| weakest tier T0 (1 layer): memory / step / over budget | upload MB/round | seeds |"
+    ) in table
     # fedit reaches 95 % of its own final accuracy in rounds 1, 3, 3 (2, 6, 6 MB uploaded); its all-layer plans
     # on the 1-layer tier: largest 100 MiB / 105, CPU 1.0 s / 1.1, and every one of the 12 is over budget
-    assert "| fedit | **81.0 ± 1.0** | " in table and "| reference | 2.3 | 4.67 | 0.95 / 0.91 / 12 of 12 | 2.00 | 3 |" \
-        in table
+    assert (
+        "| fedit | **81.0 ± 1.0** | " in table
+        and "| reference | 2.3 | 4.67 | 0.95 / 0.91 / 12 of 12 | 2.00 | 3 |" in table
+    )
     hetlora = next(line for line in table.splitlines() if line.startswith("| hetlora |"))
     straggler = next(line for line in table.splitlines() if line.startswith("| straggler |"))
     exclusive = next(line for line in table.splitlines() if line.startswith("| exclusive |"))
@@ -182,14 +211,34 @@ def test_results_files_have_paired_columns_cells_and_frontier(grid, tmp_path):
     assert rows["fedit"]["tier0_over_budget"] == "12" and rows["exclusive"]["tier0_plans"] == "0"
     cells = read_csv(paths["cells"])
     assert len(cells) == 11 and list(cells[0]) == [
-        "partition", "method", "seed", "final", "last_k_mean", "macro_f1", "best", "rounds_to_target",
-        "mb_to_target", "target_reached", "weak_mem_ratio", "weak_step_ratio", "worst_mem_ratio", "worst_step_ratio",
-        "tier0_max_mem_ratio", "tier0_max_train_mem_ratio", "tier0_max_step_ratio", "tier0_over_budget", "tier0_plans",
-        "wall_seconds"]
-    assert [(c["method"], c["seed"]) for c in cells[:4]] == [("fedit", "1"), ("fedit", "2"), ("fedit", "3"),
-                                                            ("straggler", "1")]
-    assert [(c["rounds_to_target"], c["mb_to_target"]) for c in cells[:3]] == [("1", "2.0"), ("3", "6.0"),
-                                                                             ("3", "6.0")]
+        "partition",
+        "method",
+        "seed",
+        "final",
+        "last_k_mean",
+        "macro_f1",
+        "best",
+        "rounds_to_target",
+        "mb_to_target",
+        "target_reached",
+        "weak_mem_ratio",
+        "weak_step_ratio",
+        "worst_mem_ratio",
+        "worst_step_ratio",
+        "tier0_max_mem_ratio",
+        "tier0_max_train_mem_ratio",
+        "tier0_max_step_ratio",
+        "tier0_over_budget",
+        "tier0_plans",
+        "wall_seconds",
+    ]
+    assert [(c["method"], c["seed"]) for c in cells[:4]] == [
+        ("fedit", "1"),
+        ("fedit", "2"),
+        ("fedit", "3"),
+        ("straggler", "1"),
+    ]
+    assert [(c["rounds_to_target"], c["mb_to_target"]) for c in cells[:3]] == [("1", "2.0"), ("3", "6.0"), ("3", "6.0")]
     assert paths["frontier:p"].stat().st_size > 1000 and paths["png:p"].stat().st_size > 1000
 
 
@@ -197,14 +246,26 @@ def test_a_one_client_cell_gives_dashes(tmp_path):
     """`centralized`: one client with all the training data, one tier: no weak tier, so dashes, no crash."""
     cells = [make_cell(tmp_path, "fedit", seed, FINAL["fedit"][seed]) for seed in (1, 2)]
     for seed in (1, 2):
-        config = method_config({"seed": seed, "tiers": [{"share": 1.0, "layers": 4}],
-                                "federation": {"num_clients": 1, "clients_per_round": 1}}, "fedit")
+        config = method_config(
+            {
+                "seed": seed,
+                "tiers": [{"share": 1.0, "layers": 4}],
+                "federation": {"num_clients": 1, "clients_per_round": 1},
+            },
+            "fedit",
+        )
         cell = Cell("p", "centralized", seed, config, tmp_path / "p" / "centralized" / f"seed{seed}")
         cell.run_dir.mkdir(parents=True)
         (cell.run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
         (cell.run_dir / "summary.json").write_text("{}")
-        client = {"id": 0, "tier": 0, "layers": [0, 1, 2, 3], "peak_mem_mb": 101.0, "step_seconds": 1.0,
-                  "step_cpu_seconds": 1.0}
+        client = {
+            "id": 0,
+            "tier": 0,
+            "layers": [0, 1, 2, 3],
+            "peak_mem_mb": 101.0,
+            "step_seconds": 1.0,
+            "step_cpu_seconds": 1.0,
+        }
         records = [{"round": r, "accuracy": 0.85, "bytes_up": 1_000_000, "clients": [client]} for r in (1, 2)]
         (cell.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         cells.append(cell)
@@ -219,10 +280,12 @@ def test_a_one_client_cell_gives_dashes(tmp_path):
 
 def test_budget_tier_layers_filled_in_by_the_run_still_count_as_the_same_config():
     wanted = {"seed": 1, "tiers": [{"layers": None, "memory_mb": 100.0}, {"layers": 4, "memory_mb": None}]}
-    assert same_config({"seed": 1, "tiers": [{"layers": 2, "memory_mb": 100.0}, {"layers": 4, "memory_mb": None}]},
-                       wanted)
-    assert not same_config({"seed": 1, "tiers": [{"layers": 2, "memory_mb": 100.0}, {"layers": 3, "memory_mb": None}]},
-                           wanted)
+    assert same_config(
+        {"seed": 1, "tiers": [{"layers": 2, "memory_mb": 100.0}, {"layers": 4, "memory_mb": None}]}, wanted
+    )
+    assert not same_config(
+        {"seed": 1, "tiers": [{"layers": 2, "memory_mb": 100.0}, {"layers": 3, "memory_mb": None}]}, wanted
+    )
     assert not same_config(None, wanted)
 
 

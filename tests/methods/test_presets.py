@@ -12,8 +12,23 @@ from fedhello.plan import Plan
 from fedhello.server import build_federation
 from fedhello.training import LocalTrainer
 
-REQUIRED = {"fedit", "straggler", "exclusive", "fedra", "hetlora", "flexlora", "ffa-lora", "legend", "rgd", "fim",
-            "fed-hello", "gd-bottleneck", "gd-triangle", "gd-inverted_triangle", "gd-uniform"}
+REQUIRED = {
+    "fedit",
+    "straggler",
+    "exclusive",
+    "fedra",
+    "hetlora",
+    "flexlora",
+    "ffa-lora",
+    "legend",
+    "rgd",
+    "fim",
+    "fed-hello",
+    "gd-bottleneck",
+    "gd-triangle",
+    "gd-inverted_triangle",
+    "gd-uniform",
+}
 
 
 def test_every_method_resolves_to_registered_allocator_and_aggregator(tiny_config):
@@ -72,8 +87,10 @@ def test_run_method_option_applies_the_preset_and_set_still_wins():
     from fedhello.cli import app
 
     runner = CliRunner()
-    result = runner.invoke(app, ["run", "configs/default.yaml", "--dry-run", "--method", "flexlora",
-                                 "--set", "aggregation.weighting=uniform"])
+    result = runner.invoke(
+        app,
+        ["run", "configs/default.yaml", "--dry-run", "--method", "flexlora", "--set", "aggregation.weighting=uniform"],
+    )
     assert result.exit_code == 0, result.output
     assert "name: tier_rank" in result.output and "name: flexlora" in result.output
     assert "weighting: uniform" in result.output
@@ -101,3 +118,40 @@ def test_centralized_takes_the_optimizer_steps_of_a_whole_round(tiny_config, tmp
         records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         steps[name] = sum(c["steps"] for r in records for c in r["clients"])
     assert steps["centralized"] == steps["fedit"] == 2 * 3 * 2
+
+
+def test_config_checks_do_not_depend_on_what_was_imported():
+    """A fresh interpreter that imports only fedhello.config refuses an impossible pairing and validates a
+    strategy's own options: the registries load the method folders themselves."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from fedhello.config import load_config\n"
+        "from fedhello.errors import ConfigError\n"
+        "assert 'fedhello.methods' not in sys.modules\n"
+        "try:\n"
+        "    load_config(None, ['strategy.name=legend', 'aggregation.name=fedavg'])\n"
+        "except ConfigError as err:\n"
+        "    print('refused:', err)\n"
+        "print(type(load_config(None, ['strategy.name=hetlora', 'aggregation.name=hetlora']).strategy).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "refused: config field 'aggregation.name'" in out and "rank-truncated" in out
+    assert out.strip().endswith("HetLoRAOptions")
+
+
+def test_a_method_is_one_folder():
+    """Every method's strategy, options, client hook and (unless generic) aggregator are its folder's, a shared one
+    of a mechanism package, or the base classes."""
+    shared = ("fedhello.config", "fedhello.training.hooks", "fedhello.allocation.", "fedhello.aggregation.")
+    for name in METHODS:
+        if METHODS.get(name).adjust is not None:  # the centralized reference: FedIT's parts on another experiment
+            continue
+        config = method_config({}, name)
+        allocator = ALLOCATORS.get(config.strategy.name)
+        parts = [allocator, allocator.Options, allocator.client_hook, AGGREGATORS.get(config.aggregation.name)]
+        modules = {part.__module__ for part in parts}
+        assert any(m.startswith("fedhello.methods.") for m in modules), f"{name}: nothing of it in a method folder"
+        assert all(m.startswith(("fedhello.methods.", *shared)) for m in modules), (name, modules)

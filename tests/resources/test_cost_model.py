@@ -99,10 +99,9 @@ def test_allows_uses_the_exact_floor_of_the_sets_size_not_the_largest_counts():
 
 # --- recomputation: blocks that recompute their activations move from the depth term to their own ----------------
 
+
 def synthetic_recompute(base, per_depth, per_layer, per_recompute, plans):
-    return [
-        (s, base + per_depth * (depth(s, L) - r) + per_layer * len(s) + per_recompute * r, r) for s, r in plans
-    ]
+    return [(s, base + per_depth * (depth(s, L) - r) + per_layer * len(s) + per_recompute * r, r) for s, r in plans]
 
 
 PLANS = [(s, 0) for s in SETS] + [((0, 1, 2, 3, 4, 5), 5), ((0, 5), 5), ((3, 4, 5), 2), ((2, 3, 4, 5), 3)]
@@ -167,8 +166,12 @@ def test_knapsack_equals_brute_force_when_per_layer_costs_matter(seed):
     from fedhello.allocation.knapsack import best_layer_set
 
     rng = np.random.default_rng(seed)
-    memory = CostModel(base=5.0, per_depth=float(rng.uniform(1, 10)), per_layer=float(rng.uniform(3, 15)),
-                       per_recompute=float(rng.uniform(0, 1)))
+    memory = CostModel(
+        base=5.0,
+        per_depth=float(rng.uniform(1, 10)),
+        per_layer=float(rng.uniform(3, 15)),
+        per_recompute=float(rng.uniform(0, 1)),
+    )
     budget = float(rng.uniform(30, 90))
     try:
         constraint = budget_constraint(L, memory, None, memory_mb=budget, recompute=bool(seed % 2))
@@ -181,13 +184,13 @@ def test_knapsack_equals_brute_force_when_per_layer_costs_matter(seed):
 
 
 def test_fill_plans_never_exceed_their_memory_budget():
-    from fedhello.allocation.budget_true import FillAllocator
-    from fedhello.config import StrategyConfig
+    from fedhello.config import strategy_options
+    from fedhello.methods.fill import FillAllocator
 
     memory = CostModel(base=5.0, per_depth=4.0, per_layer=9.0)  # 3 layers at the top: 5 + 12 + 27 = 44
     for budget in (30.0, 44.0, 45.0, 60.0):
         constraint = budget_constraint(L, memory, None, memory_mb=budget)
-        fill = FillAllocator(StrategyConfig(name="fill"), L, [L], constraints=[constraint])
+        fill = FillAllocator(strategy_options({"name": "fill"}), L, [L], constraints=[constraint])
         plan = fill.allocate(1, {0: L}, None)[0]
         assert memory.upper(len(plan.layers), min(plan.layers), L) <= budget
         # and it is the most layers that fit: one more at the cheapest place would not

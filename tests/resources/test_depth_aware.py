@@ -4,14 +4,16 @@ import numpy as np
 
 from fedhello.allocation import ALLOCATORS
 from fedhello.allocation.constraints import DepthAwareAllocator
-from fedhello.config import StrategyConfig
+from fedhello.config import strategy_options
 from fedhello.resources.cost import LayerConstraint
 
 L, BUDGETS = 6, [3, 4, 6]
 
 
 def allocator(name, constraints):
-    inner = ALLOCATORS.get(name)(StrategyConfig(name=name, pattern="bottleneck"), L, BUDGETS)
+    patterned = "pattern" in ALLOCATORS.get(name).Options.model_fields
+    options = strategy_options({"name": name, **({"pattern": "bottleneck"} if patterned else {})})
+    inner = ALLOCATORS.get(name)(options, L, BUDGETS)
     return inner, DepthAwareAllocator(inner, constraints)
 
 

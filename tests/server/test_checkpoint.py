@@ -143,7 +143,7 @@ def test_a_resumed_fed_pilot_run_equals_an_uninterrupted_one(fast_config, tmp_pa
     """Fed-pilot's aggregator carries per-tensor update counts across rounds (its step multipliers follow them),
     so a resume that dropped them -- not loaded by the resume, or reset by `load_state_dict` -- would aggregate
     rounds 3 and 4 with the counts of those rounds alone and end with another adapter."""
-    from fedhello.methods.presets import method_config
+    from fedhello.methods.base import method_config
 
     tree = resumable_config(fast_config, rounds=2).model_dump(mode="json")
     config = method_config(tree, "fed-pilot")

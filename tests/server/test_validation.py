@@ -211,7 +211,7 @@ CORE_STRATEGIES = {"full", "gd", "rgd", "fim", "fim+gd"}  # full-rank uploads, c
 
 
 def _special_methods() -> list[str]:
-    from fedhello.methods.presets import METHODS
+    from fedhello.methods.base import METHODS
 
     return [
         name
@@ -227,7 +227,7 @@ def test_honest_updates_of_every_method_are_accepted(method, fast_config, tmp_pa
     import json
 
     from fedhello.engines import ENGINES
-    from fedhello.methods.presets import method_config
+    from fedhello.methods.base import method_config
 
     tree = fast_config.model_dump(mode="json")
     tree["federation"]["rounds"] = 1
@@ -306,7 +306,7 @@ def test_the_local_engine_holds_claims_to_its_own_partition_sizes(fast_config, t
     import json
 
     from fedhello.engines import ENGINES
-    from fedhello.methods.presets import method_config
+    from fedhello.methods.base import method_config
     from fedhello.training import LocalTrainer
 
     tree = fast_config.model_dump(mode="json")

@@ -7,8 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fedhello.cli import app
-from fedhello.cli.dry_run import describe_plan, model_shape
+from fedhello.cli.dry_run import describe_plan
 from fedhello.config import load_config
+from fedhello.resources.estimate import model_shape
 
 PAPER = sorted(Path("configs/paper").glob("*.yaml"))
 runner = CliRunner()

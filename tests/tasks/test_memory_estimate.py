@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from fedhello.cli.dry_run import describe_plan, model_shape
+from fedhello.cli.dry_run import describe_plan
 from fedhello.config import load_config
 from fedhello.models import quantize
-from fedhello.resources.estimate import predict_tiers, training_terms, weights_mb
+from fedhello.resources.estimate import model_shape, predict_tiers, training_terms, weights_mb
 
 PRESET = Path("configs/paper/llama-1b-qlora.yaml")
 

@@ -9,12 +9,14 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from fedhello.allocation.baselines import budget_rank
+from fedhello.allocation.rank import budget_rank
+from fedhello.config import strategy_options
 from fedhello.engines import ENGINES
 from fedhello.methods import method_config, method_overrides
+from fedhello.methods.hetlora.client import PerRankScaling, self_prune
 from fedhello.models.build import apply_lora
 from fedhello.models.layers import trainable_layout
-from fedhello.models.ranks import PerRankScaling, lora_factor, partner_name, self_prune, zero_beyond_rank
+from fedhello.models.ranks import lora_factor, partner_name, zero_beyond_rank
 from fedhello.plan import Plan
 from fedhello.server import build_federation
 from fedhello.training import LocalTrainer
@@ -93,14 +95,14 @@ def test_per_rank_training_moves_as_a_rank_r_adapter_and_uploads_in_server_units
     fed = federation
     data = fed.client_data(0)
     state = {n: p.detach().clone() for n, p in fed.model.named_parameters() if n in fed.layout}
-    per_rank = tiny_config.lora.model_copy(update={"rank_scaling": "per_rank"})
+    per_rank = strategy_options({"name": "hetlora", "rank_scaling": "per_rank", "self_prune_threshold": 0})
     plan = Plan(tuple(range(fed.num_layers)), ranks=dict.fromkeys(range(fed.num_layers), RANK))
-    trainer = LocalTrainer(fed.model, fed.task, fed.layout, tiny_config.train, lora=per_rank)
+    trainer = LocalTrainer(fed.model, fed.task, fed.layout, tiny_config.train, strategy=per_rank)
     update = trainer.train(0, plan, state, data, 5)
 
     reference = rank_r_model(tiny_config, RANK)
     layout = trainable_layout(reference.named_parameters())
-    expected = LocalTrainer(reference, fed.task, layout, tiny_config.train, lora=tiny_config.lora).train(
+    expected = LocalTrainer(reference, fed.task, layout, tiny_config.train).train(
         0, Plan(tuple(range(fed.num_layers))), as_rank_r(state, RANK, 4), data, 5
     )
     assert set(update.tensors) == set(expected.tensors)
@@ -137,14 +139,15 @@ def test_self_pruning_drops_weak_top_components_only():
 
 def test_hetlora_preset_is_the_published_method():
     overrides = dict(item.split("=", 1) for item in method_overrides("hetlora"))
-    assert json.loads(overrides["lora.rank_scaling"]) == "per_rank"
-    assert json.loads(overrides["lora.self_prune_threshold"]) > 0
+    assert json.loads(overrides["strategy.name"]) == "hetlora"
+    assert json.loads(overrides["strategy.rank_scaling"]) == "per_rank"
+    assert json.loads(overrides["strategy.self_prune_threshold"]) > 0
 
 
 def test_self_pruned_uploads_pass_validation_and_report_their_rank(tiny_config, tmp_path):
     tree = tiny_config.model_dump(mode="json")
     config = method_config(tree, "hetlora")
-    config.lora.self_prune_threshold = 1e6  # every pair with anything learned drops its top components
+    config.strategy.self_prune_threshold = 1e6  # every pair with anything learned drops its top components
     config.federation.rounds = 1
     config.output.save_adapter = config.output.plot = False
     summary = ENGINES.get("local")().run(config, tmp_path / "run", show_progress=False)
@@ -165,16 +168,16 @@ def test_the_upload_is_the_pruned_adapter(tiny_config):
     adapter (fewer bytes), its components those of the trained factors, and the reported ranks are the sent
     ones."""
     config = method_config(tiny_config.model_dump(mode="json"), "hetlora")
-    config.lora.self_prune_threshold = 1e6  # every pair with anything learned drops its top components
+    config.strategy.self_prune_threshold = 1e6  # every pair with anything learned drops its top components
     fed = build_federation(config)
     state = {n: p.detach().clone() for n, p in fed.model.named_parameters() if n in fed.layout}
     plan = Plan(tuple(range(fed.num_layers)), ranks=dict.fromkeys(range(fed.num_layers), 4))
     data = fed.client_data(0)
-    trainer = LocalTrainer(fed.model, fed.task, fed.layout, config.train, lora=config.lora)
+    trainer = LocalTrainer(fed.model, fed.task, fed.layout, config.train)
     update = trainer.train(0, plan, state, data, seed=5)
 
-    unpruned = config.lora.model_copy(update={"self_prune_threshold": 0.0})
-    reference = LocalTrainer(fed.model, fed.task, fed.layout, config.train, lora=unpruned).train(
+    unpruned = config.strategy.model_copy(update={"self_prune_threshold": 0.0})
+    reference = LocalTrainer(fed.model, fed.task, fed.layout, config.train, strategy=unpruned).train(
         0, plan, state, data, seed=5
     )
     ranks = {name: update.tensors[name].shape[0] for name in update.tensors if lora_factor(name) == "A"}

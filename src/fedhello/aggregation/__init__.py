@@ -1,6 +1,7 @@
-"""Server-side aggregation of client updates. Importing registers the built-in aggregators."""
+"""Server-side aggregation: the `Aggregator` base and the generic rules every method may use (masked FedAvg per
+tensor, rank-masked FedAvg per entry). Method-specific rules live in their method's folder (`fedhello.methods`)."""
 
-from fedhello.aggregation import fedavg, fedpilot, flexlora, hetlora  # noqa: F401  (registers)
+from fedhello.aggregation import fedavg, rank_fedavg  # noqa: F401  (registers the generic rules)
 from fedhello.aggregation.base import AGGREGATORS, Aggregator
 from fedhello.aggregation.fedavg import masked_fedavg
 

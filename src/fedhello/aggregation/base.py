@@ -13,12 +13,14 @@ A subclass implements `aggregate` and may override, each with a default here:
 
 from __future__ import annotations
 
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
 
+from fedhello import components
 from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.models.ranks import lora_factor
 from fedhello.plan import ClientUpdate, Plan, Upload
@@ -74,7 +76,7 @@ class Aggregator(ABC):
     `weighting` is `aggregation.weighting`: average clients equally or by sample count.
 
     `accepts` declares which kinds of upload (`Upload`) the rule merges correctly; the config loader refuses
-    a strategy whose uploads an aggregator does not accept (see `fedhello.methods.compatibility`).
+    a strategy whose uploads an aggregator does not accept (`fedhello.config.validate_run`).
     """
 
     accepts: ClassVar[frozenset[Upload]] = frozenset({Upload.FULL})
@@ -103,4 +105,4 @@ class Aggregator(ABC):
         return None
 
 
-AGGREGATORS: Registry[type[Aggregator]] = Registry("aggregator", "aggregation.name")
+AGGREGATORS = typing.cast(Registry[type[Aggregator]], components.AGGREGATORS)  # generic ones here, the rest in methods

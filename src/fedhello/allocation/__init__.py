@@ -1,12 +1,8 @@
-"""Heterogeneous LoRA allocation (HLA) strategies. Importing registers the built-in ones."""
+"""Heterogeneous LoRA allocation: the `Allocator` base and the shared machinery of allocators (importance from the
+empirical Fisher, the exact layer knapsack, budget fitting, rank tiers). The strategies themselves live in their
+method folders (`fedhello.methods`), which register them in `ALLOCATORS`."""
 
-from fedhello.allocation import (
-    baselines,  # noqa: F401  (registers)
-    budget_true,  # noqa: F401  (registers)
-    strategies,  # noqa: F401  (registers)
-)
 from fedhello.allocation.base import ALLOCATORS, Allocator, sample_layers
-from fedhello.allocation.patterns import PATTERNS, pattern_counts, tier_layers
 from fedhello.plan import Upload
 
-__all__ = ["ALLOCATORS", "PATTERNS", "Allocator", "Upload", "pattern_counts", "sample_layers", "tier_layers"]
+__all__ = ["ALLOCATORS", "Allocator", "Upload", "sample_layers"]

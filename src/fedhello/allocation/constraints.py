@@ -7,6 +7,9 @@ the constraint asks for. A plan that does not fit is replaced by the fitting set
 keeps the most of the strategy's chosen layers (an exact knapsack, `best_layer_set`), so an importance-driven
 strategy still decides which layers a weak client trains wherever the budget allows it. With no constraints the
 wrapped strategy behaves exactly as before.
+
+`KnapsackAllocator` is the base of the strategies that are budget-true by construction (fill, Fed-pilot): they
+pick each client's most valuable fitting set directly.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedhello.allocation.base import Allocator
-from fedhello.allocation.knapsack import best_layer_set
+from fedhello.allocation.knapsack import Fits, best_layer_set, count_fits
 from fedhello.plan import Plan
 from fedhello.resources.cost import LayerConstraint
 
@@ -49,16 +52,15 @@ class DepthAwareAllocator(Allocator):
     """`inner`'s plans, fitted to each client's constraint (`constraints[client_id]`, None = free)."""
 
     def __init__(self, inner: Allocator, constraints: Sequence[LayerConstraint | None]) -> None:
-        super().__init__(inner.config, inner.num_layers, inner.tier_budgets, inner.lora_rank)
+        super().__init__(inner.config, inner.num_layers, inner.tier_budgets, inner.lora_rank, constraints)
         self.inner = inner
-        self.constraints = list(constraints)
 
     def allocate(self, round_num: int, budgets: dict[int, int], rng: np.random.Generator) -> dict[int, Plan]:
         plans = self.inner.allocate(round_num, budgets, rng)
         return {cid: self._fit(cid, plan) for cid, plan in plans.items()}
 
     def _fit(self, client_id: int, plan: Plan) -> Plan:
-        constraint = self.constraints[client_id] if client_id < len(self.constraints) else None
+        constraint = self.constraint(client_id)
         if constraint is None:
             return plan
         if not constraint.allows(plan.layers):
@@ -84,3 +86,25 @@ class DepthAwareAllocator(Allocator):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.inner.load_state_dict(state)
+
+
+class KnapsackAllocator(Allocator):
+    """Base of budget-true allocators: each sampled client gets `best_layer_set(values, fits)` -- the most valuable
+    layer set its budget affords, with the recomputation its constraint asks for. A budget tier's constraint decides
+    what fits (recomputation may exceed the count written from its budget); a count-only tier fits its count.
+    Subclasses define the layer values (`values`, default: all equal, so the most layers from the output down)."""
+
+    def fits(self, client_id: int, budget: int) -> Fits:
+        """What a client's plan may be: its budget constraint, else its tier's layer count."""
+        constraint = self.constraint(client_id)
+        return count_fits(budget) if constraint is None else constraint.fits
+
+    def values(self, client_id: int) -> np.ndarray:
+        """Per-layer values of a client's knapsack."""
+        return np.ones(self.num_layers)
+
+    def allocate(self, round_num, budgets, rng):  # noqa: ANN001
+        return {
+            cid: fit_plan(self.constraint(cid), Plan(best_layer_set(self.values(cid).tolist(), self.fits(cid, k))))
+            for cid, k in budgets.items()
+        }

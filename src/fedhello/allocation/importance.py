@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from datasets import Dataset
+from pydantic import Field
 
 from fedhello.config import StrategyConfig
 from fedhello.models.layers import HEAD
@@ -106,8 +107,15 @@ def level_probabilities(scores: np.ndarray, num_levels: int) -> tuple[np.ndarray
     return weights / weights.sum(), levels
 
 
-def is_refresh_round(config: StrategyConfig, round_num: int) -> bool:
-    """Whether the server re-estimates layer importance before round `round_num`: the first time after
-    `fim_warmup` rounds, then every `fim_every` rounds (FIM-HLA, Fed-HeLLo and Fed-pilot share this schedule)."""
-    start = config.fim_warmup + 1
-    return round_num >= start and (round_num - start) % config.fim_every == 0
+class ImportanceSchedule(StrategyConfig):
+    """Options of a strategy whose server re-estimates layer importance on the proxy set (FIM-HLA, Fed-HeLLo,
+    Fed-pilot share this schedule)."""
+
+    fim_warmup: int = Field(5, ge=0, description="rounds before the first importance (FIM) estimate")
+    fim_every: int = Field(5, gt=0, description="rounds between importance (FIM) refreshes")
+
+    def is_refresh_round(self, round_num: int) -> bool:
+        """Whether the server re-estimates layer importance before round `round_num`: the first time after
+        `fim_warmup` rounds, then every `fim_every` rounds."""
+        start = self.fim_warmup + 1
+        return round_num >= start and (round_num - start) % self.fim_every == 0

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fedhello.errors import FedHelloError
-from fedhello.methods import compatibility  # noqa: F401  (configs loaded here get the pairing check)
+from fedhello.rundir.files import ERROR_LOG
 from fedhello.runtime import quiet_libraries
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ ConfigArg = Annotated[Path, typer.Argument(help="YAML experiment config, e.g. co
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: --set train.lr=0.001")]  # noqa: UP045
 
 
-ERROR_LOG = "error.log"  # in the run folder: full tracebacks of failures, for bug reports
 EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
 
 # the run folder of the command in progress, once it exists (where `error.log` goes)
@@ -284,11 +283,11 @@ def export(
 def strategies() -> None:
     """List the registered allocation strategies, aggregators, partitioners, data sources, tasks, engines and
     loggers."""
-    from fedhello.aggregation import AGGREGATORS
-    from fedhello.allocation import ALLOCATORS, PATTERNS
+    from fedhello.components import AGGREGATORS, ALLOCATORS
     from fedhello.data import PARTITIONERS, SOURCES
     from fedhello.engines import ENGINES
     from fedhello.loggers import LOGGERS
+    from fedhello.patterns import PATTERNS
     from fedhello.tasks import TASKS
 
     typer.echo(f"strategies:   {', '.join(ALLOCATORS.names())}")
@@ -338,7 +337,13 @@ def compare(
     run_args = [a for a in sys.argv[2:] if a != "--report-only"]  # the command that ran the cells
     command = "fedhello compare " + " ".join(shlex.quote(a) for a in run_args)
     paths = write_results(
-        cells, grid.root, command, spec.reference, spec.last_k, run, time.perf_counter() - started,
+        cells,
+        grid.root,
+        command,
+        spec.reference,
+        spec.last_k,
+        run,
+        time.perf_counter() - started,
         spec.target_half_width,
     )
     console.print(f"ran {run.ran} cells, kept {run.skipped} finished ones ({run.workers} workers)")
@@ -362,8 +367,10 @@ def profile(
     check: Annotated[Optional[Path], typer.Option(help="RUN_DIR: budget vs measured per tier of a run")] = None,  # noqa: UP045
     quantization: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="comma-separated base-weight quantizations to profile, e.g. none,int8,nf4 (default: the "
-                     "run's and its tiers')"),
+        typer.Option(
+            help="comma-separated base-weight quantizations to profile, e.g. none,int8,nf4 (default: the "
+            "run's and its tiers')"
+        ),
     ] = None,
 ) -> None:
     """Peak memory and step time of local training per tier and layer set; budgets -> constraints."""

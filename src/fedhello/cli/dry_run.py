@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from fedhello.config import RunConfig
+from fedhello.config import RunConfig, StrategyConfig
 from fedhello.data import check_path, count_labels
 from fedhello.errors import FedHelloError
-from fedhello.models.architectures import ModelShape, lora_shape
+from fedhello.models.architectures import ModelShape
 from fedhello.models.quantize import QUANTIZATIONS
 from fedhello.paths import check_local
-from fedhello.resources.estimate import Candidate, TierPrediction, dimensions, predict_tiers
+from fedhello.resources.estimate import Candidate, TierPrediction, dimensions, model_shape, predict_tiers
 from fedhello.server.federation import assign_tiers
-from fedhello.tasks import TASKS
 
 
-def model_shape(config: RunConfig) -> ModelShape:
-    """Per-layer and head LoRA parameter counts of the configured model and task."""
-    return lora_shape(config, TASKS.get(config.task).auto_model_class, count_labels(config.data))
+def strategy_options(config: RunConfig) -> str:
+    """The strategy's own options, `key value` (those every strategy has left out), or 'no options'."""
+    common = set(StrategyConfig.model_fields)
+    own = {k: v for k, v in config.strategy.model_dump(mode="json").items() if k not in common}
+    return ", ".join(f"{k} {v}" for k, v in own.items()) or "no options"
 
 
 def _mb(num_bytes: float) -> str:
@@ -54,8 +55,7 @@ def describe_plan(config: RunConfig) -> str:
         f"  training: {train.local_epochs} local epoch(s), batch {train.batch_size} x {train.grad_accum} accumulated = "
         f"{train.batch_size * train.grad_accum} per step, lr {train.lr}, device {train.device}, {train.precision}"
         + (", gradient checkpointing" if train.gradient_checkpointing else ""),
-        f"  strategy: {config.strategy.name} (pattern {config.strategy.pattern}), "
-        f"aggregation {config.aggregation.name}",
+        f"  strategy: {config.strategy.name} ({strategy_options(config)}), aggregation {config.aggregation.name}",
         "  tier  share  layers  clients  expected/round  upload/client  upload/round (expected)",
     ]
     total = 0.0
@@ -101,8 +101,10 @@ def describe_budget_plans(config: RunConfig, num_layers: int) -> list[str]:
             "  budget plans: no measured profile cached for this config yet (`fedhello profile CONFIG` measures it;",
             "  so does the run, before its first round)",
         ]
-    lines = [f"  budget plans (measured profile, the cost model the run will use; recompute "
-             f"{'allowed' if config.strategy.recompute else 'off'}):"]
+    lines = [
+        f"  budget plans (measured profile, the cost model the run will use; recompute "
+        f"{'allowed' if config.strategy.recompute else 'off'}):"
+    ]
     for i, constraint in enumerate(constraints):
         if constraint is not None:
             lines.append(f"  tier {i}:")

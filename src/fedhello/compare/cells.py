@@ -88,8 +88,9 @@ class CellResult:
         }
         for index in weak:
             t = self.tier(index)
-            out.update(tier_csv(index, *((t.memory, t.step, t.over_budget, t.plans, t.training_memory)
-                                         if t else (None,) * 5)))
+            out.update(
+                tier_csv(index, *((t.memory, t.step, t.over_budget, t.plans, t.training_memory) if t else (None,) * 5))
+            )
         out["wall_seconds"] = self.wall_seconds
         return out
 
@@ -142,8 +143,8 @@ def time_to_target(
 
 def full_rank_strategy(name: str) -> bool | None:
     """Whether the registered allocator `name` declares only full-rank uploads (None when not registered)."""
-    from fedhello.allocation import ALLOCATORS
-    from fedhello.allocation.base import Upload
+    from fedhello.components import ALLOCATORS
+    from fedhello.plan import Upload
 
     return set(ALLOCATORS.get(name).uploads) == {Upload.FULL} if name in ALLOCATORS else None
 

@@ -39,7 +39,7 @@ WALL_STEP_KEY = "step_seconds"
 # allocators whose plans are not full-rank on both LoRA factors: tier ranks (HetLoRA, FlexLoRA), LEGEND's
 # depth ranks, FFA-LoRA's frozen A. Their all-layer entries cost less than a full plan, so they are no reference.
 # (A fallback: `cells.read_cell` asks the allocator registry.)
-PARTIAL_PLAN_STRATEGIES = frozenset({"tier_rank", "legend", "ffa"})
+PARTIAL_PLAN_STRATEGIES = frozenset({"tier_rank", "hetlora", "legend", "ffa"})
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,10 @@ def layer_count(clients: Sequence[dict[str, Any]]) -> int:
 
 def is_full(client: dict[str, Any], num_layers: int) -> bool:
     """Trained every layer, with no per-layer ranks."""
-    return num_layers > 0 and sorted(set(client.get("layers") or [])) == list(range(num_layers)) and not client.get(
-        "ranks"
+    return (
+        num_layers > 0
+        and sorted(set(client.get("layers") or [])) == list(range(num_layers))
+        and not client.get("ranks")
     )
 
 

@@ -109,8 +109,7 @@ class Row:
         """Every number of the row; `weak`: the partition's weak tiers (one group of columns each)."""
         out: dict[str, Any] = {"partition": self.partition, "method": self.method}
         out["seeds"] = " ".join(str(s) for s in self.seeds)
-        for name, column in (("final", "final"), ("last_k_mean", "last_k"), ("macro_f1", "macro_f1"),
-                             ("best", "best")):
+        for name, column in (("final", "final"), ("last_k_mean", "last_k"), ("macro_f1", "macro_f1"), ("best", "best")):
             values = self.values(name)
             mean, std = mean_std(values) if values else (None, None)
             out[f"{column}_mean"], out[f"{column}_std"] = mean, std
@@ -135,10 +134,16 @@ class Row:
         )
         for index in weak:
             summary = self.tier(index)
-            out.update(tier_csv(index, *(
-                (summary.memory, summary.step, summary.over_budget, summary.plans, summary.training_memory)
-                if summary else (None,) * 5
-            )))
+            out.update(
+                tier_csv(
+                    index,
+                    *(
+                        (summary.memory, summary.step, summary.over_budget, summary.plans, summary.training_memory)
+                        if summary
+                        else (None,) * 5
+                    ),
+                )
+            )
         out["upload_mb_per_round"] = self.mean("upload_mb_per_round")
         out["train_s_per_round"] = self.mean("train_s_per_round")
         return out
@@ -262,8 +267,10 @@ def format_delta(
 
 def _wall_line(rows: list[Row], run: GridRun | None, elapsed_seconds: float | None) -> str:
     cells = [c for r in rows for c in r.cells]
-    line = f"Wall time: the {len(cells)} finished cells' runs took {sum(c.wall_seconds for c in cells):.0f} s " \
-           "(sum of their rounds' wall time, set-up excluded)"
+    line = (
+        f"Wall time: the {len(cells)} finished cells' runs took {sum(c.wall_seconds for c in cells):.0f} s "
+        "(sum of their rounds' wall time, set-up excluded)"
+    )
     if elapsed_seconds is not None:
         line += f"; this invocation took {elapsed_seconds:.0f} s"
         if run is not None:
@@ -278,8 +285,11 @@ def _table(part: list[Row], reference: str, last_k: int, target_half_width: floa
     top = max((m for r in part if (m := r.mean("final")) is not None), default=None)
     labels = weak_tier_labels(part)
     weakest = next(iter(labels), None)
-    tier_header = f"weakest tier {labels[weakest]}: memory / step / over budget" if weakest is not None else \
-        "weak tier: memory / step / over budget"
+    tier_header = (
+        f"weakest tier {labels[weakest]}: memory / step / over budget"
+        if weakest is not None
+        else "weak tier: memory / step / over budget"
+    )
     out.write(
         f"| method | final acc | last-{last_k} acc | macro-F1 | Δ final vs {reference} [95 % CI] "
         f"| rounds to {100 * TARGET_SHARE:.0f} % | MB until | {tier_header} | upload MB/round | seeds |\n"
@@ -305,8 +315,9 @@ def _table(part: list[Row], reference: str, last_k: int, target_half_width: floa
         "how many seeds would narrow it that far if the differences keep their spread.\n"
     )
     if len(labels) > 1:
-        out.write("\nEvery weak tier, largest plan: memory ratio / step-time ratio / plans over budget of all "
-                  "plans.\n\n")
+        out.write(
+            "\nEvery weak tier, largest plan: memory ratio / step-time ratio / plans over budget of all plans.\n\n"
+        )
         out.write("| method | " + " | ".join(labels.values()) + " |\n")
         out.write("|---|" + "---|" * len(labels) + "\n")
         for r in part:
@@ -414,8 +425,9 @@ def write_results(
         frontier = plot_frontier(rows, partition, root / f"frontier_{safe}.png")
         if frontier is not None:
             paths[f"frontier:{partition}"] = frontier
-            images[partition].append((f"final accuracy vs. weak-tier largest-plan memory on {partition}",
-                                      frontier.name))
+            images[partition].append(
+                (f"final accuracy vs. weak-tier largest-plan memory on {partition}", frontier.name)
+            )
     markdown = results_markdown(rows, command, reference, last_k, run, elapsed_seconds, target_half_width, images)
     write_atomic(paths["md"], markdown)
     weak = sorted({i for p in images for i in weak_tier_labels([r for r in rows if r.partition == p])})

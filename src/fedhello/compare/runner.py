@@ -228,9 +228,7 @@ def run_grid(cells: list[Cell], show_progress: bool = True, workers: int = 1) ->
             first[cell.run_dir] = i
             twins[i] = []
             todo.append((i, cell))
-    result = GridRun(
-        skipped=len(cells) - len(unfinished), workers=resolve_workers(workers, [c for _, c in todo])
-    )
+    result = GridRun(skipped=len(cells) - len(unfinished), workers=resolve_workers(workers, [c for _, c in todo]))
     outcomes: dict[int, CellOutcome] = {}
     progress = _progress(show_progress)
     with progress:

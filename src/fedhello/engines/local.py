@@ -15,10 +15,8 @@ from fedhello.config import RunConfig
 from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.seeding import client_seed
-from fedhello.server import Coordinator, build_federation
 from fedhello.server.loop import partition_sizes, run_rounds
-from fedhello.server.observers import run_observers
-from fedhello.tasks.lm_eval_scorer import lm_eval_scorer
+from fedhello.server.startup import start_server
 from fedhello.training import TrainerPool
 from fedhello.training.schedule import round_lr
 
@@ -26,11 +24,8 @@ from fedhello.training.schedule import round_lr
 @ENGINES.register("local")
 class LocalEngine(Engine):
     def execute(self, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
-        # the observers come before the model: a logger whose package is missing fails fast
-        observers = run_observers(config, options.show_progress, options.observers)
-        scorer = lm_eval_scorer(config)  # lm-eval tasks and their data are checked before the model loads
-        federation = build_federation(config)
-        coordinator = Coordinator(federation, scorer=scorer)
+        server = start_server(config, options.show_progress, options.observers)
+        federation = server.federation
         trainers = TrainerPool(
             federation.task, federation.model, config.model.quantization, federation.layout, config.train
         )
@@ -47,5 +42,11 @@ class LocalEngine(Engine):
         # the clients' data are this process's own partitions: their sample counts are known, not claimed
         counts = partition_sizes(federation)
         return run_rounds(
-            federation, coordinator, dispatch, run_dir, observers, resume=options.resume, sample_counts=counts
+            federation,
+            server.coordinator,
+            dispatch,
+            run_dir,
+            server.observers,
+            resume=options.resume,
+            sample_counts=counts,
         )

@@ -1,6 +1,27 @@
-"""Named methods: Fed-HeLLo and the peer baselines as presets of (allocator, aggregator, options)."""
+"""Methods: Fed-HeLLo and the peer baselines, one folder each (its allocator, aggregator, client hook and
+options), registered by importing it. Adding a method: a folder here and one line below (docs/architecture.md).
 
-from fedhello.methods import compatibility  # noqa: F401  (adds the pairing check to config validation)
-from fedhello.methods.presets import METHODS, Method, apply_method, method_config, method_overrides
+The registries (`fedhello.components`) import this package the first time they are read, so every built-in
+strategy, aggregator and method is known to whoever looks one up.
+"""
+
+from fedhello import aggregation  # noqa: F401  (the generic aggregators: fedavg, rank_fedavg)
+from fedhello.methods import (  # noqa: F401  (each registers its strategy, aggregator and methods)
+    centralized,
+    exclusive,
+    fed_hello,
+    fed_pilot,
+    fedit,
+    fedra,
+    ffa_lora,
+    fill,
+    flexlora,
+    gd,
+    hetlora,
+    legend,
+    rgd,
+    straggler,
+)
+from fedhello.methods.base import METHODS, Method, apply_method, method_config, method_overrides
 
 __all__ = ["METHODS", "Method", "apply_method", "method_config", "method_overrides"]

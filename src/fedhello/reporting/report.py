@@ -121,8 +121,19 @@ def overview(page: Page, runs: Sequence[RunData]) -> None:
             ]
         )
     metric = figures.headline_metric(runs)
-    header = ["run", "strategy", "partition", "clients/round", "tiers", "rounds", f"final {metric}",
-              f"best {metric}", "MB up", "MB down", "s/round"]
+    header = [
+        "run",
+        "strategy",
+        "partition",
+        "clients/round",
+        "tiers",
+        "rounds",
+        f"final {metric}",
+        f"best {metric}",
+        "MB up",
+        "MB down",
+        "s/round",
+    ]
     page.raw(table(header, rows))
 
 
@@ -196,8 +207,12 @@ def importance_section(page: Page, run: RunData) -> None:
     )
     if run.importance:
         rows = [
-            [r["round"], " ".join(f"{s:.3g}" for s in r.get("scores", [])), " ".join(map(str, r.get("levels", []))),
-             " ".join(f"{p:.3f}" for p in r.get("probabilities", []))]
+            [
+                r["round"],
+                " ".join(f"{s:.3g}" for s in r.get("scores", [])),
+                " ".join(map(str, r.get("levels", []))),
+                " ".join(f"{p:.3f}" for p in r.get("probabilities", [])),
+            ]
             for r in run.importance
         ]
         page.raw(table(["refresh round", "scores (layer 0 …)", "levels", "probabilities"], rows))
@@ -314,8 +329,10 @@ def lm_eval_section(page: Page, run: RunData) -> None:
     if scores is None:
         return
     page.heading("Benchmarks (lm-eval)", level=3)
-    page.note("lm-evaluation-harness scores of the global adapter in the rounds they were computed "
-              "(eval.lm_eval_tasks, after the last round and every eval.lm_eval_every rounds).")
+    page.note(
+        "lm-evaluation-harness scores of the global adapter in the rounds they were computed "
+        "(eval.lm_eval_tasks, after the last round and every eval.lm_eval_every rounds)."
+    )
     page.raw(scores)
 
 
@@ -383,8 +400,11 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         + "</p>"
     )
     if len(runs) > 1:
-        page.raw("<nav>" + "".join(f'<a href="#run{i + 1}">{html.escape(r.label)}</a>' for i, r in enumerate(runs))
-                 + "</nav>")
+        page.raw(
+            "<nav>"
+            + "".join(f'<a href="#run{i + 1}">{html.escape(r.label)}</a>' for i, r in enumerate(runs))
+            + "</nav>"
+        )
     page.heading("Overview", anchor="overview")
     overview(page, runs)
     accuracy_section(page, runs)

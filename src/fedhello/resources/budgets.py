@@ -58,8 +58,17 @@ def profile_for(
         batches = profile_batches(experiment.task, experiment.train, config.train.batch_size)
         counts = tier_counts(config, experiment.num_layers)
         return measure_profile(
-            model, experiment.task.loss, experiment.layout, batches, experiment.num_layers, counts, steps, warmup,
-            on_measure, quantization=quantization, micro_batches=config.train.grad_accum,
+            model,
+            experiment.task.loss,
+            experiment.layout,
+            batches,
+            experiment.num_layers,
+            counts,
+            steps,
+            warmup,
+            on_measure,
+            quantization=quantization,
+            micro_batches=config.train.grad_accum,
         )
 
     return load_or_measure(config, device, measure, refresh=refresh)
@@ -105,9 +114,15 @@ def tier_constraints(
             recompute = config.strategy.recompute and profile.measured_recompute
             try:
                 constraint = budget_constraint(
-                    num_layers, profile.memory, profile.time, memory_mb[quantization], tier.seconds_per_step,
+                    num_layers,
+                    profile.memory,
+                    profile.time,
+                    memory_mb[quantization],
+                    tier.seconds_per_step,
                     None if recompute else tier.layers,
-                    total=profile.total_memory, total_memory_mb=tier.total_memory_mb, recompute=recompute,
+                    total=profile.total_memory,
+                    total_memory_mb=tier.total_memory_mb,
+                    recompute=recompute,
                 )
                 if recompute and tier.layers and not constraint.fits(tier.layers, num_layers - tier.layers):
                     raise BudgetError(f"too small for {tier.layers} layers even at the top, recomputing")
@@ -168,9 +183,7 @@ class ProfileCache:
     """`quantization -> profile` for one experiment (a `ProfileOf`), each loaded or measured once with
     `profile_for(experiment, quantization=..., **measure)`; `found[q]` keeps (profile, cache path, cached)."""
 
-    def __init__(
-        self, experiment: Experiment, on_profile: Callable[[str], None] | None = None, **measure: Any
-    ) -> None:
+    def __init__(self, experiment: Experiment, on_profile: Callable[[str], None] | None = None, **measure: Any) -> None:
         self.experiment = experiment
         self.on_profile = on_profile  # hears a quantization before its profile is loaded or measured
         self.measure = measure
@@ -234,9 +247,11 @@ def budget_report(run_dir: Path) -> list[dict[str, Any]]:
         mems = [c["peak_mem_mb"] for c in mine if "peak_mem_mb" in c]
         totals = [c["total_mem_mb"] for c in mine if "total_mem_mb" in c]
         # the time the budget was converted with (`Profile.time`): CPU time on the CPU, the wall clock elsewhere
-        time_key = "step_cpu_seconds" if config.train.device == "cpu" and all(
-            "step_cpu_seconds" in c for c in mine if "step_seconds" in c
-        ) else "step_seconds"
+        time_key = (
+            "step_cpu_seconds"
+            if config.train.device == "cpu" and all("step_cpu_seconds" in c for c in mine if "step_seconds" in c)
+            else "step_seconds"
+        )
         secs = [c[time_key] for c in mine if time_key in c]
         row: dict[str, Any] = {
             "tier": i,
@@ -258,7 +273,8 @@ def budget_report(run_dir: Path) -> list[dict[str, Any]]:
             "time_violations": sum(s > tier.seconds_per_step for s in secs) if tier.seconds_per_step else 0,
             # a budget tier's count is what it trains with activations kept; recomputing plans may train more
             "layer_violations": sum(len(c["layers"]) > tier.layers for c in mine)
-            if tier.layers and not tier.has_budget else 0,
+            if tier.layers and not tier.has_budget
+            else 0,
             "recomputing_plans": sum(bool(c.get("recompute")) for c in mine),
             "time_key": time_key,
         }

@@ -72,8 +72,9 @@ class CostModel:
         return self.predict_counts(count, lowest, num_layers, recompute) + self.margin
 
     @classmethod
-    def fit(cls, samples: Sequence[tuple[Sequence[int], float] | tuple[Sequence[int], float, int]], num_layers: int
-            ) -> CostModel:
+    def fit(
+        cls, samples: Sequence[tuple[Sequence[int], float] | tuple[Sequence[int], float, int]], num_layers: int
+    ) -> CostModel:
         """Least-squares fit on (layer set, measured cost[, recomputed blocks]) samples; a slope that comes out
         negative (noise) is dropped and the rest refitted, so more depth, layers or recomputation never predicts
         less cost. Without recomputed samples the recompute slope stays 0 (nothing to learn it from: callers must
@@ -108,7 +109,10 @@ class CostModel:
     def scaled(self, factor: float) -> CostModel:
         """This model with every prediction multiplied by `factor` (e.g. micro-batches per optimizer step)."""
         return CostModel(
-            self.base * factor, self.per_depth * factor, self.per_layer * factor, self.margin * factor,
+            self.base * factor,
+            self.per_depth * factor,
+            self.per_layer * factor,
+            self.margin * factor,
             self.per_recompute * factor,
         )
 
@@ -237,9 +241,7 @@ def budget_constraint(
         layers = counts[0]
     elif table[layers - 1][num_layers - layers] == NO_FIT:
         raise BudgetError(f"too small for {layers} layers even at the top (needs about {need(layers)})")
-    floors = tuple(
-        min(f for f in range(num_layers - n + 1) if table[n - 1][f] != NO_FIT) for n in range(1, layers + 1)
-    )
+    floors = tuple(min(f for f in range(num_layers - n + 1) if table[n - 1][f] != NO_FIT) for n in range(1, layers + 1))
     return LayerConstraint(
         max_layers=layers, min_layer=floors[-1], floors=floors, recompute=table if recompute else None
     )

@@ -61,11 +61,8 @@ hidden size, i the MLP width, a the attention heads, V the vocabulary:
   its recomputed activations. Fixed: the head's parameters * 16 bytes, the 4-D attention mask of text
   models (b*s^2 bytes) and a 32 MiB allowance for library workspaces (cuBLAS keeps up to 32 MiB).
 
-Checked against measurements (docs/benchmarks.md, `benchmarks/estimate_vs_measured.py`): a ViT-B/16 on
-an H200 (bf16 and fp32, peak training memory per tier within 2 %), a GPT-2-style model on CPU (fp32, bf16
-autocast, checkpointing, int8, nf4: per-block slopes within 4 %, peaks 6-9 % above the measured ones), and
-to the byte the weights of a tiny GPT-2 loaded in none/int8/nf4 (tests/tasks/test_memory_estimate.py).
-Llama-family models and int8/nf4 training on a GPU are not yet checked against a measurement.
+How close it comes to measured peaks, and on which models it was checked: docs/benchmarks.md ("The analytic
+estimate against measurements"), with the command that measures it (`benchmarks/estimate_vs_measured.py`).
 
 Not counted (keep headroom for them): the CUDA context (about 0.3-0.6 GiB per process), allocator
 fragmentation, and data/tokenizer memory on the host. Sequences are taken at `model.max_length`; batches
@@ -78,9 +75,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedhello.config import RunConfig, TierConfig
-from fedhello.models.architectures import BaseWeights, ModelShape
+from fedhello.data import count_labels
+from fedhello.models.architectures import BaseWeights, ModelShape, lora_shape
 from fedhello.models.quantize import QUANTIZATIONS
 from fedhello.resources.cost import BudgetError, CostModel, budget_constraint
+from fedhello.tasks import TASKS
 
 MIB = 2**20
 FIXED_MB = 32.0  # library workspaces (cuBLAS keeps up to 32 MiB on Hopper); an allowance, not a measurement
@@ -89,6 +88,11 @@ ADAMW_BYTES = 16  # per trained parameter: fp32 value, gradient, exp_avg, exp_av
 NF4_BLOCK, NF4_NESTED_BLOCK = 64, 256
 NF4_CODES_BYTES = (16 + 256) * 4  # the NF4 code and the nested absmax code, fp32, kept per layer
 _GATED = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2"}
+
+
+def model_shape(config: RunConfig) -> ModelShape:
+    """Per-layer and head LoRA parameter counts of the configured model and task."""
+    return lora_shape(config, TASKS.get(config.task).auto_model_class, count_labels(config.data))
 
 
 def _ceil_div(a: int, b: int) -> int:

@@ -138,4 +138,3 @@ def measure_layers(
         label=label,
         recompute=recompute,
     )
-

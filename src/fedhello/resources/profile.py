@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from fedhello.allocation.patterns import PATTERNS
 from fedhello.config import RunConfig
 from fedhello.models.layers import HEAD
 from fedhello.models.quantize import weights_mb
 from fedhello.models.recompute import supports_recompute
+from fedhello.patterns import PATTERNS
 from fedhello.resources.cost import CostModel
 from fedhello.resources.measure import Measurement, measure_layers
 from fedhello.resources.memory import meter_for
@@ -191,8 +191,9 @@ def measure_profile(
         recompute = supports_recompute(model)
         measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1)
         if recompute:
-            measure_layers(model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1,
-                           recompute=num_layers - 1)
+            measure_layers(
+                model, loss_fn, layout, batches, tuple(range(num_layers)), steps=0, warmup=1, recompute=num_layers - 1
+            )
         has_head = any(index == HEAD for index in layout.values())
         for label, layers in representative_sets(num_layers, counts):
             if not layers and not has_head:  # a causal LM without a task head: nothing to train in "head only"
@@ -200,8 +201,15 @@ def measure_profile(
             depth = num_layers - min(layers) if layers else 0
             for blocks in (0, depth - 1) if recompute and depth >= 2 else (0,):
                 m = measure_layers(
-                    model, loss_fn, layout, batches, layers, steps=steps, warmup=warmup,
-                    label=label + (f" recompute {blocks}" if blocks else ""), recompute=blocks,
+                    model,
+                    loss_fn,
+                    layout,
+                    batches,
+                    layers,
+                    steps=steps,
+                    warmup=warmup,
+                    label=label + (f" recompute {blocks}" if blocks else ""),
+                    recompute=blocks,
                     micro_batches=micro_batches,
                 )
                 measurements.append(m)
@@ -216,7 +224,9 @@ def measure_profile(
         batch_shape=list(batches[0]["input_ids"].shape) if "input_ids" in batches[0] else [],
         measurements=measurements,
         meta={
-            "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "steps": steps, "warmup": warmup,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "steps": steps,
+            "warmup": warmup,
             "micro_batches": micro_batches,
         },
     )

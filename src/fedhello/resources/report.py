@@ -7,9 +7,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from fedhello.allocation.patterns import PATTERNS
 from fedhello.config import RunConfig
 from fedhello.models.quantize import resolve as resolve_quantization
+from fedhello.patterns import PATTERNS
 from fedhello.resources.cost import LayerConstraint
 from fedhello.resources.measure import Measurement
 from fedhello.resources.profile import SET_KINDS, Profile
@@ -47,9 +47,7 @@ def _row(m: Measurement, ref: Measurement | None, num_layers: int, label: str) -
     )
 
 
-def format_profile(
-    profile: Profile, config: RunConfig, constraints: list[LayerConstraint | None], source: str
-) -> str:
+def format_profile(profile: Profile, config: RunConfig, constraints: list[LayerConstraint | None], source: str) -> str:
     """Per tier: every representative set of the tier's size with its peak memory and step time, both
     also as a ratio of training all layers; then the fitted cost models and the budget conversions."""
     num_layers = profile.num_layers
@@ -71,8 +69,11 @@ def format_profile(
         f"  {'set':<26} {'layers':<14} {'lowest':>6} {'peak MiB':>9} {'x all':>6} {'step s':>8} {'x all':>6}"
         f" {'cpu s':>8} {'x all':>6}",
     ]
-    for m, label in ((full, "all"), (profile.find(range(num_layers), num_layers - 1), "all, recompute"),
-                     (head, "head only")):
+    for m, label in (
+        (full, "all"),
+        (profile.find(range(num_layers), num_layers - 1), "all, recompute"),
+        (head, "head only"),
+    ):
         if m is not None:
             lines.append(_row(m, full, num_layers, label))
     for i, tier in enumerate(config.tiers):

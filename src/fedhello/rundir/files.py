@@ -27,6 +27,7 @@ TENSORBOARD_DIR = "tensorboard"
 MLFLOW_DIR = "mlruns"
 FLOWER_LOG = "flower.log"
 FLOWER_LOGS_DIR = "flower-logs"
+ERROR_LOG = "error.log"  # full tracebacks of failures, for bug reports
 # append-only logs: a checkpoint records their lengths, a resumed run cuts them back to those
 LOG_FILES = (METRICS_FILE, ALLOCATIONS_FILE, IMPORTANCE_FILE)
 # metrics.jsonl keys of lm-eval benchmark scores: lm_eval.<task>.<metric> (fedhello.tasks.lm_eval_scorer)

@@ -25,14 +25,13 @@ from fedhello.tasks.lm_eval_scorer import LMEvalScorer, lm_eval_scorer
 
 
 def build_allocator(federation: Federation) -> Allocator:
-    """The configured strategy (`strategy.name`), wrapped depth-aware when `strategy.depth_aware`."""
+    """The configured strategy (`strategy.name`) with its options, wrapped depth-aware when `strategy.depth_aware`."""
     strategy = federation.config.strategy
+    constraints = federation.client_constraints()
     cls = ALLOCATORS.get(strategy.name)
-    # budget-true allocators solve their own knapsack over each client's budget
-    extra = {"constraints": federation.client_constraints()} if cls.needs_constraints else {}
-    allocator = cls(strategy, federation.num_layers, federation.tier_budgets, federation.config.lora.r, **extra)
+    allocator = cls(strategy, federation.num_layers, federation.tier_budgets, federation.config.lora.r, constraints)
     if strategy.depth_aware:  # budget tiers: keep every plan at or above its tier's lowest affordable layer
-        allocator = DepthAwareAllocator(allocator, federation.client_constraints())
+        allocator = DepthAwareAllocator(allocator, constraints)
     return allocator
 
 
@@ -116,4 +115,3 @@ class Coordinator:
         if benchmarks and self.scorer is not None:
             metrics.update(self.scorer.score(self.federation.model, self.federation.task))
         return metrics
-

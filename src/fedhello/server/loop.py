@@ -73,6 +73,8 @@ def simulated_dropouts(config: RunConfig, round_num: int, attempt: int, client_i
         return set()
     draws = {cid: round_rng(config.seed, round_num, DROPOUT, attempt, cid).random() for cid in client_ids}
     return {cid for cid, draw in draws.items() if draw < p}
+
+
 @dataclass
 class RoundOutcome:
     """What came back in a round, over all its attempts."""
@@ -241,7 +243,7 @@ def run_rounds(
         config.reliability,
         coordinator.aggregator,
         sample_counts,
-        pruned_ranks=config.lora.self_prune_threshold > 0,  # self-pruned clients send rank-k pairs
+        pruned_ranks=config.strategy.sends_lower_ranks,  # self-pruned clients send rank-k pairs
     )
     rounds = config.federation.rounds
     every = config.checkpoint.every

@@ -66,7 +66,7 @@ class UpdateValidator:
 
     `sample_counts` is the server's own count of each client's training samples, where it has one (the
     simulation engines); without it, claims are only bounded (`max_num_samples`, `num_samples_bound`).
-    `pruned_ranks` (clients may self-prune, `lora.self_prune_threshold`): a LoRA pair may arrive at a lower rank
+    `pruned_ranks` (clients may self-prune, `StrategyConfig.sends_lower_ranks`): a LoRA pair may arrive at a lower rank
     than the plan's, both factors at the same rank -- the rank-k adapter a self-pruned client sends.
     """
 

@@ -16,14 +16,15 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from fedhello.config import LoraSettings, TrainConfig
+from fedhello.components import ALLOCATORS
+from fedhello.config import StrategyConfig, TrainConfig
 from fedhello.models.adapter import extract_state, freeze_for_plan, load_state
 from fedhello.models.layers import HEAD, model_depth
 from fedhello.models.precision import autocast
 from fedhello.models.quantize import weights_mb
-from fedhello.models.ranks import PerRankScaling, lora_factor, self_prune, truncate, zero_beyond_rank
+from fedhello.models.ranks import truncate, zero_beyond_rank
 from fedhello.models.recompute import recomputed_blocks, set_recompute, supports_recompute
-from fedhello.plan import ClientUpdate, Plan
+from fedhello.plan import GRAD_NORM, ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
 
@@ -62,9 +63,8 @@ class LocalTrainer:
     epoch's short last micro-batch included; `gradient_checkpointing` recomputes the activations of every block
     backward traverses (for every plan), otherwise a plan's `recompute` says how many blocks do
     (`fedhello.models.recompute`, switched on the shared model per client).
-    LoRA options (`lora`, default the task config's): `rank_scaling: per_rank` trains a rank-r plan as a
-    rank-r adapter with scale alpha / r (`PerRankScaling`), `self_prune_threshold` prunes ranks after
-    training (`self_prune`).
+    A method's client side (`strategy`, default the task config's `strategy:`) is its strategy's `ClientHook`
+    (`fedhello.training.hooks`), called around every client's training.
     """
 
     def __init__(
@@ -73,14 +73,14 @@ class LocalTrainer:
         task: Task,
         layout: dict[str, int],
         config: TrainConfig,
-        lora: LoraSettings | None = None,
+        strategy: StrategyConfig | None = None,
     ) -> None:
         self.model = model
         self.task = task
         self.layout = layout
         self.config = config
-        # rank scaling and self-pruning are LoRA settings; by default those the task's model was built with
-        self.lora = lora if lora is not None else task.config.lora
+        options = strategy if strategy is not None else task.config.strategy
+        self.hook = ALLOCATORS.get(options.name).client_hook(options, model, layout)
         self.num_layers = model_depth(model)
         self._warmed_up = False
 
@@ -142,21 +142,15 @@ class LocalTrainer:
         blocks = recomputed_blocks(plan.layers, recompute, self.num_layers)
         if blocks:
             set_recompute(self.model, blocks)
-        scaling = None
-        if plan.ranks and self.lora.rank_scaling == "per_rank":
-            scaling = PerRankScaling(self.model, self.layout, plan.ranks)
-            scaling.enter()
         try:
+            self.hook.before_training(plan)
             stats = self._optimize(names, data, seed, meter, lr)
-        finally:  # the shared model must get peft's scale back (and keep its activations) even when training fails
-            if scaling is not None:
-                scaling.exit()
+        finally:  # the shared model must be the method's no more (and keep its activations) even when training fails
+            self.hook.after_training(plan)
             if blocks:
                 set_recompute(self.model, ())
         tensors = extract_state(self.model, names)
-        metrics: dict[str, float] = {}
-        if self.lora.self_prune_threshold > 0:
-            metrics.update(self._self_prune(plan, tensors))
+        metrics = self.hook.finish_update(plan, tensors)
         if plan.ranks:  # upload only the client's rank-r factors
             tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
         update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
@@ -166,7 +160,7 @@ class LocalTrainer:
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
             **metrics,
-            **{f"grad_norm.{k}": (float(v) / max(stats.steps, 1)) ** 0.5 for k, v in sorted(stats.grad_sq.items())},
+            **{f"{GRAD_NORM}{k}": (float(v) / max(stats.steps, 1)) ** 0.5 for k, v in sorted(stats.grad_sq.items())},
         }
         if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
             peak = meter.peak_mb()
@@ -177,24 +171,6 @@ class LocalTrainer:
                 update.metrics["peak_mem_mb"] = peak
                 update.metrics["total_mem_mb"] = self.weights_mb + peak
         return update
-
-    def _self_prune(self, plan: Plan, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
-        """`lora.self_prune_threshold`: HetLoRA's rank self-pruning on the trained factors, in place. A pruned pair
-        is uploaded as the rank-k adapter it is (`models.ranks.self_prune`; the server's validation accepts a pair
-        below the plan's rank when clients self-prune); the metrics say how many LoRA pairs dropped components and
-        the mean rank actually sent."""
-        ranks = {}
-        for name, tensor in tensors.items():
-            if lora_factor(name) == "A":
-                planned = plan.ranks.get(self.layout[name]) if plan.ranks else None
-                ranks[name] = min(planned or tensor.shape[0], tensor.shape[0])
-        kept = self_prune(tensors, ranks, self.lora.self_prune_threshold, self.lora.self_prune_ratio)
-        if not kept:
-            return {}
-        return {
-            "pruned_pairs": float(sum(kept[n] < ranks[n] for n in kept)),
-            "mean_rank": sum(kept.values()) / len(kept),
-        }
 
     def _optimize(
         self,

@@ -39,6 +39,7 @@ from fedhello.errors import FedHelloError
 from fedhello.experiment import Experiment, build_node_experiment
 from fedhello.models.quantize import NODE_QUANTIZATION_KEY, check_available
 from fedhello.models.quantize import resolve as resolve_quantization
+from fedhello.plan import GRAD_NORM
 from fedhello.runtime import quiet_libraries
 from fedhello.server.federation import assign_tiers, build_federation
 from fedhello.training import LocalTrainer, TrainerPool
@@ -57,7 +58,7 @@ ALWAYS_SENT = ("bytes_up",)  # the size of the tensors that are sent anyway
 
 def metric_share(key: str) -> str:
     """Which share (`flower.node_shares`) a metric of an update belongs to."""
-    if key.startswith("grad_norm."):
+    if key.startswith(GRAD_NORM):
         return "grad_norms"
     return next((share for share, keys in SHARE_KEYS.items() if key in keys), "method")
 

@@ -48,8 +48,7 @@ from fedhello.engines.flower.processes import (
 from fedhello.errors import ConfigError, FedHelloError
 from fedhello.events import Observers
 from fedhello.rundir import FLOWER_LOG, FLOWER_LOGS_DIR, read_summary
-from fedhello.server.observers import run_observers
-from fedhello.tasks.lm_eval_scorer import lm_eval_scorer
+from fedhello.server.startup import check_server
 
 if TYPE_CHECKING:  # imported when a deployment starts, so `python -m ...security` finds it unimported
     from fedhello.engines.flower.security import Material
@@ -295,8 +294,7 @@ class FlowerDeployEngine(Engine):
     def execute(self, config: RunConfig, run_dir: Path, options: RunOptions) -> dict[str, Any]:
         """The rounds run in the SuperLink's ServerApp process: `options.observers` of this process hear only
         `on_run_end` and `close`; `output.loggers` follow every round there."""
-        run_observers(config)  # a logger whose package is missing fails here, before anything starts
-        lm_eval_scorer(config)  # so do bad lm-eval settings (the ServerApp checks them again, in its own folder)
+        check_server(config)  # a missing logger package or bad lm-eval settings fail here, before anything starts
         run_dir.mkdir(parents=True, exist_ok=True)
         caller = Observers(options.observers)
         flower = config.flower

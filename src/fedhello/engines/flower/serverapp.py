@@ -49,11 +49,9 @@ from fedhello.plan import ClientUpdate, Plan
 from fedhello.rundir import FLOWER_LOG, new_run_dir, read_metrics
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
-from fedhello.server import Coordinator, build_federation
 from fedhello.server.federation import Federation
 from fedhello.server.loop import lost_every_round, partition_sizes, run_rounds
-from fedhello.server.observers import run_observers
-from fedhello.tasks.lm_eval_scorer import lm_eval_scorer
+from fedhello.server.startup import start_server
 
 LOGGER = logging.getLogger("fedhello.flower")
 STARTUP_TIMEOUT_S = 180.0  # how long the ServerApp waits for SuperNodes to cover every partition
@@ -326,15 +324,19 @@ def serve(
     `holds_partitions`: the clients' data are this server's own partitions (simulation), so their sample
     counts are known, not claimed."""
     quiet_libraries()
-    observers = run_observers(config, options.show_progress, options.observers)
-    scorer = lm_eval_scorer(config)  # lm-eval tasks and their data are checked before the model loads
-    federation = build_federation(config)
-    coordinator = Coordinator(federation, scorer=scorer)
+    server = start_server(config, options.show_progress, options.observers)
+    federation = server.federation
     dispatch = FlowerDispatch(grid, config_for_nodes(federation), EngineLog(run_dir / FLOWER_LOG))
     counts = partition_sizes(federation) if holds_partitions else None
     try:
         return run_rounds(
-            federation, coordinator, dispatch, run_dir, observers, resume=options.resume, sample_counts=counts
+            federation,
+            server.coordinator,
+            dispatch,
+            run_dir,
+            server.observers,
+            resume=options.resume,
+            sample_counts=counts,
         )
     except Exception as err:
         dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)

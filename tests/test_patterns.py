@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedhello.allocation.patterns import pattern_counts, tier_layers
+from fedhello.patterns import pattern_counts, tier_layers
 
 
 def test_bottleneck_paper_budgets_of_12():

@@ -3,12 +3,12 @@ import pytest
 
 from fedhello.allocation import ALLOCATORS
 from fedhello.allocation.importance import importance_levels, level_probabilities
-from fedhello.allocation.patterns import pattern_counts
-from fedhello.config import StrategyConfig
+from fedhello.config import strategy_options
+from fedhello.patterns import pattern_counts
 
 
 def make(name: str, num_layers: int = 12, budgets=(6, 9, 12), **kwargs):
-    return ALLOCATORS.get(name)(StrategyConfig(name=name, **kwargs), num_layers, list(budgets))
+    return ALLOCATORS.get(name)(strategy_options({"name": name, **kwargs}), num_layers, list(budgets))
 
 
 def test_registry_has_the_paper_strategies_and_references():

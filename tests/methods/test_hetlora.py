@@ -3,8 +3,10 @@
 import torch
 
 from fedhello.aggregation import AGGREGATORS, masked_fedavg
-from fedhello.aggregation.hetlora import hetlora_aggregate, rank_masked_fedavg
-from fedhello.models.ranks import coverage, pad, self_prune, truncate
+from fedhello.aggregation.rank_fedavg import rank_masked_fedavg
+from fedhello.methods.hetlora.aggregator import hetlora_aggregate
+from fedhello.methods.hetlora.client import self_prune
+from fedhello.models.ranks import coverage, pad, truncate
 from fedhello.plan import ClientUpdate, Plan
 
 A, B, HEAD = "m.layer.0.q.lora_A.default.weight", "m.layer.0.q.lora_B.default.weight", "m.classifier.weight"

@@ -6,7 +6,7 @@ import math
 import torch
 
 from fedhello.aggregation import AGGREGATORS
-from fedhello.aggregation.fedpilot import MAX_SCALE
+from fedhello.methods.fed_pilot.aggregator import MAX_SCALE
 from fedhello.plan import ClientUpdate, Plan
 
 

@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 
 from fedhello.allocation import ALLOCATORS
-from fedhello.allocation.baselines import budget_rank, depth_ranks
-from fedhello.config import StrategyConfig
+from fedhello.allocation.rank import budget_rank
+from fedhello.config import strategy_options
 from fedhello.errors import ConfigError
+from fedhello.methods.legend import depth_ranks
 
 L, BUDGETS = 6, [3, 4, 6]
 CLIENTS = {0: 3, 1: 4, 2: 6, 3: 3, 4: 6}  # client -> layer budget (its tier's)
 
 
 def make(name, **kwargs):
-    return ALLOCATORS.get(name)(StrategyConfig(name=name), L, BUDGETS, **kwargs)
+    return ALLOCATORS.get(name)(strategy_options({"name": name}), L, BUDGETS, **kwargs)
 
 
 def plans_of(name, round_num=1, **kwargs):
@@ -39,7 +40,7 @@ def test_exclusive_refuses_tiers_that_cannot_train_the_whole_model():
     """Published rule: only clients able to train the whole model take part. With budgets 3/4/5 of 6 the old
     allocator gave all 6 layers to the 5-layer tier, over its budget."""
     with pytest.raises(ConfigError) as info:
-        ALLOCATORS.get("exclusive")(StrategyConfig(name="exclusive"), L, [3, 4, 5])
+        ALLOCATORS.get("exclusive")(strategy_options({"name": "exclusive"}), L, [3, 4, 5])
     assert "'tiers'" in str(info.value) and "all 6 layers" in str(info.value)
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from fedhello.aggregation.flexlora import flexlora_aggregate, svd_factors
+from fedhello.methods.flexlora.aggregator import flexlora_aggregate, svd_factors
 from fedhello.models.ranks import truncate
 from fedhello.plan import ClientUpdate, Plan
 
@@ -12,14 +12,18 @@ R, IN, OUT = 6, 9, 7
 
 def factors(rank, seed):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(rank, IN, generator=g, dtype=torch.float64), torch.randn(OUT, rank, generator=g,
-                                                                                dtype=torch.float64)
+    return torch.randn(rank, IN, generator=g, dtype=torch.float64), torch.randn(
+        OUT, rank, generator=g, dtype=torch.float64
+    )
 
 
 def test_reproduces_the_exact_weighted_sum_of_products_when_ranks_allow():
     (a1, b1), (a2, b2) = factors(2, 1), factors(3, 2)  # total rank 5 <= r_max 6
-    g = {A: torch.zeros(R, IN, dtype=torch.float64), B: torch.zeros(OUT, R, dtype=torch.float64),
-         HEAD: torch.zeros(2, dtype=torch.float64)}
+    g = {
+        A: torch.zeros(R, IN, dtype=torch.float64),
+        B: torch.zeros(OUT, R, dtype=torch.float64),
+        HEAD: torch.zeros(2, dtype=torch.float64),
+    }
     ups = [
         ClientUpdate(1, Plan((0,), ranks={0: 2}), {A: a1, B: b1, HEAD: torch.ones(2, dtype=torch.float64)}, 10),
         ClientUpdate(2, Plan((0,), ranks={0: 3}), {A: a2, B: b2, HEAD: 4 * torch.ones(2, dtype=torch.float64)}, 30),

@@ -1,0 +1,47 @@
+"""The client side of a method: what `LocalTrainer` lets a method do around one client's training.
+
+A strategy declares its hook class (`Allocator.client_hook`); the trainer builds it once per model with the run's
+strategy options and calls, for every client it trains:
+
+  before_training(plan)                 after the client's starting state is loaded and its plan frozen in,
+                                        before the first step (e.g. HetLoRA rescales a rank-r adapter)
+  after_training(plan)                  after the last step, also when training failed (undo what
+                                        before_training changed on the shared model)
+  finish_update(plan, tensors)          the trained tensors about to be sent (full-rank, may be changed in
+                                        place, e.g. self-pruned); returns the metrics to report with them
+
+Every default does nothing, so a method without client-side behaviour needs no hook. A hook holds no per-client
+state: one trainer serves many clients in turn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from fedhello.plan import Plan
+
+if TYPE_CHECKING:
+    from fedhello.config import StrategyConfig
+
+
+class ClientHook:
+    """No client-side behaviour (the default of every strategy). Subclasses override the hooks above."""
+
+    def __init__(self, options: StrategyConfig, model: torch.nn.Module, layout: dict[str, int]) -> None:
+        self.options = options
+        self.model = model
+        self.layout = layout
+
+    def before_training(self, plan: Plan) -> None:
+        """Prepare the shared model for this client's plan (its starting state is loaded)."""
+        return None
+
+    def after_training(self, plan: Plan) -> None:
+        """Undo `before_training` on the shared model; called even when training raised."""
+        return None
+
+    def finish_update(self, plan: Plan, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Change the trained `tensors` in place before they are sent; return metrics to report."""
+        return {}
