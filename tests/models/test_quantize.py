@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import fedhello
 from fedhello.config import config_from_dict
 from fedhello.engines import ENGINES
 from fedhello.errors import ConfigError
 from fedhello.models.quantize import check_available, weights_mb
+from fedhello.runtime import defer_optional_imports
 from fedhello.tasks.causal_lm import render_prompt
 from fedhello.testing.checkpoints import gpt2_checkpoint
 from fedhello.testing.datasets import dolly_like
@@ -114,7 +114,7 @@ def test_weights_mb_counts_every_tensor_once():
 def test_optional_imports_are_deferred_only_for_the_libraries_that_do_not_need_them():
     """peft.helpers' eager bitsandbytes import and seaborn's scipy import are refused (each costs every process
     most of a second); every other import of them is left alone."""
-    finder = next(f for f in sys.meta_path if isinstance(f, fedhello._DeferOptionalImports))
+    finder = defer_optional_imports()
     from_peft_helpers: dict = {"__name__": "peft.helpers", "finder": finder}
     exec("spec = finder.find_spec('bitsandbytes')", from_peft_helpers)
     assert from_peft_helpers["spec"] is not None

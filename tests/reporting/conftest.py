@@ -1,4 +1,5 @@
-"""Run folders written by hand, shaped like `fedhello run` output, so report tests need no training."""
+"""Run folders written by hand, shaped like `fedhello run` output, so report tests need no training (file names from
+`fedhello.rundir`, the one place they are defined)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from fedhello.rundir import ALLOCATIONS_FILE, CONFIG_FILE, IMPORTANCE_FILE, METRICS_FILE, PARTITION_FILE
 
 NUM_LAYERS = 4
 TIER_LAYERS = [1, 2, 4]
@@ -37,7 +40,7 @@ def write_run_dir(
         "federation": {"num_clients": 6, "clients_per_round": 3, "rounds": rounds, "eval_every": eval_every},
         "tiers": [{"share": 1 / 3, "layers": k} for k in TIER_LAYERS],
     }
-    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / CONFIG_FILE).write_text(yaml.safe_dump(config))
     lines, rows = [], []
     for round_num in range(1, rounds + 1):
         sampled = sorted(rng.choice(6, 3, replace=False).tolist())
@@ -67,8 +70,8 @@ def write_run_dir(
                 "importance_refresh": round_num in fim_rounds,
             }
         )
-    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    with (path / "allocations.csv").open("w", newline="") as f:
+    (path / METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with (path / ALLOCATIONS_FILE).open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["round", "client", "tier", "layers"])
         writer.writerows(rows)
@@ -78,7 +81,7 @@ def write_run_dir(
              "probabilities": [0.125, 0.25, 0.375, 0.25]}
             for r in fim_rounds
         ]
-        (path / "importance.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (path / IMPORTANCE_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     if partition:
         stats = {
             "partition": {"kind": "iid"},
@@ -93,7 +96,7 @@ def write_run_dir(
                 for c in range(6)
             ],
         }
-        (path / "partition.json").write_text(json.dumps(stats))
+        (path / PARTITION_FILE).write_text(json.dumps(stats))
     return path
 
 

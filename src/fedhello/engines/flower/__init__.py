@@ -5,4 +5,8 @@ ClientApp (`clientapp.py`, fedhello's `LocalTrainer`). Importing this package re
 without importing Flower; the apps are imported when an engine runs.
 """
 
-from fedhello.engines.flower import deploy, sim  # noqa: F401  (registers)
+from fedhello.runtime import defer_optional_imports
+
+defer_optional_imports()  # before anything below imports peft
+
+from fedhello.engines.flower import deploy, sim  # noqa: E402, F401  (registers)
