@@ -13,10 +13,11 @@ class ARDLoRAOptions(StrategyConfig):
     client uses, and components whose gate falls under `gate_threshold` are not sent."""
 
     l1: float = Field(
-        1e-3,
+        1e-4,
         ge=0.0,
         description="ard_lora: weight of the l1 sparsity term on the rank gates (sum of |g| over every gated LoRA "
-        "component; the continuous effective rank), added to the loss once per optimizer step",
+        "component; the continuous effective rank), added to the loss once per optimizer step. AdamW moves a gate "
+        "about gate_lr per step whatever the weights: l1 decides whether a gate's task gradient or the sparsity wins",
     )
     tv: float = Field(
         1e-4,
@@ -25,7 +26,7 @@ class ARDLoRAOptions(StrategyConfig):
         "optimizer steps (stable rank changes over training; g_(t-1) held fixed)",
     )
     gate_lr: float = Field(
-        0.05,
+        0.1,
         gt=0.0,
         description="ard_lora: learning rate of the rank gates (AdamW, no weight decay); a gate starts every round "
         "at 1 and must be able to reach gate_threshold within one round's local steps",
