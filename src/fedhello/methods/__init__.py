@@ -7,6 +7,7 @@ strategy, aggregator and method is known to whoever looks one up.
 
 from fedhello import aggregation  # noqa: F401  (the generic aggregators: fedavg, rank_fedavg)
 from fedhello.methods import (  # noqa: F401  (each registers its strategy, aggregator and methods)
+    ard_lora,
     centralized,
     exclusive,
     fed_hello,

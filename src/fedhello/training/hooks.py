@@ -10,13 +10,20 @@ strategy options and calls, for every client it trains:
   finish_update(plan, tensors)          the trained tensors about to be sent (full-rank, may be changed in
                                         place, e.g. self-pruned); returns the metrics to report with them
 
+and, while it trains (between before_training and after_training):
+
+  extra_param_groups()                  parameters of the method's own to optimise with the LoRA factors
+                                        (e.g. ARD-LoRA's rank gates), as optimizer param groups
+  loss_term()                           a term added to the loss once per optimizer step (e.g. a regulariser
+                                        on those parameters), or None
+
 Every default does nothing, so a method without client-side behaviour needs no hook. A hook holds no per-client
 state: one trainer serves many clients in turn.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -45,3 +52,16 @@ class ClientHook:
     def finish_update(self, plan: Plan, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
         """Change the trained `tensors` in place before they are sent; return metrics to report."""
         return {}
+
+    def extra_param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer param groups (`{"params": [...], "lr": ..., ...}`) of parameters the method adds for this
+        client's training; keys a group leaves out take the trainer's (lr, weight decay). They are optimised with
+        the plan's parameters but neither clipped nor uploaded: the hook folds what they hold into the upload
+        (`finish_update`) or drops it. Read once per client, after `before_training`."""
+        return []
+
+    def loss_term(self) -> torch.Tensor | None:
+        """A scalar added to the loss once per optimizer step (after the step's micro-batches, not weighted by
+        them), e.g. a regulariser on `extra_param_groups`; None adds nothing. Not part of the reported
+        train_loss."""
+        return None

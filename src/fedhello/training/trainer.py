@@ -185,8 +185,9 @@ class LocalTrainer:
         model is changed in place."""
         max_steps = max_steps or self.config.max_steps
         params = dict(self.model.named_parameters())
+        groups = [{"params": [params[n] for n in names]}, *self.hook.extra_param_groups()]
         optimizer = torch.optim.AdamW(
-            [params[n] for n in names], lr=self.config.lr if lr is None else lr, weight_decay=self.config.weight_decay
+            groups, lr=self.config.lr if lr is None else lr, weight_decay=self.config.weight_decay
         )
         layer_of = {n: self.layout[n] for n in names if self.layout[n] != HEAD}
         generator = torch.Generator().manual_seed(seed)
@@ -215,6 +216,9 @@ class LocalTrainer:
                     (scaler.scale(scaled) if scaler else scaled).backward()
                     stats.loss_sum += loss.item() * weight
                     stats.weight_sum += weight
+                extra = self.hook.loss_term()  # the method's own term, once per step (e.g. ARD-LoRA's l1 + TV)
+                if extra is not None:
+                    (scaler.scale(extra) if scaler else extra).backward()
                 if scaler:
                     scaler.unscale_(optimizer)
                 _accumulate_layer_norms(stats.grad_sq, params, layer_of)
