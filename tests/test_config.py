@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fedhello.config import RunConfig, config_from_dict, load_config, parse_override
 from fedhello.errors import ConfigError
@@ -231,3 +232,22 @@ def test_an_item_of_tiers_can_be_overridden():
     assert config.tiers[0].layers == 1
     with pytest.raises(ConfigError, match="use an index below"):
         load_config(Path("configs/default.yaml"), ["tiers.7.layers=1"])
+
+
+def test_a_run_folder_written_before_methods_became_folders_still_loads(tmp_path):
+    """Older versions saved every strategy option and HetLoRA's LoRA fields in every run's config.yaml: such a
+    file loads as a run folder's own config (resume, export, a grid's finished cells), not as a user's config,
+    and a moved field set to something else names its new place."""
+    tree = load_config(None, ["strategy.name=full"]).model_dump(mode="json")
+    tree["strategy"].update(pattern="bottleneck", randomized=True, fim_warmup=5, value_decay=0.5)
+    tree["lora"].update(rank_scaling="fixed", self_prune_threshold=0.0, self_prune_ratio=0.75)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    assert load_config(path, saved=True).strategy.model_dump() == {"name": "full", "depth_aware": False,
+                                                                  "recompute": False}
+    with pytest.raises(ConfigError):
+        load_config(path)
+    tree["lora"]["rank_scaling"] = "per_rank"
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=r"'lora.rank_scaling': moved to strategy.rank_scaling"):
+        load_config(path, saved=True)

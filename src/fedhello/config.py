@@ -778,6 +778,15 @@ def config_from_dict(tree: dict[str, Any]) -> RunConfig:
         # a mistyped key first: it explains the "missing" error of the key it was meant to be
         first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         field = _format_location(first["loc"])
+        if (
+            first["type"] == "extra_forbidden"
+            and first["loc"][:1] == ("lora",)
+            and first["loc"][-1] in MOVED_TO_HETLORA
+        ):
+            key = first["loc"][-1]
+            raise ConfigError(
+                f"lora.{key}", f"moved to strategy.{key} (an option of strategy hetlora)", "set it there, with hetlora"
+            ) from None
         if first["type"] == "extra_forbidden" and len(first["loc"]) == 2 and first["loc"][0] == "strategy":
             raise _foreign_option(str(first["loc"][1]), _strategy_name(tree)) from None
         if first["type"] == "extra_forbidden":
@@ -824,15 +833,35 @@ def drop_foreign_options(tree: dict[str, Any]) -> None:
         del section[key]
 
 
+# fields that moved: lora.* -> strategy.* of strategy hetlora (December 2026, methods as folders), with the value
+# they had in every run that was not HetLoRA's
+MOVED_TO_HETLORA = {"rank_scaling": "fixed", "self_prune_threshold": 0.0, "self_prune_ratio": 0.75}
+
+
+def upgrade_saved_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    """A run folder's config.yaml written by an older fedhello, in today's layout (in place, and returned): the LoRA
+    fields that moved to HetLoRA's options are dropped where they hold the value every other run had, and the dump
+    of every strategy option (older versions saved all of them) keeps only the named strategy's. A HetLoRA run of
+    the old layout stays as it is and is refused (`lora.rank_scaling` has moved), since its strategy changed too."""
+    lora = tree.get("lora")
+    if isinstance(lora, dict):
+        for key, old in MOVED_TO_HETLORA.items():
+            if key in lora and lora[key] == old:
+                del lora[key]
+    drop_foreign_options(tree)
+    return tree
+
+
 def _strategy_name(tree: dict[str, Any]) -> Any:  # noqa: ANN401 - whatever the tree holds
     section = tree.get("strategy")
     return section.get("name", DEFAULT_STRATEGY) if isinstance(section, dict) else DEFAULT_STRATEGY
 
 
-def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_yaml_tree(path: Path, seen: tuple[Path, ...] = (), saved: bool = False) -> dict[str, Any]:
     """Read a config file; a top-level `base: other.yaml` (relative to the file) is loaded first and
     this file's values are merged over it (a file that switches the strategy drops the base's options of the
-    other one, `drop_foreign_options`)."""
+    other one, `drop_foreign_options`). `saved`: the file is a run folder's own config.yaml, which an older
+    fedhello may have written (`upgrade_saved_tree`)."""
     if not path.is_file():
         raise ConfigError("CONFIG", f"file '{path}' does not exist", "pass a YAML file, e.g. configs/default.yaml")
     if path.resolve() in seen:
@@ -843,6 +872,8 @@ def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError("CONFIG", f"'{path}' is not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(tree, dict):
         raise ConfigError("CONFIG", f"'{path}' must hold a mapping of sections")
+    if saved:
+        upgrade_saved_tree(tree)
     base = tree.pop("base", None)
     if base is not None:
         below = read_yaml_tree(path.parent / str(base), (*seen, path.resolve()))
@@ -853,9 +884,10 @@ def read_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return tree
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
-    tree = read_yaml_tree(Path(path)) if path is not None else {}
+def load_config(path: str | Path | None, overrides: list[str] | None = None, saved: bool = False) -> RunConfig:
+    """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides. `saved`: a run
+    folder's own config.yaml (see `read_yaml_tree`)."""
+    tree = read_yaml_tree(Path(path), saved=saved) if path is not None else {}
     before = _strategy_name(tree)
     for override in overrides or []:
         key, value = parse_override(override)

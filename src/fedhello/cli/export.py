@@ -53,7 +53,7 @@ def export_adapter(run_dir: Path, out_dir: Path) -> Path:
         )
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FedHelloError(f"argument 'OUT_DIR': '{out_dir}' exists and is not empty (fix: name a new folder)")
-    config = load_config(run_dir / CONFIG_FILE)
+    config = load_config(run_dir / CONFIG_FILE, saved=True)
     task = TASKS.get(config.task)
     adapter_config: dict[str, Any] = json.loads((adapter / ADAPTER_CONFIG).read_text())
     base_path = _base_path(adapter_config.get("base_model_name_or_path"), config.model.name_or_path)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedhello.config import RunConfig, config_from_dict, parse_override, read_yaml_tree, set_dotted
@@ -83,7 +82,7 @@ class Cell:
         if read_summary(self.run_dir) is None or not (self.run_dir / CONFIG_FILE).is_file():
             return False
         try:
-            saved = config_from_dict(yaml.safe_load((self.run_dir / CONFIG_FILE).read_text()) or {})
+            saved = config_from_dict(read_yaml_tree(self.run_dir / CONFIG_FILE, saved=True))
         except ConfigError:  # written with settings this version no longer has
             return False
         return same_config(saved.model_dump(mode="json"), self.config.model_dump(mode="json"))

@@ -39,7 +39,7 @@ WALL_STEP_KEY = "step_seconds"
 # allocators whose plans are not full-rank on both LoRA factors: tier ranks (HetLoRA, FlexLoRA), LEGEND's
 # depth ranks, FFA-LoRA's frozen A. Their all-layer entries cost less than a full plan, so they are no reference.
 # (A fallback: `cells.read_cell` asks the allocator registry.)
-PARTIAL_PLAN_STRATEGIES = frozenset({"tier_rank", "hetlora", "legend", "ffa"})
+PARTIAL_PLAN_STRATEGIES = frozenset({"tier_rank", "hetlora", "ard_lora", "legend", "ffa"})
 
 
 @dataclass(frozen=True)

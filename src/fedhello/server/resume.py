@@ -72,7 +72,7 @@ def resume_config(run_dir: Path, config_path: Path | None, overrides: list[str] 
         )
     if out is not None and Path(out).resolve() != run_dir.resolve():
         raise FedHelloError("option '--out': a resumed run continues in its own folder (fix: drop --out)")
-    config = load_config(config_path if config_path is not None else saved, overrides)
+    config = load_config(config_path if config_path is not None else saved, overrides, saved=config_path is None)
     if has_checkpoint(run_dir):
         checkpoint = load_checkpoint(run_dir)
         check_resumable(checkpoint, config, checkpoint.client_tiers)
