@@ -32,6 +32,8 @@ from fedhello.engines.flower.messages import (
     LOCAL_DATA,
     NUM_PARTITIONS,
     PARTITION_ID,
+    STATE_DIR,
+    TrainTask,
     read_train_content,
     update_content,
 )
@@ -44,6 +46,7 @@ from fedhello.runtime import quiet_libraries
 from fedhello.server.federation import assign_tiers, build_federation
 from fedhello.training import LocalTrainer, TrainerPool
 from fedhello.training.schedule import round_lr
+from fedhello.training.store import ClientStore
 
 app = ClientApp()
 NODE_SHARES_KEY = "shares"  # --node-config key: what this node sends at most (comma-separated, `flower.node_shares`)
@@ -174,6 +177,21 @@ def train(msg: Message, context: Context) -> Message:
         ) from None
 
 
+def client_store(task: TrainTask, context: Context) -> ClientStore | None:
+    """Where this node keeps its clients' personal state: the folder the server names (flower-sim, under the run
+    folder), else the node's own `--node-config state-dir=...` (flower-deploy). A plan with personal parts and
+    neither is refused with the fix."""
+    folder = task.state_dir or context.node_config.get(STATE_DIR)
+    if folder:
+        return ClientStore(str(folder))
+    if task.plan.personal:
+        raise FedHelloError(
+            f"the method keeps a personal part on each client and this SuperNode has no folder for it (fix: start "
+            f"it with --node-config '{STATE_DIR}=/path/on/the/node ...')"
+        )
+    return None
+
+
 def _train(msg: Message, context: Context, shares: set[str]) -> Message:
     task = read_train_content(msg.content)
     partition, partitions = node_partition(context)
@@ -187,6 +205,15 @@ def _train(msg: Message, context: Context, shares: set[str]) -> Message:
     torch.set_num_threads(max(1, int(config.flower.client_cpus)))
     lr = round_lr(config.train, task.round_num, config.federation.rounds)
     data = work.client_data(task.client_id)
-    update = work.trainer(task.client_id).train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
+    update = work.trainer(task.client_id).train(
+        task.client_id,
+        task.plan,
+        task.state,
+        data,
+        task.seed,
+        lr=lr,
+        round_num=task.round_num,
+        store=client_store(task, context),
+    )
     update.metrics = shared_metrics(update.metrics, shares)
     return Message(update_content(update), reply_to=msg)
