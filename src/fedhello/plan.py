@@ -79,6 +79,9 @@ class Plan:
         )
 
 
+# prefix of an update's personalised-evaluation metrics (`federation.local_test`): `local_test.global` and
+# `local_test.personal` (the headline metric on the client's local test split), `local_test.samples` (its size)
+LOCAL_TEST = "local_test."
 GRAD_NORM = "grad_norm."  # prefix of an update's per-layer gradient norms: `grad_norm.<layer>` (Fed-pilot's values)
 
 

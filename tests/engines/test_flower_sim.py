@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import ray  # a declared dependency: a broken install must fail here, not skip the parity test
+import torch
 from flower_helpers import assert_same_run, metrics
 
 from fedhello.engines import ENGINES
 from fedhello.methods import METHODS, method_config
+from fedhello.rundir.files import CLIENTS_DIR
 
 # the budget-true variants of a preset (`-rc`, `-bt`) equal it on tiers without budgets: one budget run below
 # covers them, with plans that recompute
@@ -78,6 +80,12 @@ def assert_same_method_run(local: Path, sim: Path) -> None:
         assert record["clients"] and not record["skipped"], record
     if (local / "importance.jsonl").exists():
         assert (sim / "importance.jsonl").read_text() == (local / "importance.jsonl").read_text()
+    # a personalised method's clients keep the same state in both engines (FedSA-LoRA's B, pFedLoRA's head)
+    kept = {p.relative_to(local): torch.load(p, weights_only=True) for p in sorted(local.glob(f"{CLIENTS_DIR}/*/*.pt"))}
+    theirs = {p.relative_to(sim): torch.load(p, weights_only=True) for p in sorted(sim.glob(f"{CLIENTS_DIR}/*/*.pt"))}
+    assert kept.keys() == theirs.keys(), "different client-state versions"
+    for path, state in kept.items():
+        assert all(torch.allclose(t, theirs[path][n], atol=1e-5) for n, t in state.items()), f"{path} differs"
     log = (sim / "flower.log").read_text()
     assert "6 SuperNodes serve all 6 partitions" in log, "not every virtual SuperNode answered"
     assert "lost client" not in log, [line for line in log.splitlines() if "lost client" in line][:1]

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from fedhello.config import RunConfig
+from fedhello.data.local_test import local_test_due
 from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.rundir.files import CLIENTS_DIR
@@ -39,6 +40,7 @@ class LocalEngine(Engine):
 
         def dispatch(round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
             lr = round_lr(config.train, round_num, config.federation.rounds)
+            scores = local_test_due(config.federation, round_num)
             return [
                 trainers.trainer(federation.client_quantization(cid)).train(
                     cid,
@@ -49,6 +51,7 @@ class LocalEngine(Engine):
                     lr=lr,
                     round_num=round_num,
                     store=store,
+                    local_test=federation.client_test(cid) if scores else None,
                 )
                 for cid, plan in plans.items()
             ]

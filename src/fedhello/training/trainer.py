@@ -24,7 +24,7 @@ from fedhello.models.precision import autocast
 from fedhello.models.quantize import weights_mb
 from fedhello.models.ranks import lora_factor, truncate, zero_beyond_rank
 from fedhello.models.recompute import recomputed_blocks, set_recompute, supports_recompute
-from fedhello.plan import GRAD_NORM, ClientUpdate, Plan
+from fedhello.plan import GRAD_NORM, LOCAL_TEST, ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
 from fedhello.training.store import ClientStore
@@ -134,6 +134,7 @@ class LocalTrainer:
         lr: float | None = None,
         round_num: int = 0,
         store: ClientStore | None = None,
+        local_test: Dataset | None = None,
     ) -> ClientUpdate:
         """Start from `global_state`, train the plan's parameters on `data`, return their new values.
 
@@ -142,11 +143,19 @@ class LocalTrainer:
         over optimizer steps of each trained layer's LoRA gradient norm (what Fed-pilot's value uses).
         A plan with personal parts (`plan.personal`) needs the client's `store`: those parameters start from the
         client's own newest version before `round_num` (the global values the first time), are saved there as
-        the version of `round_num` after training, and are not in the update."""
+        the version of `round_num` after training, and are not in the update.
+        With a `local_test` split (personalised evaluation, on evaluation rounds), the metrics also carry
+        `local_test.global`: the task's headline metric of the received global model on it, before training, and,
+        for a plan with personal parts, `local_test.personal`: of the client's model after training (its personal
+        parts included); `local_test.samples`: the split's size."""
         started = time.perf_counter()
         if self.config.record_resources:
             self._warm_up(data)
         load_state(self.model, global_state)
+        scores: dict[str, float] = {}
+        if local_test is not None:
+            scores[f"{LOCAL_TEST}samples"] = float(len(local_test))
+            scores[f"{LOCAL_TEST}global"] = self._score(local_test)
         if plan.personal:
             if store is None:
                 raise ValueError("a plan with personal parts needs the client's store (LocalTrainer.train(store=...))")
@@ -173,6 +182,8 @@ class LocalTrainer:
             self.hook.after_training(plan)
             if blocks:
                 set_recompute(self.model, ())
+        if local_test is not None and plan.personal:
+            scores[f"{LOCAL_TEST}personal"] = self._score(local_test)
         tensors = extract_state(self.model, names)
         metrics = self.hook.finish_update(plan, tensors)
         if plan.personal:  # kept on the client, never sent
@@ -187,6 +198,7 @@ class LocalTrainer:
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
             **metrics,
+            **scores,
             **{f"{GRAD_NORM}{k}": (float(v) / max(stats.steps, 1)) ** 0.5 for k, v in sorted(stats.grad_sq.items())},
         }
         if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
@@ -198,6 +210,10 @@ class LocalTrainer:
                 update.metrics["peak_mem_mb"] = peak
                 update.metrics["total_mem_mb"] = self.weights_mb + peak
         return update
+
+    def _score(self, data: Dataset) -> float:
+        """The task's headline metric (accuracy; ROUGE-L for a causal LM) of the model as it is, on `data`."""
+        return float(self.task.evaluate(self.model, data)["accuracy"])
 
     def _optimize(
         self,
