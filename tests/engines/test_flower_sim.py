@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import ray  # a declared dependency: a broken install must fail here, not skip the parity test
 import torch
 from flower_helpers import assert_same_run, metrics
@@ -43,6 +44,7 @@ def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tm
     tree = tiny_config.model_dump(mode="json")
     tree["federation"]["rounds"] = 2  # round 2 refreshes FIM (fim_warmup 1), so the importance path is covered
     tree["output"]["plot"] = False
+    tree["federation"]["local_test"] = 0.2  # personalised evaluation travels too (update metrics, node data splits)
     names = [name for name in METHODS if name not in VARIANTS + SEPARATE]
     runs = [(method_config(tree, name), tmp_path / "sim" / name) for name in names]
     # budget-true Fed-HeLLo on a memory budget only recomputation meets for deep layers (45 MiB: one layer kept
@@ -80,6 +82,8 @@ def assert_same_method_run(local: Path, sim: Path) -> None:
         assert record["clients"] and not record["skipped"], record
     if (local / "importance.jsonl").exists():
         assert (sim / "importance.jsonl").read_text() == (local / "importance.jsonl").read_text()
+    for ours, theirs in zip(metrics(local), metrics(sim), strict=True):  # the same per-client local test scores
+        assert _local_scores(ours) == pytest.approx(_local_scores(theirs), abs=1e-6), f"round {ours['round']}"
     # a personalised method's clients keep the same state in both engines (FedSA-LoRA's B, pFedLoRA's head)
     kept = {p.relative_to(local): torch.load(p, weights_only=True) for p in sorted(local.glob(f"{CLIENTS_DIR}/*/*.pt"))}
     theirs = {p.relative_to(sim): torch.load(p, weights_only=True) for p in sorted(sim.glob(f"{CLIENTS_DIR}/*/*.pt"))}
@@ -89,3 +93,9 @@ def assert_same_method_run(local: Path, sim: Path) -> None:
     log = (sim / "flower.log").read_text()
     assert "6 SuperNodes serve all 6 partitions" in log, "not every virtual SuperNode answered"
     assert "lost client" not in log, [line for line in log.splitlines() if "lost client" in line][:1]
+
+
+def _local_scores(record: dict) -> dict[str, float]:
+    """Every per-client local test score of a round record (`federation.local_test`), by kind and client."""
+    kinds = record.get("local_test") or {}
+    return {f"{kind}/{cid}": v for kind, stats in kinds.items() for cid, v in stats["clients"].items()}
