@@ -12,6 +12,7 @@ import pytest
 import ray  # a declared dependency: a broken install must fail here, not skip the parity test
 import torch
 from flower_helpers import assert_same_run, metrics
+from safetensors.torch import load_file
 
 from fedhello.engines import ENGINES
 from fedhello.methods import METHODS, method_config
@@ -85,8 +86,8 @@ def assert_same_method_run(local: Path, sim: Path) -> None:
     for ours, theirs in zip(metrics(local), metrics(sim), strict=True):  # the same per-client local test scores
         assert _local_scores(ours) == pytest.approx(_local_scores(theirs), abs=1e-6), f"round {ours['round']}"
     # a personalised method's clients keep the same state in both engines (FedSA-LoRA's B, pFedLoRA's head)
-    kept = {p.relative_to(local): torch.load(p, weights_only=True) for p in sorted(local.glob(f"{CLIENTS_DIR}/*/*.pt"))}
-    theirs = {p.relative_to(sim): torch.load(p, weights_only=True) for p in sorted(sim.glob(f"{CLIENTS_DIR}/*/*.pt"))}
+    kept = {p.relative_to(local): load_file(str(p)) for p in sorted(local.glob(f"{CLIENTS_DIR}/*/*.safetensors"))}
+    theirs = {p.relative_to(sim): load_file(str(p)) for p in sorted(sim.glob(f"{CLIENTS_DIR}/*/*.safetensors"))}
     assert kept.keys() == theirs.keys(), "different client-state versions"
     for path, state in kept.items():
         assert all(torch.allclose(t, theirs[path][n], atol=1e-5) for n, t in state.items()), f"{path} differs"

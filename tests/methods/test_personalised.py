@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import torch
+from safetensors.torch import load_file
 
 from fedhello.aggregation.base import expected_shapes
 from fedhello.aggregation.fedavg import MaskedFedAvg
@@ -69,7 +70,7 @@ def resumable(tiny_config, name: str, rounds: int):  # noqa: ANN001, ANN201
 
 def stored(run_dir) -> dict[tuple[str, str], dict[str, torch.Tensor]]:  # noqa: ANN001
     root = run_dir / CLIENTS_DIR
-    return {(p.parent.name, p.name): torch.load(p, weights_only=True) for p in sorted(root.glob("*/round-*.pt"))}
+    return {(p.parent.name, p.name): load_file(str(p)) for p in sorted(root.glob("*/round-*.safetensors"))}
 
 
 def test_a_resumed_personalised_run_equals_an_uninterrupted_one(tiny_config, tmp_path):
@@ -96,5 +97,5 @@ def test_a_resumed_personalised_run_equals_an_uninterrupted_one(tiny_config, tmp
             (r["round"], r["accuracy"], r["train_loss"]) for r in expected
         ], name
         last = {c: max(store.versions(int(c))) for c, _ in got}
-        firsts = [got[(c, f"round-{k}.pt")] for c, k in sorted(last.items())]
+        firsts = [got[(c, f"round-{k}.safetensors")] for c, k in sorted(last.items())]
         assert not all(torch.equal(next(iter(firsts[0].values())), next(iter(f.values()))) for f in firsts[1:])

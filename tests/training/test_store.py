@@ -18,7 +18,8 @@ def test_a_client_starts_from_its_newest_version_before_the_round(tmp_path):
     assert torch.equal(store.load(3, before_round=5)["w"], torch.full((2,), 4.0))
     store.save(3, 4, {"w": torch.zeros(2)})  # retraining a round replaces its version
     assert torch.equal(store.load(3, before_round=9)["w"], torch.zeros(2))
-    assert sorted(p.name for p in (tmp_path / "3").iterdir()) == ["round-1.pt", "round-4.pt"], "no temporary left"
+    names = sorted(p.name for p in (tmp_path / "3").iterdir())
+    assert names == ["round-1.safetensors", "round-4.safetensors"], "no temporary left"
 
 
 def test_resuming_discards_the_versions_of_crashed_rounds(tmp_path):

@@ -2,9 +2,9 @@
 
 A store is a folder that lives where the client lives -- under the run folder for the local and flower-sim
 engines (`rundir.files.CLIENTS_DIR`), a node-local folder on flower-deploy (`--node-config state-dir=...`) --
-with one folder per client id holding one file per version:
+with one folder per client id holding one file per version (safetensors: nothing is unpickled):
 
-    <root>/<client id>/round-<k>.pt     the client's personal tensors after it trained in round k
+    <root>/<client id>/round-<k>.safetensors     the client's personal tensors after it trained in round k
 
 A client training in round r starts from its newest version of a round before r, so a run resumed from the
 checkpoint of round k (which trains round k + 1 again) uses each client's state as of round k even when a
@@ -22,8 +22,9 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-_VERSION = re.compile(r"^round-(\d+)\.pt$")
+_VERSION = re.compile(r"^round-(\d+)\.safetensors$")
 
 
 class ClientStore:
@@ -45,8 +46,7 @@ class ClientStore:
         earlier = [k for k in self.versions(client_id) if k < before_round]
         if not earlier:
             return None
-        path = self.root / str(client_id) / f"round-{earlier[-1]}.pt"
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_file(str(self.root / str(client_id) / f"round-{earlier[-1]}.safetensors"))
 
     def discard_after(self, round_num: int) -> None:
         """Remove every version of a round after `round_num`: a run resumed from the checkpoint of `round_num`
@@ -58,14 +58,14 @@ class ClientStore:
             if folder.is_dir() and folder.name.isdigit():
                 for k in self.versions(int(folder.name)):
                     if k > round_num:
-                        (folder / f"round-{k}.pt").unlink()
+                        (folder / f"round-{k}.safetensors").unlink()
 
     def save(self, client_id: int, round_num: int, tensors: dict[str, torch.Tensor]) -> Path:
         """Write the client's state after round `round_num` (atomically; replaces that round's version)."""
         folder = self.root / str(client_id)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"round-{round_num}.pt"
-        tmp = folder / f".round-{round_num}.pt.{os.getpid()}.tmp"
-        torch.save({name: t.detach().cpu().clone() for name, t in tensors.items()}, tmp)
+        path = folder / f"round-{round_num}.safetensors"
+        tmp = folder / f".round-{round_num}.safetensors.{os.getpid()}.tmp"
+        save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(tmp))
         os.replace(tmp, path)
         return path
