@@ -99,3 +99,26 @@ def test_a_resumed_personalised_run_equals_an_uninterrupted_one(tiny_config, tmp
         last = {c: max(store.versions(int(c))) for c, _ in got}
         firsts = [got[(c, f"round-{k}.safetensors")] for c, k in sorted(last.items())]
         assert not all(torch.equal(next(iter(firsts[0].values())), next(iter(f.values()))) for f in firsts[1:])
+
+
+def test_a_client_trains_its_kept_part_from_its_own_last_version(tiny_config, tmp_path):
+    """FedSA-LoRA on the trainer: round 1 trains B from the global (zero) B and keeps it; round 2, at learning rate
+    0 (nothing moves), starts from that kept B -- so it saves it unchanged -- and sends A and the head only."""
+    from fedhello.models.adapter import extract_state
+    from fedhello.server.federation import build_federation
+    from fedhello.training import LocalTrainer
+
+    config = method_config(tiny_config.model_dump(mode="json"), "fedsa-lora")
+    federation = build_federation(config)
+    trainer = LocalTrainer(federation.model, federation.task, federation.layout, config.train)
+    state = {n: t.clone() for n, t in extract_state(federation.model, list(federation.layout)).items()}
+    plan, store, data = Plan(tuple(range(4)), personal=("B",)), ClientStore(tmp_path), federation.client_data(0)
+    first = trainer.train(0, plan, state, data, seed=1, round_num=1, store=store)
+    kept = store.load(0, 2)
+    assert kept and all(".lora_B." in n for n in kept) and any(t.abs().sum() > 0 for t in kept.values())
+    assert not any(".lora_B." in n for n in first.tensors), "B is never sent"
+    assert all(torch.count_nonzero(state[n]) == 0 for n in kept), "the global B stays zero"
+    second = trainer.train(0, plan, state, data, seed=2, lr=0.0, round_num=2, store=store)
+    again = store.load(0, 3)
+    assert all(torch.equal(again[n], kept[n]) for n in kept), "round 2 started from the client's own B"
+    assert set(second.tensors) == set(first.tensors)

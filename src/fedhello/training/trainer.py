@@ -155,7 +155,8 @@ class LocalTrainer:
         scores: dict[str, float] = {}
         if local_test is not None:
             scores[f"{LOCAL_TEST}samples"] = float(len(local_test))
-            scores[f"{LOCAL_TEST}global"] = self._score(local_test)
+            scores[f"{LOCAL_TEST}global"], spent = self._score(local_test)
+            started += spent
         if plan.personal:
             if store is None:
                 raise ValueError("a plan with personal parts needs the client's store (LocalTrainer.train(store=...))")
@@ -183,7 +184,8 @@ class LocalTrainer:
             if blocks:
                 set_recompute(self.model, ())
         if local_test is not None and plan.personal:
-            scores[f"{LOCAL_TEST}personal"] = self._score(local_test)
+            scores[f"{LOCAL_TEST}personal"], spent = self._score(local_test)
+            started += spent
         tensors = extract_state(self.model, names)
         metrics = self.hook.finish_update(plan, tensors)
         if plan.personal:  # kept on the client, never sent
@@ -211,9 +213,12 @@ class LocalTrainer:
                 update.metrics["total_mem_mb"] = self.weights_mb + peak
         return update
 
-    def _score(self, data: Dataset) -> float:
-        """The task's headline metric (accuracy; ROUGE-L for a causal LM) of the model as it is, on `data`."""
-        return float(self.task.evaluate(self.model, data)["accuracy"])
+    def _score(self, data: Dataset) -> tuple[float, float]:
+        """The task's headline metric (accuracy; ROUGE-L for a causal LM) of the model as it is, on `data`, and the
+        seconds that took (not counted as training time)."""
+        started = time.perf_counter()
+        value = float(self.task.evaluate(self.model, data)["accuracy"])
+        return value, time.perf_counter() - started
 
     def _optimize(
         self,
