@@ -293,15 +293,44 @@ MUTANTS: list[Mutant] = [
         "",
         ("tests/training/test_recompute.py",),
     ),
+    Mutant(
+        "store-hands-back-the-round-being-trained",
+        "25.2",
+        "src/fedhello/training/store.py",
+        "if k < before_round]",
+        "if k <= before_round]",
+        ("tests/training/test_store.py",),
+    ),
+    Mutant(
+        "personal-part-not-restored",
+        "25.2",
+        "src/fedhello/training/trainer.py",
+        "            if own is not None:\n",
+        "            if own is not None and False:\n",
+        ("tests/methods/test_personalised.py", "-k", "kept_part"),
+    ),
+    Mutant(
+        "resume-keeps-the-crashed-rounds-state",
+        "25.2",
+        "src/fedhello/engines/local.py",
+        "store.discard_after(resumed_round(run_dir))",
+        "store.discard_after(resumed_round(run_dir) + 1)",
+        ("tests/methods/test_personalised.py", "-k", "resumed"),
+    ),
 ]
 
 
 def copy_tree(root: Path, dest: Path) -> None:
     """The working tree's files (tracked, and untracked ones git does not ignore) under `dest`."""
-    listed = subprocess.run(
-        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, check=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = root / name
         if source.is_file():  # a deleted, not yet staged file is still listed
@@ -328,7 +357,11 @@ def check_imports(tree: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     found = subprocess.run(
         [sys.executable, "-c", "import fedhello; print(fedhello.__file__)"],
-        cwd=tree, env=env, capture_output=True, text=True, check=True,
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     if not Path(found).resolve().is_relative_to(tree.resolve()):
         raise SystemExit(f"error: with PYTHONPATH on the copy, Python imports fedhello from {found}")
@@ -359,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
             if m.tests not in baseline:
                 passed, seconds, last = run_tests(tree, m.tests, args.timeout)
                 baseline[m.tests] = (passed, last)
-                print(f"baseline {'pass' if passed else 'FAIL'} ({seconds:.0f} s): pytest {' '.join(m.tests)}",
-                      flush=True)
+                print(
+                    f"baseline {'pass' if passed else 'FAIL'} ({seconds:.0f} s): pytest {' '.join(m.tests)}", flush=True
+                )
         for m in chosen:
             path = tree / m.file
             original = path.read_text()
@@ -381,8 +415,10 @@ def main(argv: list[str] | None = None) -> int:
             counts[outcome] += 1
             print(f"{outcome.upper():<8} {m.name} ({m.issue}, {seconds:.0f} s): {last}", flush=True)
     total = sum(counts.values())
-    print(f"{counts['killed']} of {total} mutants killed, {counts['survived']} survived"
-          + "".join(f", {counts[k]} {k}" for k in ("stale", "invalid") if counts[k]))
+    print(
+        f"{counts['killed']} of {total} mutants killed, {counts['survived']} survived"
+        + "".join(f", {counts[k]} {k}" for k in ("stale", "invalid") if counts[k])
+    )
     return 0 if counts["killed"] == total else 1
 
 

@@ -66,7 +66,7 @@ def test_a_strategy_that_ignores_budgets_says_so(tiny_config, tmp_path):
         assert result.exit_code == 0, result.output
         assert ("ignores the tier budgets" in result.stderr) == says, (strategy, result.stderr)
     listing = runner.invoke(app, ["strategies"]).output
-    assert "ignore the tier budgets, every client trains every layer: ffa, full" in listing
+    assert "ignore the tier budgets, every client trains every layer: fedsa, ffa, full, pfedlora" in listing
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -165,6 +165,15 @@ class FederationConfig(Section):
     clients_per_round: int = Field(5, gt=0, description="clients sampled (seeded) to train in each round")
     rounds: int = Field(20, gt=0, description="federated rounds")
     eval_every: int = Field(1, gt=0, description="evaluate the global model every N rounds (and the last)")
+    local_test: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="personalised evaluation: this share of each client's own data (seeded per client) is its local "
+        "test split, never trained on; on evaluation rounds every sampled client scores the global model and, for a "
+        "method with a personal part, its personalised model on it (docs/compare.md, Personalised evaluation); "
+        "0 = off",
+    )
     eval_subset: int | None = Field(
         None,
         gt=0,
@@ -419,12 +428,13 @@ class FlowerConfig(Section):
         "client (a real deployment gives each SuperNode its own with --node-config instead)",
     )
 
-    node_shares: list[Literal["loss", "timing", "memory", "grad_norms", "method", "errors"]] = Field(
-        default_factory=lambda: ["loss", "timing", "memory", "grad_norms", "method", "errors"],
+    node_shares: list[Literal["loss", "timing", "memory", "grad_norms", "method", "local_test", "errors"]] = Field(
+        default_factory=lambda: ["loss", "timing", "memory", "grad_norms", "method", "local_test", "errors"],
         description="what a node sends besides its update tensors and sample count: loss (train_loss, steps), timing "
         "(seconds, step_seconds, step_cpu_seconds; reliability.client_timeout_s needs it), memory (weights_mb, "
         "peak_mem_mb, total_mem_mb), grad_norms (grad_norm.<layer>: per-layer gradient norms), method (a method's "
-        "own metrics, e.g. self-pruned ranks), errors (a failing node's error text: its file paths, label values, "
+        "own metrics, e.g. self-pruned ranks), local_test (local_test.<global|personal|samples>: its scores on its "
+        "local test split, federation.local_test), errors (a failing node's error text: its file paths, label values, "
         "column names); a node narrows it further with --node-config 'shares=\"loss,timing\"' (docs/flower.md)",
     )
 

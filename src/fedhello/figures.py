@@ -396,6 +396,31 @@ def peak_memory(run: RunData) -> Figure | None:
     return fig
 
 
+def local_test(run: RunData) -> Figure | None:
+    """Personalised evaluation (`federation.local_test`): per round, each sampled client's score on its local test
+    split -- the global model it received (blue) and its personalised model (orange), one dot per client -- and
+    the weighted mean over clients (line)."""
+    scored = [r for r in run.metrics if r.get("local_test")]
+    if not scored:
+        return None
+    fig, (ax,) = _figure(6.5, 3.6)
+    styles = {"global": ("#1f77b4", -0.12), "personal": ("#ff7f0e", 0.12)}
+    for kind, (color, shift) in styles.items():
+        rows = [(r["round"], r["local_test"][kind]) for r in scored if kind in r["local_test"]]
+        if not rows:
+            continue
+        xs = [rnd + shift for rnd, stats in rows for _ in stats["clients"]]
+        ys = [v for _, stats in rows for v in stats["clients"].values()]
+        ax.scatter(xs, ys, s=14, alpha=0.6, color=color)
+        means = [stats["weighted_mean"] for _, stats in rows]
+        ax.plot([rnd for rnd, _ in rows], means, marker="_", color=color, label=f"{kind} model (weighted mean)")
+    ax.set(xlabel="round", ylabel="score on the local test split", title="per-client local test scores")
+    ax.grid(alpha=0.3)
+    integer_rounds(ax)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def partition(run: RunData) -> Figure | None:
     """Label distribution per client (stacked counts, flwr-datasets style), with each client's tier."""
     stats = run.partition

@@ -19,6 +19,9 @@ class Upload(StrEnum):
     ONE_FACTOR = "one-factor"  # only one factor of each LoRA pair (FFA-LoRA sends B, never A)
 
 
+PERSONAL_KINDS = ("A", "B", "head")  # what a plan may keep on the client (`Plan.personal`)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one client trains in one round.
@@ -29,6 +32,9 @@ class Plan:
     `train_lora_a` / `train_lora_b` = False freeze (and do not upload) that LoRA factor (FFA-LoRA freezes A).
     `recompute` is how many blocks, from the lowest trained layer up, recompute their activations in backward
     instead of keeping them (`fedhello.models.recompute`): memory for time, the same update.
+    `personal` names the kinds of trained tensors the client keeps to itself and never uploads (`PERSONAL_KINDS`:
+    "A", "B" for a LoRA factor, "head" for the task head): it trains them from its own stored copy
+    (`fedhello.training.store`) and the server neither expects nor aggregates them (personalised methods).
     """
 
     layers: tuple[int, ...]
@@ -37,9 +43,14 @@ class Plan:
     train_lora_a: bool = True
     train_lora_b: bool = True
     recompute: int = 0
+    personal: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
+        object.__setattr__(self, "personal", tuple(sorted(set(self.personal))))
+        unknown = set(self.personal) - set(PERSONAL_KINDS)
+        if unknown:
+            raise ValueError(f"plan: unknown personal part(s) {sorted(unknown)}; known: {list(PERSONAL_KINDS)}")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"layers": list(self.layers), "train_head": self.train_head}
@@ -50,6 +61,8 @@ class Plan:
                 out[flag] = False
         if self.recompute:
             out["recompute"] = self.recompute
+        if self.personal:
+            out["personal"] = list(self.personal)
         return out
 
     @classmethod
@@ -62,9 +75,13 @@ class Plan:
             train_lora_a=bool(data.get("train_lora_a", True)),
             train_lora_b=bool(data.get("train_lora_b", True)),
             recompute=int(data.get("recompute", 0)),
+            personal=tuple(str(kind) for kind in data.get("personal", ())),
         )
 
 
+# prefix of an update's personalised-evaluation metrics (`federation.local_test`): `local_test.global` and
+# `local_test.personal` (the headline metric on the client's local test split), `local_test.samples` (its size)
+LOCAL_TEST = "local_test."
 GRAD_NORM = "grad_norm."  # prefix of an update's per-layer gradient norms: `grad_norm.<layer>` (Fed-pilot's values)
 
 

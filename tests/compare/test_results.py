@@ -209,6 +209,7 @@ def test_results_files_have_paired_columns_cells_and_frontier(grid, tmp_path):
     assert rows["straggler"]["seeds_needed"] == "5" and rows["straggler"]["target_never"] == "2"
     assert float(rows["straggler"]["tier0_max_mem_ratio"]) == pytest.approx(42 / 105)
     assert rows["fedit"]["tier0_over_budget"] == "12" and rows["exclusive"]["tier0_plans"] == "0"
+    assert rows["fedit"]["local_personal_mean"] == "", "no personalised evaluation in these runs"
     cells = read_csv(paths["cells"])
     assert len(cells) == 11 and list(cells[0]) == [
         "partition",
@@ -218,6 +219,8 @@ def test_results_files_have_paired_columns_cells_and_frontier(grid, tmp_path):
         "last_k_mean",
         "macro_f1",
         "best",
+        "local_global",
+        "local_personal",
         "rounds_to_target",
         "mb_to_target",
         "target_reached",
@@ -296,3 +299,21 @@ def test_the_mib_a_memory_fraction_stands_for_still_counts_as_the_same_config():
     assert same_config(saved, wanted)
     other = {"tiers": [{"layers": 2, "memory_mb": 39.6, "memory_fraction": 0.5}, {"layers": 6}]}
     assert not same_config(other, wanted)
+
+
+def test_a_cell_carries_the_last_personalised_evaluation():
+    """`federation.local_test` runs: the cell's local_global / local_personal are the last record's weighted means
+    (records without local test scores in between do not reset them); runs without them give None."""
+    records = [
+        {
+            "round": 1,
+            "accuracy": 0.5,
+            "local_test": {"global": {"weighted_mean": 0.4}, "personal": {"weighted_mean": 0.7}},
+        },
+        {"round": 2, "accuracy": 0.6, "local_test": {"global": {"weighted_mean": 0.45}}},
+        {"round": 3, "accuracy": None},
+    ]
+    got = accuracy_metrics(records, last_k=2)
+    assert (got["local_global"], got["local_personal"]) == (0.45, None)
+    assert accuracy_metrics(records[:1], last_k=2)["local_personal"] == 0.7
+    assert accuracy_metrics([{"round": 1, "accuracy": 0.5}], last_k=1)["local_global"] is None

@@ -9,6 +9,7 @@ test_flower_sim.py and test_flower_deploy.py.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -381,3 +382,25 @@ def test_a_serverapp_stopped_by_flower_says_so_in_flower_log(tmp_path):
         pass  # the run ended: Flower's exit at the end of every ServerApp process writes nothing
     trigger_exit_handlers(run_before_force_exit=True)
     assert not (finished / "flower.log").exists()
+
+
+def test_a_node_keeps_personal_state_where_the_server_or_its_own_config_says():
+    """flower-sim: the folder the train message names (under the run folder); flower-deploy: the node's own
+    --node-config state-dir; a personalised plan with neither is refused with the fix."""
+    from types import SimpleNamespace
+
+    from fedhello.engines.flower.clientapp import client_store
+    from fedhello.engines.flower.messages import STATE_DIR, TrainTask, read_train_content, train_content
+    from fedhello.plan import Plan
+
+    def task(state_dir, personal=()):  # noqa: ANN001, ANN202
+        sent = TrainTask(1, 2, 3, Plan((0,), personal=personal), "{}", {"w": torch.zeros(1)}, state_dir)
+        return read_train_content(train_content(sent))  # what the node reads
+
+    assert task("/run/clients").state_dir == "/run/clients" and task(None).state_dir is None
+    assert client_store(task("/run/clients"), SimpleNamespace(node_config={})).root == Path("/run/clients")
+    node = SimpleNamespace(node_config={STATE_DIR: "/srv/state"})
+    assert client_store(task(None, ("B",)), node).root == Path("/srv/state")
+    assert client_store(task(None), SimpleNamespace(node_config={})) is None  # nothing personal: no store needed
+    with pytest.raises(FedHelloError, match="state-dir=/path/on/the/node"):
+        client_store(task(None, ("B",)), SimpleNamespace(node_config={}))

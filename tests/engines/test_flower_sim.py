@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import ray  # a declared dependency: a broken install must fail here, not skip the parity test
+import torch
 from flower_helpers import assert_same_run, metrics
+from safetensors.torch import load_file
 
 from fedhello.engines import ENGINES
 from fedhello.methods import METHODS, method_config
+from fedhello.rundir.files import CLIENTS_DIR
 
 # the budget-true variants of a preset (`-rc`, `-bt`) equal it on tiers without budgets: one budget run below
 # covers them, with plans that recompute
@@ -41,6 +45,7 @@ def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tm
     tree = tiny_config.model_dump(mode="json")
     tree["federation"]["rounds"] = 2  # round 2 refreshes FIM (fim_warmup 1), so the importance path is covered
     tree["output"]["plot"] = False
+    tree["federation"]["local_test"] = 0.2  # personalised evaluation travels too (update metrics, node data splits)
     names = [name for name in METHODS if name not in VARIANTS + SEPARATE]
     runs = [(method_config(tree, name), tmp_path / "sim" / name) for name in names]
     # budget-true Fed-HeLLo on a memory budget only recomputation meets for deep layers (45 MiB: one layer kept
@@ -78,6 +83,20 @@ def assert_same_method_run(local: Path, sim: Path) -> None:
         assert record["clients"] and not record["skipped"], record
     if (local / "importance.jsonl").exists():
         assert (sim / "importance.jsonl").read_text() == (local / "importance.jsonl").read_text()
+    for ours, theirs in zip(metrics(local), metrics(sim), strict=True):  # the same per-client local test scores
+        assert _local_scores(ours) == pytest.approx(_local_scores(theirs), abs=1e-6), f"round {ours['round']}"
+    # a personalised method's clients keep the same state in both engines (FedSA-LoRA's B, pFedLoRA's head)
+    kept = {p.relative_to(local): load_file(str(p)) for p in sorted(local.glob(f"{CLIENTS_DIR}/*/*.safetensors"))}
+    theirs = {p.relative_to(sim): load_file(str(p)) for p in sorted(sim.glob(f"{CLIENTS_DIR}/*/*.safetensors"))}
+    assert kept.keys() == theirs.keys(), "different client-state versions"
+    for path, state in kept.items():
+        assert all(torch.allclose(t, theirs[path][n], atol=1e-5) for n, t in state.items()), f"{path} differs"
     log = (sim / "flower.log").read_text()
     assert "6 SuperNodes serve all 6 partitions" in log, "not every virtual SuperNode answered"
     assert "lost client" not in log, [line for line in log.splitlines() if "lost client" in line][:1]
+
+
+def _local_scores(record: dict) -> dict[str, float]:
+    """Every per-client local test score of a round record (`federation.local_test`), by kind and client."""
+    kinds = record.get("local_test") or {}
+    return {f"{kind}/{cid}": v for kind, stats in kinds.items() for cid, v in stats["clients"].items()}

@@ -131,9 +131,12 @@ def test_several_runs_are_overlaid_and_profiled_memory_shown(make_run_dir, tmp_p
     per_run = ["layer_heatmap", "tier_layers", "communication", "train_seconds"]
     assert_figures(
         report,
-        ["accuracy_loss", "accuracy_vs_upload",
-         *(f"run1-{n}" for n in [*per_run, "importance", "partition", "peak_memory"]),
-         *(f"run2-{n}" for n in per_run)],
+        [
+            "accuracy_loss",
+            "accuracy_vs_upload",
+            *(f"run1-{n}" for n in [*per_run, "importance", "partition", "peak_memory"]),
+            *(f"run2-{n}" for n in per_run),
+        ],
         absent=["run2-importance", "run2-partition", "run2-peak_memory"],
     )
     assert "peak memory MB (max)" in report.read_text() and "median step s" in report.read_text()
@@ -186,3 +189,26 @@ def test_a_budget_tier_is_named_by_its_budget_not_the_layer_count_it_affords_wit
     assert tier_summary({"layers": 6, "seconds_per_step": 0.38, "total_memory_mb": None}) == "<= 0.38 s/step"
     assert tier_summary({"layers": 3}) == "3 layers"
     assert tier_summary({"layers": 1}) == "1 layer"
+
+
+def test_a_personalised_run_shows_its_per_client_local_test_scores(make_run_dir):
+    """Records with `local_test` (federation.local_test) get the per-client figure and the summary table; a run
+    without them gets neither."""
+    from fedhello.server.local_test import spread
+
+    run_dir = make_run_dir("personal", rounds=3)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        ids = [c["id"] for c in record["clients"]]
+        sizes = {c: 10.0 + c for c in ids}
+        record["local_test"] = {
+            "global": spread({c: 0.3 + 0.02 * c for c in ids}, sizes),
+            "personal": spread({c: 0.6 + 0.05 * c + 0.03 * record["round"] for c in ids}, sizes),
+        }
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = write_report([run_dir])
+    assert_figures(report, ["local_test"])
+    page = report.read_text()
+    assert "Personalised evaluation" in page and f"{records[-1]['local_test']['personal']['weighted_mean']:.4f}" in page
+    other = write_report([make_run_dir("plain", rounds=2)])
+    assert "Personalised evaluation" not in other.read_text() and not (other.parent / "local_test.png").exists()

@@ -316,8 +316,8 @@ def test_the_local_engine_holds_claims_to_its_own_partition_sizes(fast_config, t
     liars: list[int] = []
     trained: list[int] = []
 
-    def train(self, client_id, plan, state, data, seed, lr=None):  # noqa: ANN001, ANN202 - a client that boasts
-        update = LocalTrainer.train(self, client_id, plan, state, data, seed, lr=lr)
+    def train(self, client_id, plan, state, data, seed, lr=None, **kwargs):  # noqa: ANN001, ANN003, ANN202 - a client that boasts
+        update = LocalTrainer.train(self, client_id, plan, state, data, seed, lr=lr, **kwargs)
         trained.append(client_id)
         if len(trained) % config.federation.clients_per_round == 1:  # the first client of each round
             liars.append(client_id)

@@ -51,13 +51,14 @@ def expected_shapes(
 
     Full-rank plans upload the global shapes. A rank-heterogeneous plan (`plan.ranks[layer] = r`) uploads
     LoRA factors truncated to rank r: `lora_A` keeps its first r rows, `lora_B` its first r columns. A
-    factor the plan freezes (FFA-LoRA freezes A) is not uploaded.
+    factor the plan freezes (FFA-LoRA freezes A) is not uploaded, nor a part the client keeps (`plan.personal`).
     """
     frozen = {f for f, train in (("A", plan.train_lora_a), ("B", plan.train_lora_b)) if not train}
+    frozen |= set(plan.personal)
     shapes: dict[str, tuple[int, ...]] = {}
     for name in keys_for_layers(layout, plan.layers, plan.train_head):
         factor = lora_factor(name)
-        if factor in frozen:
+        if factor in frozen or (layout[name] == HEAD and "head" in frozen):
             continue
         shape = list(global_state[name].shape)
         layer = layout[name]

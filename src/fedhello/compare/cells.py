@@ -53,6 +53,10 @@ class CellResult:
     target_round: int | None = None
     target_mb: float | None = None
     target_reached: bool | None = None
+    # personalised evaluation (`federation.local_test`): the last evaluated round's mean over its clients, weighted
+    # by local-test size, of the global model's and the personalised models' scores on their local test splits
+    local_global: float | None = None
+    local_personal: float | None = None
 
     @property
     def worst_mem_ratio(self) -> float | None:
@@ -78,6 +82,8 @@ class CellResult:
             "last_k_mean": self.last_k_mean,
             "macro_f1": self.macro_f1,
             "best": self.best,
+            "local_global": self.local_global,
+            "local_personal": self.local_personal,
             "rounds_to_target": self.target_round,
             "mb_to_target": self.target_mb,
             "target_reached": self.target_reached,
@@ -127,7 +133,15 @@ def accuracy_metrics(records: Sequence[dict[str, Any]], last_k: int) -> dict[str
         "macro_f1": _number(evaluated[-1].get("macro_f1")) if evaluated else None,
         "best": max(accuracies, default=None),
         "curve": [(int(r["round"]), float(r["accuracy"])) for r in evaluated],
+        **local_test_finals(records),
     }
+
+
+def local_test_finals(records: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """The last personalised evaluation's weighted means (`local_global`, `local_personal`; None when absent)."""
+    scored = [r["local_test"] for r in records if isinstance(r.get("local_test"), dict) and r["local_test"]]
+    last = scored[-1] if scored else {}
+    return {f"local_{kind}": _number((last.get(kind) or {}).get("weighted_mean")) for kind in ("global", "personal")}
 
 
 def time_to_target(

@@ -37,9 +37,10 @@ PEAK_MEMORY_KEY = "peak_mem_mb"
 CPU_STEP_KEY = "step_cpu_seconds"
 WALL_STEP_KEY = "step_seconds"
 # allocators whose plans are not full-rank on both LoRA factors: tier ranks (HetLoRA, FlexLoRA), LEGEND's
-# depth ranks, FFA-LoRA's frozen A. Their all-layer entries cost less than a full plan, so they are no reference.
+# depth ranks, FFA-LoRA's frozen A; FedSA-LoRA trains both factors but sends A only (kept out, conservatively).
+# Their all-layer entries may cost less than a full plan, so they are no reference.
 # (A fallback: `cells.read_cell` asks the allocator registry.)
-PARTIAL_PLAN_STRATEGIES = frozenset({"tier_rank", "hetlora", "ard_lora", "legend", "ffa"})
+PARTIAL_PLAN_STRATEGIES = frozenset({"tier_rank", "hetlora", "ard_lora", "legend", "ffa", "fedsa"})
 
 
 @dataclass(frozen=True)

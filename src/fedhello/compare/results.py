@@ -109,7 +109,8 @@ class Row:
         """Every number of the row; `weak`: the partition's weak tiers (one group of columns each)."""
         out: dict[str, Any] = {"partition": self.partition, "method": self.method}
         out["seeds"] = " ".join(str(s) for s in self.seeds)
-        for name, column in (("final", "final"), ("last_k_mean", "last_k"), ("macro_f1", "macro_f1"), ("best", "best")):
+        columns = (("final", "final"), ("last_k_mean", "last_k"), ("macro_f1", "macro_f1"), ("best", "best"))
+        for name, column in (*columns, ("local_global", "local_global"), ("local_personal", "local_personal")):
             values = self.values(name)
             mean, std = mean_std(values) if values else (None, None)
             out[f"{column}_mean"], out[f"{column}_std"] = mean, std

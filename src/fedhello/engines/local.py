@@ -12,13 +12,17 @@ from typing import Any
 import torch
 
 from fedhello.config import RunConfig
+from fedhello.data.local_test import local_test_due
 from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.plan import ClientUpdate, Plan
+from fedhello.rundir.files import CLIENTS_DIR
 from fedhello.seeding import client_seed
 from fedhello.server.loop import partition_sizes, run_rounds
+from fedhello.server.resume import resumed_round
 from fedhello.server.startup import start_server
 from fedhello.training import TrainerPool
 from fedhello.training.schedule import round_lr
+from fedhello.training.store import ClientStore
 
 
 @ENGINES.register("local")
@@ -30,11 +34,24 @@ class LocalEngine(Engine):
             federation.task, federation.model, config.model.quantization, federation.layout, config.train
         )
 
+        store = ClientStore(run_dir / CLIENTS_DIR)  # what personalised clients keep, under the run folder
+        if options.resume:
+            store.discard_after(resumed_round(run_dir))
+
         def dispatch(round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
             lr = round_lr(config.train, round_num, config.federation.rounds)
+            scores = local_test_due(config.federation, round_num)
             return [
                 trainers.trainer(federation.client_quantization(cid)).train(
-                    cid, plan, state, federation.client_data(cid), client_seed(config.seed, round_num, cid), lr=lr
+                    cid,
+                    plan,
+                    state,
+                    federation.client_data(cid),
+                    client_seed(config.seed, round_num, cid),
+                    lr=lr,
+                    round_num=round_num,
+                    store=store,
+                    local_test=federation.client_test(cid) if scores else None,
                 )
                 for cid, plan in plans.items()
             ]

@@ -336,6 +336,32 @@ def lm_eval_section(page: Page, run: RunData) -> None:
     page.raw(scores)
 
 
+STATS = ("weighted_mean", "mean", "std", "min", "max")  # a round record's summary of per-client local test scores
+
+
+def local_test_section(page: Page, run: RunData) -> None:
+    """Personalised evaluation, when the run held out local test splits (`federation.local_test`)."""
+    scored = [r for r in run.metrics if r.get("local_test")]
+    if not scored:
+        return
+    page.heading("Personalised evaluation", level=3)
+    page.figure(
+        "local_test",
+        figures.local_test(run),
+        "Per-client scores on the local test splits",
+        "On each evaluation round, every sampled client's score on its own held-out split: the global model it "
+        "received (before training) and its personalised model (after training, its personal part included; "
+        "methods with one). Lines: means weighted by local-test size (docs/compare.md, Personalised evaluation).",
+        "No local test scores recorded.",
+    )
+    rows = [
+        [r["round"], kind, len(s["clients"]), *(_fmt(s[k], ".4f") for k in STATS)]
+        for r in scored
+        for kind, s in r["local_test"].items()
+    ]
+    page.raw(table(["round", "model", "clients", "weighted mean", "mean", "std", "min", "max"], rows))
+
+
 def config_section(page: Page, run: RunData) -> None:
     path = run.path / CONFIG_FILE
     if path.exists():
@@ -348,6 +374,7 @@ RUN_SECTIONS: tuple[Callable[[Page, RunData], None], ...] = (
     allocation_section,
     importance_section,
     cost_section,
+    local_test_section,
     partition_section,
     config_section,
 )

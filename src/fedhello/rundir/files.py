@@ -27,6 +27,7 @@ TENSORBOARD_DIR = "tensorboard"
 MLFLOW_DIR = "mlruns"
 FLOWER_LOG = "flower.log"
 FLOWER_LOGS_DIR = "flower-logs"
+CLIENTS_DIR = "clients"  # per-client persistent state of personalised methods (fedhello.training.store)
 ERROR_LOG = "error.log"  # full tracebacks of failures, for bug reports
 # append-only logs: a checkpoint records their lengths, a resumed run cuts them back to those
 LOG_FILES = (METRICS_FILE, ALLOCATIONS_FILE, IMPORTANCE_FILE)

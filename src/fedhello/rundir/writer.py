@@ -50,7 +50,22 @@ def summarize(
         "rejected_updates": sum(len(r.get("rejected", [])) for r in records),
         "failed_clients": sum(len(r.get("failed_clients", [])) for r in records),
         "skipped_rounds": sum(1 for r in records if r.get("skipped")),
+        **final_local_test(records),  # personalised evaluation's last scores, when `federation.local_test` is on
     }
+
+
+def final_local_test(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's personalised results: the last record with local-test scores (`local_test`) and, flat, each
+    kind's weighted and unweighted means (`final_local_<kind>`, `final_local_<kind>_unweighted`); empty when none."""
+    scored = [r for r in records if r.get("local_test")]
+    if not scored:
+        return {}
+    last = scored[-1]
+    flat: dict[str, Any] = {"local_test_round": last["round"], "local_test": last["local_test"]}
+    for kind, stats in last["local_test"].items():
+        flat[f"final_local_{kind}"] = stats["weighted_mean"]
+        flat[f"final_local_{kind}_unweighted"] = stats["mean"]
+    return flat
 
 
 class RunWriter(RunObserver):

@@ -13,6 +13,7 @@ from flwr_datasets.partitioner import Partitioner
 
 from fedhello.config import RunConfig, TierConfig
 from fedhello.data import build_partitioner
+from fedhello.data.local_test import split_local_test
 from fedhello.errors import FedHelloError
 from fedhello.experiment import Experiment, build_experiment
 from fedhello.models.quantize import resolve as resolve_quantization
@@ -61,7 +62,17 @@ class Federation(Experiment):
                 "flower.node_data: the clients' data are on the SuperNodes, not here "
                 "(fix: run with --engine flower-deploy and SuperNodes started with --node-config 'data-path=...')"
             )
-        return self.partitioner.load_partition(client_id)
+        return self._split(client_id)[0]
+
+    def client_test(self, client_id: int) -> Dataset | None:
+        """The client's local test split (`federation.local_test`; None when off)."""
+        return self._split(client_id)[1]
+
+    def _split(self, client_id: int) -> tuple[Dataset, Dataset | None]:
+        if not self.holds_client_data:
+            raise FedHelloError("flower.node_data: the clients' data are on the SuperNodes, not here")
+        data = self.partitioner.load_partition(client_id)
+        return split_local_test(data, self.config.federation.local_test, self.config.seed, client_id)
 
     def client_quantization(self, client_id: int) -> str:
         """How a client loads its base weights: its tier's quantization, else the run's."""

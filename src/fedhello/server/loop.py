@@ -28,6 +28,7 @@ from fedhello.rundir import ADAPTER_DIR, ADAPTER_LABELS_FILE, read_metrics, summ
 from fedhello.seeding import DROPOUT, round_rng
 from fedhello.server.coordinator import Coordinator
 from fedhello.server.federation import Federation
+from fedhello.server.local_test import local_test_record
 from fedhello.server.observers import run_observers
 from fedhello.server.partition_stats import partition_stats
 from fedhello.server.resume import resume_run, save_round
@@ -174,11 +175,13 @@ def round_record(
         for u in updates
     ]
     task_metrics = {k: v for k, v in (evaluation or {}).items() if k not in ("accuracy", "loss")}
+    local = local_test_record(updates)  # personalised evaluation (`federation.local_test`), on evaluation rounds
     return {
         "round": round_num,
         "accuracy": evaluation["accuracy"] if evaluation else None,
         "loss": evaluation["loss"] if evaluation else None,
         **task_metrics,
+        **({"local_test": local} if local else {}),
         "train_loss": float(np.mean([u.metrics.get("train_loss", np.nan) for u in updates])) if updates else None,
         "wall_seconds": wall_seconds,
         "train_seconds": sum(u.metrics.get("seconds", 0.0) for u in updates),

@@ -5,6 +5,9 @@ strategy options and calls, for every client it trains:
 
   before_training(plan)                 after the client's starting state is loaded and its plan frozen in,
                                         before the first step (e.g. HetLoRA rescales a rank-r adapter)
+  phases(plan, names)                   the optimisation phases: which of the trained parameters each one
+                                        trains and its step cap (default: one phase, all of them; pFedLoRA
+                                        alternates its personal and shared parts)
   after_training(plan)                  after the last step, also when training failed (undo what
                                         before_training changed on the shared model)
   finish_update(plan, tensors)          the trained tensors about to be sent (full-rank, may be changed in
@@ -18,7 +21,8 @@ and, while it trains (between before_training and after_training):
                                         on those parameters), or None
 
 Every default does nothing, so a method without client-side behaviour needs no hook. A hook holds no per-client
-state: one trainer serves many clients in turn.
+state: one trainer serves many clients in turn. What a client keeps between rounds (`Plan.personal`) the trainer
+loads and saves itself, in the client's store (`fedhello.training.store`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ class ClientHook:
     def before_training(self, plan: Plan) -> None:
         """Prepare the shared model for this client's plan (its starting state is loaded)."""
         return None
+
+    def phases(self, plan: Plan, names: list[str]) -> list[tuple[list[str], int | None]]:
+        """The optimisation phases, in order: (parameter names trained, step cap or None for `train:`'s own).
+        Each phase is a fresh optimizer over its names (a subset of `names`, the plan's trained parameters) and
+        sees the client's data for `train.local_epochs` epochs; the default is one phase over all of them."""
+        return [(names, None)]
 
     def after_training(self, plan: Plan) -> None:
         """Undo `before_training` on the shared model; called even when training raised."""

@@ -22,11 +22,12 @@ from fedhello.models.adapter import extract_state, freeze_for_plan, load_state
 from fedhello.models.layers import HEAD, model_depth
 from fedhello.models.precision import autocast
 from fedhello.models.quantize import weights_mb
-from fedhello.models.ranks import truncate, zero_beyond_rank
+from fedhello.models.ranks import lora_factor, truncate, zero_beyond_rank
 from fedhello.models.recompute import recomputed_blocks, set_recompute, supports_recompute
-from fedhello.plan import GRAD_NORM, ClientUpdate, Plan
+from fedhello.plan import GRAD_NORM, LOCAL_TEST, ClientUpdate, Plan
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
+from fedhello.training.store import ClientStore
 
 
 @dataclass
@@ -39,6 +40,16 @@ class _Stats:
     step_times: list[float] = field(default_factory=list)
     step_cpu: list[float] = field(default_factory=list)  # CPU time per step: robust on a shared machine
     grad_sq: dict[int, torch.Tensor] = field(default_factory=dict)  # per layer: float64 sum of squared grad norms
+
+    def add(self, other: _Stats) -> None:
+        """Count another phase's loop in."""
+        self.steps += other.steps
+        self.loss_sum += other.loss_sum
+        self.weight_sum += other.weight_sum
+        self.step_times += other.step_times
+        self.step_cpu += other.step_cpu
+        for layer, value in other.grad_sq.items():
+            self.grad_sq[layer] = self.grad_sq[layer] + value if layer in self.grad_sq else value
 
 
 def micro_batch_groups(loader: Iterable[dict[str, torch.Tensor]], size: int) -> Iterator[list[dict[str, torch.Tensor]]]:
@@ -121,16 +132,37 @@ class LocalTrainer:
         data: Dataset,
         seed: int,
         lr: float | None = None,
+        round_num: int = 0,
+        store: ClientStore | None = None,
+        local_test: Dataset | None = None,
     ) -> ClientUpdate:
         """Start from `global_state`, train the plan's parameters on `data`, return their new values.
 
         `lr` is this round's learning rate (the server's schedule, `training.schedule.round_lr`); None means
         `train.lr`. Besides the tensors, the update's metrics carry `grad_norm.<layer>`: the root-mean-square
-        over optimizer steps of each trained layer's LoRA gradient norm (what Fed-pilot's value uses)."""
+        over optimizer steps of each trained layer's LoRA gradient norm (what Fed-pilot's value uses).
+        A plan with personal parts (`plan.personal`) needs the client's `store`: those parameters start from the
+        client's own newest version before `round_num` (the global values the first time), are saved there as
+        the version of `round_num` after training, and are not in the update.
+        With a `local_test` split (personalised evaluation, on evaluation rounds), the metrics also carry
+        `local_test.global`: the task's headline metric of the received global model on it, before training, and,
+        for a plan with personal parts, `local_test.personal`: of the client's model after training (its personal
+        parts included); `local_test.samples`: the split's size."""
         started = time.perf_counter()
         if self.config.record_resources:
             self._warm_up(data)
         load_state(self.model, global_state)
+        scores: dict[str, float] = {}
+        if local_test is not None:
+            scores[f"{LOCAL_TEST}samples"] = float(len(local_test))
+            scores[f"{LOCAL_TEST}global"], spent = self._score(local_test)
+            started += spent
+        if plan.personal:
+            if store is None:
+                raise ValueError("a plan with personal parts needs the client's store (LocalTrainer.train(store=...))")
+            own = store.load(client_id, round_num)
+            if own is not None:
+                load_state(self.model, own)
         if plan.ranks:  # rank-heterogeneous methods: this client is a rank-r adapter on those layers
             zero_beyond_rank(self.model, self.layout, plan.ranks)
         meter = None
@@ -144,13 +176,21 @@ class LocalTrainer:
             set_recompute(self.model, blocks)
         try:
             self.hook.before_training(plan)
-            stats = self._optimize(names, data, seed, meter, lr)
+            stats = _Stats()
+            for phase, max_steps in self.hook.phases(plan, names):
+                stats.add(self._optimize(phase, data, seed, meter, lr, max_steps=max_steps))
         finally:  # the shared model must be the method's no more (and keep its activations) even when training fails
             self.hook.after_training(plan)
             if blocks:
                 set_recompute(self.model, ())
+        if local_test is not None and plan.personal:
+            scores[f"{LOCAL_TEST}personal"], spent = self._score(local_test)
+            started += spent
         tensors = extract_state(self.model, names)
         metrics = self.hook.finish_update(plan, tensors)
+        if plan.personal:  # kept on the client, never sent
+            kept = {n: tensors.pop(n) for n in list(tensors) if _part(n, self.layout) in plan.personal}
+            store.save(client_id, round_num, kept)  # type: ignore[union-attr]  (checked above)
         if plan.ranks:  # upload only the client's rank-r factors
             tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
         update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
@@ -160,6 +200,7 @@ class LocalTrainer:
             "seconds": time.perf_counter() - started,
             "bytes_up": float(update.num_bytes),
             **metrics,
+            **scores,
             **{f"{GRAD_NORM}{k}": (float(v) / max(stats.steps, 1)) ** 0.5 for k, v in sorted(stats.grad_sq.items())},
         }
         if meter is not None:  # the first step pays one-off costs (optimizer state), so the median skips it
@@ -171,6 +212,13 @@ class LocalTrainer:
                 update.metrics["peak_mem_mb"] = peak
                 update.metrics["total_mem_mb"] = self.weights_mb + peak
         return update
+
+    def _score(self, data: Dataset) -> tuple[float, float]:
+        """The task's headline metric (accuracy; ROUGE-L for a causal LM) of the model as it is, on `data`, and the
+        seconds that took (not counted as training time)."""
+        started = time.perf_counter()
+        value = float(self.task.evaluate(self.model, data)["accuracy"])
+        return value, time.perf_counter() - started
 
     def _optimize(
         self,
@@ -241,6 +289,11 @@ class LocalTrainer:
                 break
         optimizer.zero_grad(set_to_none=True)
         return stats
+
+
+def _part(name: str, layout: dict[str, int]) -> str | None:
+    """Which kind of part (`plan.PERSONAL_KINDS`) a trained parameter is."""
+    return "head" if layout[name] == HEAD else lora_factor(name)
 
 
 def _accumulate_layer_norms(

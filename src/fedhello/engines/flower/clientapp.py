@@ -27,11 +27,14 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedhello.config import FlowerConfig, RunConfig, config_from_dict
+from fedhello.data.local_test import local_test_due, split_local_test
 from fedhello.data.node import NODE_DATA_KEY
 from fedhello.engines.flower.messages import (
     LOCAL_DATA,
     NUM_PARTITIONS,
     PARTITION_ID,
+    STATE_DIR,
+    TrainTask,
     read_train_content,
     update_content,
 )
@@ -39,11 +42,12 @@ from fedhello.errors import FedHelloError
 from fedhello.experiment import Experiment, build_node_experiment
 from fedhello.models.quantize import NODE_QUANTIZATION_KEY, check_available
 from fedhello.models.quantize import resolve as resolve_quantization
-from fedhello.plan import GRAD_NORM
+from fedhello.plan import GRAD_NORM, LOCAL_TEST
 from fedhello.runtime import quiet_libraries
 from fedhello.server.federation import assign_tiers, build_federation
 from fedhello.training import LocalTrainer, TrainerPool
 from fedhello.training.schedule import round_lr
+from fedhello.training.store import ClientStore
 
 app = ClientApp()
 NODE_SHARES_KEY = "shares"  # --node-config key: what this node sends at most (comma-separated, `flower.node_shares`)
@@ -53,13 +57,15 @@ SHARE_KEYS = {
     "timing": ("seconds", "step_seconds", "step_cpu_seconds"),
     "memory": ("weights_mb", "peak_mem_mb", "total_mem_mb"),
 }
+PREFIX_SHARES = {GRAD_NORM: "grad_norms", LOCAL_TEST: "local_test"}  # metric key prefix -> its share
 ALWAYS_SENT = ("bytes_up",)  # the size of the tensors that are sent anyway
 
 
 def metric_share(key: str) -> str:
     """Which share (`flower.node_shares`) a metric of an update belongs to."""
-    if key.startswith(GRAD_NORM):
-        return "grad_norms"
+    for prefix, share in PREFIX_SHARES.items():
+        if key.startswith(prefix):
+            return share
     return next((share for share, keys in SHARE_KEYS.items() if key in keys), "method")
 
 
@@ -97,9 +103,12 @@ class Worker:
         if data_path is None:
             built: Experiment = build_federation(build)
             self.client_data = built.client_data
-        else:
+            self.client_test = built.client_test
+        else:  # the node's data, less its local test split (`federation.local_test`)
             built = build_node_experiment(build, data_path)
-            self.client_data = lambda client_id: built.train
+            share, seed = config.federation.local_test, config.seed
+            self.client_data = lambda client_id: split_local_test(built.train, share, seed, client_id)[0]
+            self.client_test = lambda client_id: split_local_test(built.train, share, seed, client_id)[1]
         self.trainers = TrainerPool(built.task, built.model, build.model.quantization, built.layout, config.train)
 
     def trainer(self, client_id: int) -> LocalTrainer:
@@ -174,6 +183,21 @@ def train(msg: Message, context: Context) -> Message:
         ) from None
 
 
+def client_store(task: TrainTask, context: Context) -> ClientStore | None:
+    """Where this node keeps its clients' personal state: the folder the server names (flower-sim, under the run
+    folder), else the node's own `--node-config state-dir=...` (flower-deploy). A plan with personal parts and
+    neither is refused with the fix."""
+    folder = task.state_dir or context.node_config.get(STATE_DIR)
+    if folder:
+        return ClientStore(str(folder))
+    if task.plan.personal:
+        raise FedHelloError(
+            f"the method keeps a personal part on each client and this SuperNode has no folder for it (fix: start "
+            f"it with --node-config '{STATE_DIR}=/path/on/the/node ...')"
+        )
+    return None
+
+
 def _train(msg: Message, context: Context, shares: set[str]) -> Message:
     task = read_train_content(msg.content)
     partition, partitions = node_partition(context)
@@ -187,6 +211,16 @@ def _train(msg: Message, context: Context, shares: set[str]) -> Message:
     torch.set_num_threads(max(1, int(config.flower.client_cpus)))
     lr = round_lr(config.train, task.round_num, config.federation.rounds)
     data = work.client_data(task.client_id)
-    update = work.trainer(task.client_id).train(task.client_id, task.plan, task.state, data, task.seed, lr=lr)
+    update = work.trainer(task.client_id).train(
+        task.client_id,
+        task.plan,
+        task.state,
+        data,
+        task.seed,
+        lr=lr,
+        round_num=task.round_num,
+        store=client_store(task, context),
+        local_test=work.client_test(task.client_id) if local_test_due(config.federation, task.round_num) else None,
+    )
     update.metrics = shared_metrics(update.metrics, shares)
     return Message(update_content(update), reply_to=msg)

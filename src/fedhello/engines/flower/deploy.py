@@ -34,6 +34,7 @@ from fedhello.config import RunConfig, dump_config
 from fedhello.data.node import NODE_DATA_KEY
 from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.engines.flower.app import FLOWER_ENV, RunRequest, write_app
+from fedhello.engines.flower.messages import STATE_DIR
 from fedhello.engines.flower.processes import (
     HOST,
     descendants,
@@ -48,7 +49,10 @@ from fedhello.engines.flower.processes import (
 from fedhello.errors import ConfigError, FedHelloError
 from fedhello.events import Observers
 from fedhello.rundir import FLOWER_LOG, FLOWER_LOGS_DIR, read_summary
+from fedhello.rundir.files import CLIENTS_DIR
+from fedhello.server.resume import resumed_round
 from fedhello.server.startup import check_server
+from fedhello.training.store import ClientStore
 
 if TYPE_CHECKING:  # imported when a deployment starts, so `python -m ...security` finds it unimported
     from fedhello.engines.flower.security import Material
@@ -302,7 +306,7 @@ class FlowerDeployEngine(Engine):
             flower.supernodes,
             tls=flower.tls,
             node_auth=flower.node_auth,
-            node_configs=node_data_configs(config),
+            node_configs=local_node_configs(config, run_dir, options.resume),
             isolation=flower.isolation,
         )
         failed = False
@@ -380,6 +384,17 @@ def node_data_configs(config: RunConfig) -> list[dict[str, str]]:
             "give one data file or folder per SuperNode (flower.supernodes = federation.num_clients)",
         )
     return [{NODE_DATA_KEY: str(Path(path).expanduser().resolve())} for path in paths]
+
+
+def local_node_configs(config: RunConfig, run_dir: Path, resume: bool) -> list[dict[str, str]]:
+    """Each SuperNode's `--node-config` keys in a deployment started here: its data (`node_data_configs`) and
+    the folder of its clients' personal state (`state-dir`), the run folder's `clients/` as on the other engines
+    (these nodes share this machine). A resumed run discards the versions its crashed rounds wrote there."""
+    folder = (run_dir / CLIENTS_DIR).resolve()
+    if resume:
+        ClientStore(folder).discard_after(resumed_round(run_dir))
+    configs = node_data_configs(config) or [{} for _ in range(config.flower.supernodes)]
+    return [{**values, STATE_DIR: str(folder)} for values in configs]
 
 
 def json_object(text: str) -> dict[str, Any]:

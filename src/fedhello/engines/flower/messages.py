@@ -19,6 +19,7 @@ from fedhello.plan import ClientUpdate, Plan
 
 TRAIN, QUERY = "train", "query"
 PARTITION_ID, NUM_PARTITIONS = "partition-id", "num-partitions"
+STATE_DIR = "state-dir"  # a train message's / a node config's folder of per-client state (`training.store`)
 LOCAL_DATA = "local-data"  # a node's answer to the partition query: whether it holds data of its own
 
 
@@ -32,6 +33,7 @@ class TrainTask:
     plan: Plan
     config_json: str
     state: dict[str, torch.Tensor]
+    state_dir: str | None = None  # where the client keeps its personal state (flower-sim: under the run folder)
 
 
 def state_to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
@@ -53,6 +55,8 @@ def train_content(task: TrainTask, arrays: ArrayRecord | None = None) -> RecordD
             "run-config": task.config_json,
         }
     )
+    if task.state_dir is not None:
+        config[STATE_DIR] = task.state_dir
     return RecordDict({"global": arrays if arrays is not None else state_to_record(task.state), "task": config})
 
 
@@ -65,6 +69,7 @@ def read_train_content(content: RecordDict) -> TrainTask:
         plan=Plan.from_json(json.loads(str(config["plan"]))),
         config_json=str(config["run-config"]),
         state=record_to_state(content.array_records["global"]),
+        state_dir=str(config[STATE_DIR]) if STATE_DIR in config else None,
     )
 
 

@@ -47,11 +47,14 @@ from fedhello.engines.flower.messages import (
 from fedhello.errors import FedHelloError
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.rundir import FLOWER_LOG, new_run_dir, read_metrics
+from fedhello.rundir.files import CLIENTS_DIR
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server.federation import Federation
 from fedhello.server.loop import lost_every_round, partition_sizes, run_rounds
+from fedhello.server.resume import resumed_round
 from fedhello.server.startup import start_server
+from fedhello.training.store import ClientStore
 
 LOGGER = logging.getLogger("fedhello.flower")
 STARTUP_TIMEOUT_S = 180.0  # how long the ServerApp waits for SuperNodes to cover every partition
@@ -81,8 +84,9 @@ class FlowerDispatch:
     A node that missed a deadline is not sent work again; a node that (re)connects is picked up.
     """
 
-    def __init__(self, grid: Grid, config: RunConfig, log: EngineLog) -> None:
+    def __init__(self, grid: Grid, config: RunConfig, log: EngineLog, state_dir: str | None = None) -> None:
         self.grid = grid
+        self.state_dir = state_dir  # the clients' store, when they share this machine (flower-sim); else node-local
         self.config = config
         self.log = log
         self.config_json = config_json(config)
@@ -204,7 +208,7 @@ class FlowerDispatch:
                 self.lose(round_num, cid, None, "no live SuperNode serves its partition")
                 continue
             seed = client_seed(self.config.seed, round_num, cid)
-            task = TrainTask(cid, round_num, seed, plan, self.config_json, state)
+            task = TrainTask(cid, round_num, seed, plan, self.config_json, state, self.state_dir)
             message = Message(
                 content=train_content(task, arrays), dst_node_id=node, message_type=TRAIN, group_id=str(round_num)
             )
@@ -326,7 +330,11 @@ def serve(
     quiet_libraries()
     server = start_server(config, options.show_progress, options.observers)
     federation = server.federation
-    dispatch = FlowerDispatch(grid, config_for_nodes(federation), EngineLog(run_dir / FLOWER_LOG))
+    # simulated clients live on this machine: their personal state goes under the run folder, as on `local`
+    state_dir = str((run_dir / CLIENTS_DIR).resolve()) if holds_partitions else None
+    if state_dir is not None and options.resume:
+        ClientStore(state_dir).discard_after(resumed_round(run_dir))
+    dispatch = FlowerDispatch(grid, config_for_nodes(federation), EngineLog(run_dir / FLOWER_LOG), state_dir)
     counts = partition_sizes(federation) if holds_partitions else None
     try:
         return run_rounds(
