@@ -59,6 +59,12 @@ class CellResult:
     local_personal: float | None = None
 
     @property
+    def local_best(self) -> float | None:
+        """The client's own model on its local test split: the personalised one where the method has one, else the
+        global model (what a client of a method without a personal part uses)."""
+        return self.local_personal if self.local_personal is not None else self.local_global
+
+    @property
     def worst_mem_ratio(self) -> float | None:
         """The largest plan's memory ratio over every weak tier."""
         return max((t.memory for t in self.tiers if t.memory is not None), default=None)

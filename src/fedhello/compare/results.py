@@ -53,6 +53,9 @@ class Row:
     cells: list[CellResult]
     is_reference: bool = False
     delta: PairedDifference | None = None  # final accuracy minus the reference's, paired by seed
+    # personalised evaluation: the clients' own models on their local test splits (`CellResult.local_best`) minus the
+    # reference's, paired by seed
+    local_delta: PairedDifference | None = None
 
     @property
     def seeds(self) -> list[int]:
@@ -196,6 +199,10 @@ def collect(cells: Sequence[Cell], reference: str = "fedit", last_k: int = 3) ->
                 {c.seed: c.final for c in row.cells if c.final is not None},
                 {c.seed: c.final for c in ref if c.final is not None},
             )
+            mine = {c.seed: c.local_best for c in row.cells if c.local_best is not None}
+            theirs = {c.seed: c.local_best for c in ref if c.local_best is not None}
+            if mine and theirs:
+                row.local_delta = paired_difference(mine, theirs)
     return rows
 
 
@@ -315,6 +322,8 @@ def _table(part: list[Row], reference: str, last_k: int, target_half_width: floa
         + f". An interval wider than ±{100 * target_half_width:.1f} points (`compare.target_half_width`) says "
         "how many seeds would narrow it that far if the differences keep their spread.\n"
     )
+    if any(r.values("local_global") for r in part):
+        out.write(_local_table(part, reference, target_half_width))
     if len(labels) > 1:
         out.write(
             "\nEvery weak tier, largest plan: memory ratio / step-time ratio / plans over budget of all plans.\n\n"
@@ -323,6 +332,30 @@ def _table(part: list[Row], reference: str, last_k: int, target_half_width: floa
         out.write("|---|" + "---|" * len(labels) + "\n")
         for r in part:
             out.write(f"| {r.method} | " + " | ".join(format_tier(r.tier(i)) for i in labels) + " |\n")
+    return out.getvalue()
+
+
+def _local_table(part: list[Row], reference: str, target_half_width: float) -> str:
+    """Personalised evaluation (`federation.local_test`): per method, the last evaluation's client scores on their
+    own local test splits, weighted by split size, for the global model and the personalised models, and the
+    clients' own models (personalised where the method has them) against the reference's, paired by seed."""
+    out = io.StringIO()
+    out.write(
+        f"\nPersonalised evaluation (`federation.local_test`), last evaluated round, each client's local test split, "
+        f"mean over clients weighted by split size; mean ± std over seeds:\n\n"
+        f"| method | global model on local tests | personalised models | Δ own model vs {reference} [95 % CI] "
+        "| seeds |\n|---|---|---|---|---|\n"
+    )
+    for r in part:
+        out.write(
+            f"| {r.method} | {_pct(r.values('local_global'))} | {_pct(r.values('local_personal'))} "
+            f"| {format_delta(r.local_delta, r.is_reference, target_half_width)} | {len(r.seeds)} |\n"
+        )
+    out.write(
+        "\nOwn model: the personalised one where a method keeps a personal part, else the global model (a client of "
+        "such a method has nothing else). The global model is scored as each client received it, before its training "
+        "in that round; a personalised model after it (docs/compare.md).\n"
+    )
     return out.getvalue()
 
 
