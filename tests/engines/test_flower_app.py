@@ -11,8 +11,11 @@ from fedhello.engines.flower.serverapp import config_from_run_config
 
 
 def test_repository_pyproject_declares_the_same_app():
-    pyproject = tomllib.loads(Path("pyproject.toml").read_text())
-    assert pyproject["tool"]["flwr"]["app"] == app_section()
+    from fedhello.engines.flower.app import REPOSITORY_FAB_INCLUDE
+
+    section = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert section.pop("fab-include") == REPOSITORY_FAB_INCLUDE
+    assert section == app_section()
 
 
 def test_submitted_app_is_generated_from_the_same_definition(tmp_path):

@@ -80,8 +80,15 @@ def shorten_object_pull_retry() -> None:
         pull.__kwdefaults__.update(OBJECT_PULL_RETRY)
 
 
+# The repository's pyproject.toml adds `fab-include` to this section: `flwr run .` would pack every .py/.md/.yaml/
+# .json(l) file of the repository into the app bundle, which Flower caps at 10 MB, and the recorded results
+# (docs/results) alone exceed it. The code and the configs are the app. (A generated app folder has neither, and
+# Flower refuses a pattern that matches nothing, so it is not in `app_section`.)
+REPOSITORY_FAB_INCLUDE = ["src/**/*.py", "configs/**/*.yaml"]
+
+
 def app_section() -> dict[str, Any]:
-    """The `[tool.flwr.app]` table of the app's pyproject.toml."""
+    """The `[tool.flwr.app]` table of the app's pyproject.toml (the repository's adds `REPOSITORY_FAB_INCLUDE`)."""
     return {"publisher": PUBLISHER, "components": dict(COMPONENTS), "config": dict(RUN_CONFIG)}
 
 
