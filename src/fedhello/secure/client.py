@@ -147,6 +147,8 @@ def _masked_input(
         if not set(tensor_peers) <= set(members) - {me}:
             raise SecureAggregationError(f"secure aggregation: peers of {name} are outside the round's key set")
         values = _numpy(delta[name])
+        if not np.isfinite(values).all():  # the server cannot check a masked value: the client must
+            raise SecureAggregationError(f"secure aggregation: client {me}'s change of {name} is not finite")
         total = quantize(values, state["clip-range"], step, bits, rng)
         total = total + crypto.mask(state["seeds"][group_of[name]], crypto.SELF, name, values.shape, bits)
         for peer in tensor_peers:
