@@ -347,6 +347,62 @@ class AggregationConfig(Section):
     )
 
 
+class PrivacyConfig(Section):
+    """Client-level differential privacy of the per-layer updates (docs/privacy.md): every client's change is clipped
+    to `clip_norm` and Gaussian noise of `noise_multiplier x clip_norm` is added to each tensor entry's sum over
+    the clients that trained it, so a layer averaged over few clients gets proportionally more noise on its mean."""
+
+    mode: Literal["off", "server", "client", "local"] = Field(
+        "off",
+        description="off; server (the server clips every update and noises the sums: a trusted server); client "
+        "(clients clip, the server noises the sums: pairs with secure aggregation); local (clients clip and add the "
+        "whole noise to their own upload: nobody is trusted, more noise)",
+    )
+    noise_multiplier: float = Field(
+        1.0, ge=0.0, description="z: noise standard deviation over the clip norm, per entry of a tensor's sum"
+    )
+    clip_norm: float = Field(
+        1.0, gt=0.0, description="L2 bound of a client's whole change in a round (the first one with adaptive_clip)"
+    )
+    adaptive_clip: bool = Field(
+        False, description="adapt the clip norm to a quantile of the update norms (Andrew et al. 2021, as Flower)"
+    )
+    target_quantile: float = Field(
+        0.5, ge=0.0, le=1.0, description="adaptive_clip: the share of clients whose change should fit the norm"
+    )
+    clip_lr: float = Field(0.2, gt=0.0, description="adaptive_clip: the clip norm's geometric learning rate")
+    clipped_count_stddev: float | None = Field(
+        None,
+        gt=0.0,
+        description="adaptive_clip: noise on the count of unclipped clients (None: clients_per_round / 20)",
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="the delta of the (epsilon, delta) the run reports")
+    max_epsilon: float | None = Field(None, gt=0.0, description="the privacy budget (None: no budget)")
+    on_exhausted: Literal["refuse", "stop"] = Field(
+        "refuse",
+        description="with max_epsilon: refuse a config whose rounds would spend more, or run and stop cleanly "
+        "before the round that would",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+class SecureConfig(Section):
+    """Secure aggregation (docs/privacy.md): the server learns only each tensor's sum over the clients that trained
+    it (per-tensor pairwise masks, SecAgg+ with Flower's primitives)."""
+
+    enabled: bool = Field(False, description="mask every upload so the server sees only per-tensor sums")
+    bits: int = Field(32, ge=8, le=62, description="quantisation: integers modulo 2^bits")
+    clip_range: float = Field(
+        0.5, gt=0.0, description="quantisation: each change entry is clipped to [-clip_range, clip_range]"
+    )
+    threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="share of a round's clients whose secret shares recover a dropped client"
+    )
+
+
 class CheckpointConfig(Section):
     """Resumable checkpoints in RUN_DIR/checkpoint (fedhello run --resume RUN_DIR)."""
 
@@ -515,6 +571,8 @@ class RunConfig(Section):
     )
     train: TrainConfig = TrainConfig()
     aggregation: AggregationConfig = AggregationConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    secure: SecureConfig = SecureConfig()
     output: OutputConfig = OutputConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     reliability: ReliabilityConfig = ReliabilityConfig()
@@ -754,6 +812,7 @@ def validate_run(config: RunConfig) -> RunConfig:
             f"'{aggregation}' cannot merge the {' and '.join(refused)} uploads of {source}",
             f"use one of {compatible_aggregators(uploads)}",
         )
+    check_privacy(config, uploads)
     if allocator.needs_importance and config.data.proxy_size == 0:
         raise ConfigError(
             "data.proxy_size",
@@ -761,6 +820,79 @@ def validate_run(config: RunConfig) -> RunConfig:
             "hold out some training samples (e.g. 50), or use a strategy without importance such as rgd",
         )
     return config
+
+
+def averaging_aggregators() -> list[str]:
+    """The registered aggregators whose rule is a per-entry mean of the clients' changes (`Aggregator.averages`)."""
+    return [name for name in AGGREGATORS.names() if AGGREGATORS.get(name).averages]
+
+
+def check_privacy(config: RunConfig, uploads: frozenset) -> None:
+    """Differential privacy and secure aggregation need an average with equal weights (the noise and the masks are
+    calibrated on per-entry sums over the contributors); refuse in one line what they cannot protect, and a privacy
+    budget the configured rounds would overspend (`privacy.on_exhausted: refuse`)."""
+    privacy, secure, aggregation = config.privacy, config.secure, config.aggregation
+    if not (privacy.enabled or secure.enabled):
+        return
+    feature = "privacy.mode" if privacy.enabled else "secure.enabled"
+    if not AGGREGATORS.get(aggregation.name).averages:
+        raise ConfigError(
+            feature,
+            f"aggregator '{aggregation.name}' is not an average of the clients' changes, so neither noise nor masks "
+            "can be calibrated on its sums",
+            f"use one of {averaging_aggregators()} (aggregation.name), or turn {feature} off",
+        )
+    if aggregation.weighting != "uniform":
+        raise ConfigError(
+            "aggregation.weighting",
+            f"'{aggregation.weighting}' lets one client's weight exceed the others', unbounded by the clip norm "
+            f"({feature})",
+            "use uniform",
+        )
+    if privacy.adaptive_clip and privacy.mode == "local":
+        raise ConfigError(
+            "privacy.adaptive_clip",
+            "local privacy has no trusted party to noise the count of clipped clients",
+            "use privacy.mode client or server, or a fixed clip norm",
+        )
+    if secure.enabled:
+        if privacy.mode == "server":
+            raise ConfigError(
+                "privacy.mode",
+                "'server' clips each update on the server, which secure aggregation never shows it",
+                "use client (clients clip, the server noises the sums) or local",
+            )
+        if Upload.TRUNCATED in uploads:
+            raise ConfigError(
+                "secure.enabled",
+                f"strategy '{config.strategy.name}' sends rank-truncated factors, whose masks cannot cancel",
+                "use a strategy with full-rank uploads",
+            )
+        if config.reliability.norm_bound is not None:
+            raise ConfigError(
+                "reliability.norm_bound",
+                "the norm rule judges individual updates, which secure aggregation hides",
+                "set it to null (the quantisation's secure.clip_range bounds every entry)",
+            )
+        if config.reliability.on_too_few == "retry":
+            raise ConfigError(
+                "reliability.on_too_few", "a secure round cannot be retried", "use skip with secure aggregation"
+            )
+    if privacy.enabled and privacy.max_epsilon is not None and privacy.on_exhausted == "refuse":
+        from fedhello.privacy.accounting import epsilon_after, max_rounds, noise_for
+
+        fed = config.federation
+        args = (fed.num_clients, fed.clients_per_round, privacy.delta)
+        spent = epsilon_after(fed.rounds, privacy.noise_multiplier, *args)
+        if spent > privacy.max_epsilon:
+            fit = max_rounds(privacy.max_epsilon, privacy.noise_multiplier, *args)
+            noise = noise_for(privacy.max_epsilon, fed.rounds, *args)
+            raise ConfigError(
+                "privacy.max_epsilon",
+                f"{fed.rounds} rounds at noise multiplier {privacy.noise_multiplier:g} spend epsilon {spent:.3g} "
+                f"> {privacy.max_epsilon:g} at delta {privacy.delta:g}",
+                f"federation.rounds <= {fit}, or privacy.noise_multiplier >= {noise:g}, or privacy.on_exhausted: stop",
+            )
 
 
 def _foreign_option(key: str, name: str) -> ConfigError:

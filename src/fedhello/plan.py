@@ -35,6 +35,7 @@ class Plan:
     `personal` names the kinds of trained tensors the client keeps to itself and never uploads (`PERSONAL_KINDS`:
     "A", "B" for a LoRA factor, "head" for the task head): it trains them from its own stored copy
     (`fedhello.training.store`) and the server neither expects nor aggregates them (personalised methods).
+    `clip_norm` (client-side differential privacy, `fedhello.privacy`) bounds the L2 norm of the change it uploads.
     """
 
     layers: tuple[int, ...]
@@ -44,6 +45,7 @@ class Plan:
     train_lora_b: bool = True
     recompute: int = 0
     personal: tuple[str, ...] = ()
+    clip_norm: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
@@ -63,6 +65,8 @@ class Plan:
             out["recompute"] = self.recompute
         if self.personal:
             out["personal"] = list(self.personal)
+        if self.clip_norm is not None:
+            out["clip_norm"] = self.clip_norm
         return out
 
     @classmethod
@@ -76,6 +80,7 @@ class Plan:
             train_lora_b=bool(data.get("train_lora_b", True)),
             recompute=int(data.get("recompute", 0)),
             personal=tuple(str(kind) for kind in data.get("personal", ())),
+            clip_norm=float(data["clip_norm"]) if data.get("clip_norm") is not None else None,
         )
 
 

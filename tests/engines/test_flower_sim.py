@@ -55,6 +55,10 @@ def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tm
     budget = method_config(budget_tree, "fed-hello-bt")
     load_or_measure(budget, "cpu", recompute_profile)
     runs.append((budget, tmp_path / "sim" / "fed-hello-bt-budget"))
+    # client-side differential privacy: the clip norm travels in the plans, adaptive clipping's bit in the metrics
+    privacy = {"mode": "client", "noise_multiplier": 1.0, "clip_norm": 0.5, "adaptive_clip": True}
+    private = method_config({**tree, "privacy": privacy, "aggregation": {"weighting": "uniform"}}, "fill")
+    runs.append((private, tmp_path / "sim" / "fill-private"))
     for config, sim_dir in runs:
         ENGINES.get("local")().run(config, tmp_path / "local" / sim_dir.name, show_progress=False)
     summaries = ENGINES.get("flower-sim")().run_many(runs)

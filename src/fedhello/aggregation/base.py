@@ -9,6 +9,14 @@ A subclass implements `aggregate` and may override, each with a default here:
   state_dict() / load_state_dict(state)        what the aggregator carries from round to round (JSON-able:
                                                numbers, lists, dicts); checkpoints save and restore it.
                                                Default: stateless.
+  configure(plans)                             what it asks of the round's clients, written into their plans
+                                               (e.g. the clip norm of client-side privacy). Default: nothing.
+  record()                                     what it adds to the round's line of metrics.jsonl after
+                                               aggregating (e.g. the privacy spent). Default: nothing.
+  stop_reason()                                why no further round may run (a spent privacy budget), or None.
+
+An aggregator whose rule is a per-entry mean of the clients' changes sets `averages = True`; it then also merges
+`LayerSums` (`apply_sums`): what secure aggregation reveals and what differential privacy noises.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ from __future__ import annotations
 import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 
 from fedhello import components
 from fedhello.models.layers import HEAD, keys_for_layers
-from fedhello.models.ranks import lora_factor
+from fedhello.models.ranks import coverage, lora_factor, pad, truncate
 from fedhello.plan import ClientUpdate, Plan, Upload
 from fedhello.registry import Registry
 
@@ -72,6 +81,69 @@ def expected_shapes(
     return shapes
 
 
+@dataclass
+class LayerSums:
+    """A round's updates reduced to what an average needs, per tensor of the global state: `sums[name]`, the sum of
+    the contributors' changes (upload minus the global value, zero-padded to the global shape, float64), and
+    `counts[name]`, per entry, how many contributors' uploads covered it (float64, the same shape). Tensors nobody
+    uploaded are absent. Secure aggregation reveals only this; differential privacy adds its noise to it."""
+
+    sums: dict[str, torch.Tensor]
+    counts: dict[str, torch.Tensor]
+
+
+def changes(global_state: dict[str, torch.Tensor], update: ClientUpdate) -> dict[str, torch.Tensor]:
+    """The update's change of every tensor it uploads, in float64: upload minus the global value cut to the upload's
+    shape (a rank-truncated factor is compared with the global factor's first components)."""
+    out = {}
+    for name, tensor in update.tensors.items():
+        reference = global_state[name]
+        if tuple(tensor.shape) != tuple(reference.shape):
+            reference = truncate(name, reference, _rank_of(name, tensor))
+        out[name] = tensor.to(torch.float64) - reference.to(torch.float64)
+    return out
+
+
+def _rank_of(name: str, tensor: torch.Tensor) -> int:
+    """The rank of a truncated LoRA factor: A's rows, B's columns."""
+    return tensor.shape[0] if lora_factor(name) == "A" else tensor.shape[1]
+
+
+def layer_sums(
+    global_state: dict[str, torch.Tensor],
+    updates: Sequence[ClientUpdate],
+    deltas: Sequence[dict[str, torch.Tensor]] | None = None,
+) -> LayerSums:
+    """`LayerSums` of `updates` (uniform weights); `deltas`, one per update, replace their changes (e.g. clipped)."""
+    deltas = deltas if deltas is not None else [changes(global_state, u) for u in updates]
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
+    for delta in deltas:
+        for name, change in delta.items():
+            shape = global_state[name].shape
+            if name not in sums:
+                sums[name] = torch.zeros(shape, dtype=torch.float64)
+                counts[name] = torch.zeros(shape, dtype=torch.float64)
+            sums[name] += pad(name, change, shape)
+            counts[name] += coverage(name, change, shape).to(torch.float64)
+    return LayerSums(sums, counts)
+
+
+def apply_mean(global_state: dict[str, torch.Tensor], reduced: LayerSums) -> dict[str, torch.Tensor]:
+    """The global state moved by the mean change of every covered entry (`sums / counts`); the rest unchanged."""
+    new_state = {}
+    for name, current in global_state.items():
+        if name not in reduced.sums:
+            new_state[name] = current.clone()
+            continue
+        counts = reduced.counts[name]
+        covered = counts > 0
+        out = current.to(torch.float64).clone()
+        out[covered] += reduced.sums[name][covered] / counts[covered]
+        new_state[name] = out.to(current.dtype)
+    return new_state
+
+
 class Aggregator(ABC):
     """Merges a round's accepted updates into the new global state (see the module docstring for the hooks).
     `weighting` is `aggregation.weighting`: average clients equally or by sample count.
@@ -81,6 +153,7 @@ class Aggregator(ABC):
     """
 
     accepts: ClassVar[frozenset[Upload]] = frozenset({Upload.FULL})
+    averages: ClassVar[bool] = False  # a per-entry mean of the changes: `apply_sums` works (privacy, secure sums)
 
     def __init__(self, weighting: Literal["uniform", "samples"] = "uniform") -> None:
         self.weighting = weighting
@@ -96,6 +169,27 @@ class Aggregator(ABC):
     ) -> dict[str, tuple[int, ...]]:
         """The tensors (name -> shape) a client with `plan` must upload."""
         return expected_shapes(plan, global_state, layout)
+
+    def apply_sums(
+        self, global_state: dict[str, torch.Tensor], reduced: LayerSums, updates: Sequence[ClientUpdate] = ()
+    ) -> dict[str, torch.Tensor]:
+        """The new global state from a round's `LayerSums` (uniform weights), for aggregators that average;
+        `updates` are the round's updates without their tensors (their metrics), where a wrapper needs them."""
+        if not self.averages:
+            raise TypeError(f"{type(self).__name__} is not an average of the clients' changes: it cannot merge sums")
+        return apply_mean(global_state, reduced)
+
+    def configure(self, plans: dict[int, Plan]) -> dict[int, Plan]:
+        """The round's plans with what this aggregator asks of the clients (default: unchanged)."""
+        return plans
+
+    def record(self) -> dict[str, Any]:
+        """Fields for the round's metrics.jsonl line, after `aggregate` (default: none)."""
+        return {}
+
+    def stop_reason(self) -> str | None:
+        """Why no further round may run, or None to go on (default: None)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """State carried across rounds, saved in checkpoints (stateless aggregators: empty)."""

@@ -43,6 +43,7 @@ class MaskedFedAvg(Aggregator):
     on its own, so B-only uploads are fine); not for rank-truncated uploads."""
 
     accepts = frozenset({Upload.FULL, Upload.ONE_FACTOR})
+    averages = True
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         return masked_fedavg(global_state, updates, self.weighting)

@@ -53,6 +53,7 @@ class RankMaskedFedAvg(Aggregator):
     """Masked FedAvg per entry, for uploads of differing ranks (LEGEND); each tensor on its own."""
 
     accepts = frozenset({Upload.FULL, Upload.TRUNCATED, Upload.ONE_FACTOR})
+    averages = True
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         return rank_masked_fedavg(global_state, updates, self.weighting)

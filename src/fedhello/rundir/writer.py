@@ -51,7 +51,21 @@ def summarize(
         "failed_clients": sum(len(r.get("failed_clients", [])) for r in records),
         "skipped_rounds": sum(1 for r in records if r.get("skipped")),
         **final_local_test(records),  # personalised evaluation's last scores, when `federation.local_test` is on
+        **final_privacy(records),
     }
+
+
+def final_privacy(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """summary.json's privacy (`privacy.mode` on): the epsilon spent at its delta, and why the run stopped early
+    if it did (a spent budget); empty otherwise."""
+    private = [r["privacy"] for r in records if r.get("privacy")]
+    stopped = [r["stopped"] for r in records if r.get("stopped")]
+    out: dict[str, Any] = {}
+    if private:
+        out.update({"epsilon": private[-1]["epsilon"], "delta": private[-1]["delta"]})
+    if stopped:
+        out["stopped"] = stopped[-1]
+    return out
 
 
 def final_local_test(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,12 +13,14 @@ from typing import Any
 import torch
 
 from fedhello.aggregation import AGGREGATORS, Aggregator
+from fedhello.aggregation.base import LayerSums
 from fedhello.allocation import ALLOCATORS, Allocator
 from fedhello.allocation.constraints import DepthAwareAllocator
 from fedhello.allocation.importance import empirical_fisher
 from fedhello.models.adapter import extract_state, load_state
 from fedhello.models.layers import HEAD
 from fedhello.plan import ClientUpdate, Plan
+from fedhello.privacy import PrivateAggregator
 from fedhello.seeding import ALLOCATION, SAMPLING, eval_subset_rng, round_rng
 from fedhello.server.federation import Federation
 from fedhello.tasks.lm_eval_scorer import LMEvalScorer, lm_eval_scorer
@@ -36,9 +38,14 @@ def build_allocator(federation: Federation) -> Allocator:
 
 
 def build_aggregator(federation: Federation) -> Aggregator:
-    """The configured aggregator (`aggregation.name`) with its weighting."""
-    settings = federation.config.aggregation
-    return AGGREGATORS.get(settings.name)(settings.weighting)
+    """The configured aggregator (`aggregation.name`) with its weighting, wrapped by differential privacy when
+    `privacy.mode` is on."""
+    config = federation.config
+    aggregator = AGGREGATORS.get(config.aggregation.name)(config.aggregation.weighting)
+    if config.privacy.enabled:
+        fed = config.federation
+        aggregator = PrivateAggregator(aggregator, config.privacy, config.seed, fed.num_clients, fed.clients_per_round)
+    return aggregator
 
 
 class Coordinator:
@@ -73,7 +80,7 @@ class Coordinator:
             importance = self.refresh_importance(round_num)
         budgets = {cid: self.federation.budget(cid) for cid in self.sample_clients(round_num)}
         plans = self.allocator.allocate(round_num, budgets, round_rng(self.config.seed, round_num, ALLOCATION))
-        return plans, importance
+        return self.aggregator.configure(plans), importance
 
     def refresh_importance(self, round_num: int) -> dict[str, Any]:
         """Estimate the empirical Fisher of all LoRA tensors on the proxy set; give scores to the allocator."""
@@ -93,6 +100,13 @@ class Coordinator:
         trained = [u for u in updates if u.num_samples > 0]
         if trained:
             self.global_state = self.aggregator.aggregate(self.global_state, trained)
+        self.allocator.observe(round_num, updates)
+
+    def aggregate_sums(self, reduced: LayerSums, updates: Sequence[ClientUpdate], round_num: int = 0) -> None:
+        """Replace the global state by the mean the round's `LayerSums` give (secure aggregation: the server sees
+        the sums, and `updates` carry only their metrics); the allocator then sees the updates."""
+        if reduced.sums:
+            self.global_state = self.aggregator.apply_sums(self.global_state, reduced, updates)
         self.allocator.observe(round_num, updates)
 
     def benchmarks_due(self, round_num: int) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from fedhello.aggregation.base import LayerSums
 from fedhello.config import RunConfig
 from fedhello.events import Observers, RunStart
 from fedhello.models.adapter import load_state
@@ -44,6 +45,19 @@ class ExplainsLosses(Protocol):
 
     def lost_reasons(self) -> dict[int, str]:
         """Why each client of the last call sent nothing, by client id (clients it cannot explain are absent)."""
+        ...
+
+
+@runtime_checkable
+class SecureDispatch(Protocol):
+    """A dispatch that runs secure aggregation (`secure.enabled`): the server learns each tensor's sum over the
+    clients that trained it (`LayerSums`), never an update. The updates it returns carry metrics and sample counts,
+    no tensors."""
+
+    def secure_round(
+        self, round_num: int, plans: dict[int, Plan], global_state: dict[str, torch.Tensor]
+    ) -> tuple[list[ClientUpdate], LayerSums]:
+        """Train the plans' clients and return their updates' metadata and the round's per-tensor sums."""
         ...
 
 
@@ -86,6 +100,35 @@ class RoundOutcome:
     attempts: int = 0
     sent: int = 0  # plans actually handed to the engine (simulated dropouts are never sent one)
     warnings: list[str] = field(default_factory=list)  # e.g. a median rule that had too few updates to judge
+    sums: LayerSums | None = None  # secure aggregation: what the server learnt instead of the updates
+
+
+def collect_secure(
+    config: RunConfig,
+    round_num: int,
+    plans: dict[int, Plan],
+    global_state: dict[str, torch.Tensor],
+    dispatch: SecureDispatch,
+) -> RoundOutcome:
+    """One secure round (no retries: a retry's sums could not be told apart from the first attempt's): simulated
+    dropouts are never sent their plan, the others' masked uploads are summed by the protocol, and a client that
+    dropped out in it is lost. The server cannot validate what it cannot see: the config refuses the per-update
+    norm rule with secure aggregation, and the clip range of the quantisation bounds every entry."""
+    outcome = RoundOutcome(attempts=1)
+    dropped = simulated_dropouts(config, round_num, 0, sorted(plans))
+    sent = {cid: plan for cid, plan in plans.items() if cid not in dropped}
+    outcome.sent = len(sent)
+    updates, outcome.sums = dispatch.secure_round(round_num, sent, global_state) if sent else ([], LayerSums({}, {}))
+    failed = {cid: "dropout" for cid in dropped}
+    replied = {u.client_id for u in updates}
+    failed.update({cid: "no reply" for cid in sent if cid not in replied})
+    details = dispatch.lost_reasons() if isinstance(dispatch, ExplainsLosses) else {}
+    outcome.failed = [
+        {"id": cid, "reason": why, **({"detail": details[cid]} if cid in details else {}), "attempt": 0}
+        for cid, why in sorted(failed.items())
+    ]
+    outcome.accepted = sorted((u for u in updates if u.client_id in sent), key=lambda u: u.client_id)
+    return outcome
 
 
 def collect_updates(
@@ -259,23 +302,36 @@ def run_rounds(
             plans, importance = coordinator.configure(round_num)
             if importance is not None:
                 observers.on_importance(importance)
-            outcome = collect_updates(config, round_num, plans, coordinator.global_state, dispatch, validator)
+            if isinstance(dispatch, SecureDispatch):
+                outcome = collect_secure(config, round_num, plans, coordinator.global_state, dispatch)
+            else:
+                outcome = collect_updates(config, round_num, plans, coordinator.global_state, dispatch, validator)
             skipped = len(outcome.accepted) < config.reliability.min_clients
-            if not skipped:
+            if not skipped and outcome.sums is not None:
+                coordinator.aggregate_sums(outcome.sums, outcome.accepted, round_num)
+            elif not skipped:
                 coordinator.aggregate(outcome.accepted, round_num)
+            stop = coordinator.aggregator.stop_reason()  # e.g. the privacy budget: this round is then the last
+            last = round_num == rounds or stop is not None
             evaluation = None
             benchmarks = coordinator.benchmarks_due(round_num)  # a round lm-eval scores is an evaluated round
-            if benchmarks or round_num % config.federation.eval_every == 0 or round_num == rounds:
-                evaluation = coordinator.evaluate(full=round_num == rounds, benchmarks=benchmarks)
+            if benchmarks or round_num % config.federation.eval_every == 0 or last:
+                evaluation = coordinator.evaluate(full=last, benchmarks=benchmarks)
                 observers.on_evaluate(round_num, evaluation)
             seconds = time.perf_counter() - started
             record = round_record(
                 round_num, federation, outcome, download_bytes, seconds, evaluation, importance is not None, skipped
             )
+            record.update(coordinator.aggregator.record() if not skipped else {})
+            if stop is not None:
+                record["stopped"] = stop
             records.append(record)
             observers.on_round_end(record)
-            if every and (round_num % every == 0 or round_num == rounds):
+            if every and (round_num % every == 0 or last):
                 save_round(run_dir, round_num, federation, coordinator)
+            if stop is not None:
+                warnings.warn(f"stopping after round {round_num}: {stop}", stacklevel=2)
+                break
         summary = summarize(records, run_dir, start if resume else None, federation.task.metric)
         if config.output.save_adapter:
             load_state(federation.model, coordinator.global_state)

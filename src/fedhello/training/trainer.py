@@ -25,6 +25,7 @@ from fedhello.models.quantize import weights_mb
 from fedhello.models.ranks import lora_factor, truncate, zero_beyond_rank
 from fedhello.models.recompute import recomputed_blocks, set_recompute, supports_recompute
 from fedhello.plan import GRAD_NORM, LOCAL_TEST, ClientUpdate, Plan
+from fedhello.privacy.mechanism import privatize_upload
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
 from fedhello.training.store import ClientStore
@@ -193,6 +194,8 @@ class LocalTrainer:
             store.save(client_id, round_num, kept)  # type: ignore[union-attr]  (checked above)
         if plan.ranks:  # upload only the client's rank-r factors
             tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
+        tensors, private = privatize_upload(tensors, global_state, plan, self.task.config.privacy, seed)
+        metrics = {**metrics, **private}
         update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
         update.metrics = {
             "train_loss": stats.loss_sum / stats.weight_sum if stats.weight_sum > 0 else 0.0,

@@ -43,6 +43,7 @@ from fedhello.experiment import Experiment, build_node_experiment
 from fedhello.models.quantize import NODE_QUANTIZATION_KEY, check_available
 from fedhello.models.quantize import resolve as resolve_quantization
 from fedhello.plan import GRAD_NORM, LOCAL_TEST
+from fedhello.privacy.mechanism import UNCLIPPED
 from fedhello.runtime import quiet_libraries
 from fedhello.server.federation import assign_tiers, build_federation
 from fedhello.training import LocalTrainer, TrainerPool
@@ -58,7 +59,8 @@ SHARE_KEYS = {
     "memory": ("weights_mb", "peak_mem_mb", "total_mem_mb"),
 }
 PREFIX_SHARES = {GRAD_NORM: "grad_norms", LOCAL_TEST: "local_test"}  # metric key prefix -> its share
-ALWAYS_SENT = ("bytes_up",)  # the size of the tensors that are sent anyway
+# the size of the tensors that are sent anyway; adaptive clipping's bit (privacy.adaptive_clip in client mode)
+ALWAYS_SENT = ("bytes_up", UNCLIPPED)
 
 
 def metric_share(key: str) -> str:
