@@ -19,6 +19,7 @@ from fedhello.rundir.files import CLIENTS_DIR
 from fedhello.seeding import client_seed
 from fedhello.server.loop import partition_sizes, run_rounds
 from fedhello.server.resume import resumed_round
+from fedhello.server.secure import InProcessSecureDispatch, secure_settings
 from fedhello.server.startup import start_server
 from fedhello.training import TrainerPool
 from fedhello.training.schedule import round_lr
@@ -56,12 +57,20 @@ class LocalEngine(Engine):
                 for cid, plan in plans.items()
             ]
 
+        coordinator = server.coordinator
+        run_dispatch = dispatch
+        if config.secure.enabled:  # the clients' changes reach the aggregation only as per-tensor sums
+
+            def uploads(plan: Plan) -> dict[str, tuple[int, ...]]:
+                return coordinator.aggregator.expected_shapes(plan, coordinator.global_state, federation.layout)
+
+            run_dispatch = InProcessSecureDispatch(dispatch, uploads, secure_settings(config), config.seed)
         # the clients' data are this process's own partitions: their sample counts are known, not claimed
         counts = partition_sizes(federation)
         return run_rounds(
             federation,
-            server.coordinator,
-            dispatch,
+            coordinator,
+            run_dispatch,
             run_dir,
             server.observers,
             resume=options.resume,

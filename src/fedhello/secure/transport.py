@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fedhello.secure.client import STAGES, Delta, Payload, handle
+from fedhello.secure.settings import SecureAggregationError
 
 
 @dataclass
@@ -35,13 +36,15 @@ class InProcessExchange:
     """`exchange(stage, payloads) -> replies` over in-process clients.
 
     `drop_at[c] = stage`: client c sends nothing from that stage on (it still gets the payload: it dropped after
-    receiving it). With `record`, `received` keeps (stage, client, reply) of every reply the server got.
+    receiving it). With `record`, `received` keeps (stage, client, reply) of every reply the server got. A client
+    that refuses a stage (`SecureAggregationError`) sends nothing, as over a network; `refusals` says why.
     """
 
     clients: Mapping[int, Any]
     drop_at: dict[int, str] = field(default_factory=dict)
     record: bool = False
     received: list[tuple[str, int, Payload]] = field(default_factory=list)
+    refusals: dict[int, str] = field(default_factory=dict)
 
     def __call__(self, stage: str, payloads: dict[int, Payload]) -> dict[int, Payload]:
         replies: dict[int, Payload] = {}
@@ -49,7 +52,11 @@ class InProcessExchange:
             dropped_from = self.drop_at.get(client)
             if dropped_from is not None and STAGES.index(stage) >= STAGES.index(dropped_from):
                 continue
-            replies[client] = self.clients[client](stage, payload)
+            try:
+                replies[client] = self.clients[client](stage, payload)
+            except SecureAggregationError as err:
+                self.refusals[client] = str(err)
+                continue
             if self.record:
                 self.received.append((stage, client, replies[client]))
         return replies
