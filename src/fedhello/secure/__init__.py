@@ -18,7 +18,7 @@ dict of unsigned integer numpy arrays; a transport carries them as it likes (`In
 messages in `fedhello.engines.flower`). Cryptography is Flower's (`crypto`). docs/privacy.md has the threat model.
 """
 
-from fedhello.secure.client import MASKED_INPUT, SETUP, SHARE_KEYS, STAGES, UNMASK, handle, wire_dtype
+from fedhello.secure.client import MASKED_INPUT, SETUP, SHARE_KEYS, STAGES, UNMASK, Payload, handle, wire_dtype
 from fedhello.secure.server import Exchange, SecureResult, payload_bytes, secure_sum
 from fedhello.secure.settings import SecureAggregationError, SecureSettings
 from fedhello.secure.transport import InProcessExchange, LocalClient, local_clients, members_and_shapes
@@ -32,6 +32,7 @@ __all__ = [
     "Exchange",
     "InProcessExchange",
     "LocalClient",
+    "Payload",
     "SecureAggregationError",
     "SecureResult",
     "SecureSettings",

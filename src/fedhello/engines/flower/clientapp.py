@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedhello.aggregation.base import changes
 from fedhello.config import FlowerConfig, RunConfig, config_from_dict
 from fedhello.data.local_test import local_test_due, split_local_test
 from fedhello.data.node import NODE_DATA_KEY
@@ -38,14 +40,24 @@ from fedhello.engines.flower.messages import (
     read_train_content,
     update_content,
 )
+from fedhello.engines.flower.secure import (
+    content_client,
+    load_state,
+    payload_content,
+    read_payload,
+    save_state,
+    with_metrics,
+)
 from fedhello.errors import FedHelloError
 from fedhello.experiment import Experiment, build_node_experiment
 from fedhello.models.quantize import NODE_QUANTIZATION_KEY, check_available
 from fedhello.models.quantize import resolve as resolve_quantization
-from fedhello.plan import GRAD_NORM, LOCAL_TEST
+from fedhello.plan import GRAD_NORM, LOCAL_TEST, ClientUpdate
 from fedhello.privacy.mechanism import UNCLIPPED
 from fedhello.runtime import quiet_libraries
+from fedhello.secure import client as secagg
 from fedhello.server.federation import assign_tiers, build_federation
+from fedhello.server.secure import rounding_rng
 from fedhello.training import LocalTrainer, TrainerPool
 from fedhello.training.schedule import round_lr
 from fedhello.training.store import ClientStore
@@ -168,21 +180,74 @@ def train(msg: Message, context: Context) -> Message:
     """Train the requested client's plan from the sent global adapter; reply with the plan's tensors and the
     metrics the node shares. A failure's text (file paths, labels, columns) leaves the node only if it shares
     "errors"; otherwise the server learns only that this node failed, and the node's log keeps the reason."""
+    return guarded(msg, context, lambda shares: Message(update_content(train_task(msg, context, shares)), reply_to=msg))
+
+
+def guarded(msg: Message, context: Context, work: Callable[[set[str]], Message], what: str = "training") -> Message:
+    """`work(shares)`'s reply; a failure's text leaves the node only if it shares "errors" (`train`)."""
     try:
         config_json = str(msg.content.config_records["task"]["run-config"])
     except (KeyError, TypeError):
         config_json = None
     shares = node_shares(context, config_json)
     try:
-        return _train(msg, context, shares)
+        return work(shares)
     except Exception as err:
         if "errors" in shares:
             raise
-        print(f"fedhello: training failed on this node: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        print(f"fedhello: {what} failed on this node: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         raise FedHelloError(
-            "training failed on this node; its reason stays there (the node does not share 'errors': "
+            f"{what} failed on this node; its reason stays there (the node does not share 'errors': "
             "flower.node_shares / --node-config shares)"
         ) from None
+
+
+SECURE = "secure aggregation"  # what a failing protocol stage is called in its error
+
+
+@app.query("secagg_setup")
+def secagg_setup(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 0: this client's public keys (`fedhello.secure`)."""
+    return guarded(msg, context, lambda shares: secagg_stage(secagg.SETUP, msg, context, shares), SECURE)
+
+
+@app.query("secagg_share_keys")
+def secagg_share_keys(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 1: this client's secret shares, encrypted for their recipients."""
+    return guarded(msg, context, lambda shares: secagg_stage(secagg.SHARE_KEYS, msg, context, shares), SECURE)
+
+
+@app.train("secagg_masked_input")
+def secagg_masked_input(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 2: train the plan, then reply with the change masked, and the shared metrics."""
+    return guarded(msg, context, lambda shares: secagg_stage(secagg.MASKED_INPUT, msg, context, shares))
+
+
+@app.query("secagg_unmask")
+def secagg_unmask(msg: Message, context: Context) -> Message:
+    """Secure aggregation, stage 3: shares of the survivors' seeds and the dropped clients' mask keys."""
+    return guarded(msg, context, lambda shares: secagg_stage(secagg.UNMASK, msg, context, shares), SECURE)
+
+
+def secagg_stage(stage: str, msg: Message, context: Context, shares: set[str]) -> Message:
+    """Answer one secure-aggregation stage for the client the message names, its secrets in `context.state`."""
+    client_id = content_client(msg.content)
+    check_serves(context, client_id)
+    state = load_state(context, client_id)
+    payload = read_payload(msg.content)
+    if stage != secagg.MASKED_INPUT:
+        reply = secagg.handle(stage, payload, state, client_id=client_id)
+        save_state(context, client_id, state)
+        return Message(payload_content(reply, client_id), reply_to=msg)
+    task = read_train_content(msg.content)
+    if task.client_id != client_id:
+        raise FedHelloError(f"secure aggregation: a train task for client {task.client_id} came as {client_id}'s")
+    update = train_task(msg, context, shares)
+    delta = changes(task.state, update)
+    reply = secagg.handle(stage, payload, state, client_id=client_id, delta=delta, rng=rounding_rng(task.seed))
+    save_state(context, client_id, state)
+    metrics = {"num-samples": int(update.num_samples), **{k: float(v) for k, v in update.metrics.items()}}
+    return Message(with_metrics(payload_content(reply, client_id), metrics), reply_to=msg)
 
 
 def client_store(task: TrainTask, context: Context) -> ClientStore | None:
@@ -200,12 +265,20 @@ def client_store(task: TrainTask, context: Context) -> ClientStore | None:
     return None
 
 
-def _train(msg: Message, context: Context, shares: set[str]) -> Message:
-    task = read_train_content(msg.content)
+def check_serves(context: Context, client_id: int) -> None:
+    """Refuse a client this node does not serve (another partition, or not the one client of a node's own data)."""
     partition, partitions = node_partition(context)
     data_path = node_data_path(context)
-    if task.client_id % partitions != partition or (data_path is not None and task.client_id != partition):
-        raise FedHelloError(f"client {task.client_id} is not served by partition {partition} of {partitions}")
+    if client_id % partitions != partition or (data_path is not None and client_id != partition):
+        raise FedHelloError(f"client {client_id} is not served by partition {partition} of {partitions}")
+
+
+def train_task(msg: Message, context: Context, shares: set[str]) -> ClientUpdate:
+    """Train the client of a train message (the plain one, or secure aggregation's masked-input stage): its update
+    with the metrics the node shares."""
+    task = read_train_content(msg.content)
+    check_serves(context, task.client_id)
+    data_path = node_data_path(context)
     node_quantization = context.node_config.get(NODE_QUANTIZATION_KEY)
     work = worker(task.config_json, data_path, str(node_quantization) if node_quantization else None)
     config = work.config
@@ -225,4 +298,4 @@ def _train(msg: Message, context: Context, shares: set[str]) -> Message:
         local_test=work.client_test(task.client_id) if local_test_due(config.federation, task.round_num) else None,
     )
     update.metrics = shared_metrics(update.metrics, shares)
-    return Message(update_content(update), reply_to=msg)
+    return update

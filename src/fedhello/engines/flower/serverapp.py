@@ -44,6 +44,7 @@ from fedhello.engines.flower.messages import (
     state_to_record,
     train_content,
 )
+from fedhello.engines.flower.secure import SecureFlowerRounds
 from fedhello.errors import FedHelloError
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.rundir import FLOWER_LOG, new_run_dir, read_metrics
@@ -196,12 +197,9 @@ class FlowerDispatch:
 
     def __call__(self, round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
         self.lost = {}
-        if not self.started:
-            self.wait_for_partitions()
-            self.started = True
-        live = self.discover()
+        live = self.ready()
         arrays = state_to_record(state)  # encoded once, shared by every message of the round
-        targets: list[tuple[int, int, Message]] = []
+        targets: dict[int, tuple[int, Message]] = {}
         for cid, plan in plans.items():
             node = self.holder(cid, live)
             if node is None:
@@ -212,27 +210,46 @@ class FlowerDispatch:
             message = Message(
                 content=train_content(task, arrays), dst_node_id=node, message_type=TRAIN, group_id=str(round_num)
             )
-            targets.append((cid, node, message))
-        ids = list(self.grid.push_messages([m for _, _, m in targets]))
-        if len(ids) != len(targets):
-            raise FedHelloError(f"round {round_num}: the SuperLink accepted {len(ids)} of {len(targets)} messages")
-        sent = ", ".join(f"{cid}->node {node}" for cid, node, _ in targets)
-        self.log.write(f"round {round_num}: sent {len(ids)} clients {sent}")
-        pending = {mid: (cid, node) for mid, (cid, node, _) in zip(ids, targets, strict=True)}
-        updates = self.collect(round_num, plans, state, pending)
+            targets[cid] = (node, message)
+        updates: dict[int, ClientUpdate] = {}
+        for cid, reply in self.exchange_messages(round_num, targets).items():
+            try:
+                update = read_update_content(reply.content, plans[cid])
+                check_update(update, cid)
+            except (KeyError, ValueError, TypeError, FedHelloError) as err:
+                self.lose(round_num, cid, targets[cid][0], f"malformed reply: {err}")
+                continue
+            updates[cid] = update
         return [updates[cid] for cid in plans if cid in updates]
 
-    def collect(
-        self,
-        round_num: int,
-        plans: dict[int, Plan],
-        state: dict[str, torch.Tensor],
-        pending: dict[str, tuple[int, int]],
-    ) -> dict[int, ClientUpdate]:
+    def ready(self) -> set[int]:
+        """The live nodes with a known partition; the first call waits until every partition is served."""
+        if not self.started:
+            self.wait_for_partitions()
+            self.started = True
+        return self.discover()
+
+    def exchange_messages(
+        self, round_num: int, targets: dict[int, tuple[int, Message]], what: str = ""
+    ) -> dict[int, Message]:
+        """Push each client's message to its node and return the replies that are not errors, by client; a client
+        whose node errs, disconnects or misses `flower.round_timeout_s` is lost (`lose`). `what` names the exchange
+        in flower.log (a secure-aggregation stage)."""
+        ids = list(self.grid.push_messages([message for _, message in targets.values()]))
+        if len(ids) != len(targets):
+            raise FedHelloError(f"round {round_num}: the SuperLink accepted {len(ids)} of {len(targets)} messages")
+        sent = ", ".join(f"{cid}->node {node}" for cid, (node, _) in targets.items())
+        self.log.write(f"round {round_num}: sent {len(ids)} clients {what}{sent}")
+        pending = {mid: (cid, node) for mid, (cid, (node, _)) in zip(ids, targets.items(), strict=True)}
+        return self.collect(round_num, pending)
+
+    def collect(self, round_num: int, pending: dict[str, tuple[int, int]]) -> dict[int, Message]:
+        """Wait for the replies of `pending` (message id -> (client, node)) until all came, the deadline passed or
+        their nodes disconnected; return the good ones by client."""
         timeout = self.config.flower.round_timeout_s
         deadline = time.monotonic() + timeout if timeout else None
         next_check = time.monotonic() + NODE_CHECK_S
-        updates: dict[int, ClientUpdate] = {}
+        replies: dict[int, Message] = {}
         while pending:
             for reply in self.grid.pull_messages(list(pending)):
                 mid = reply.metadata.reply_to_message_id
@@ -242,13 +259,7 @@ class FlowerDispatch:
                 if reply.has_error():
                     self.lose(round_num, cid, node, f"error reply: {error_text(reply.error.reason)}")
                     continue
-                try:
-                    update = read_update_content(reply.content, plans[cid])
-                    check_update(update, cid)
-                except (KeyError, ValueError, TypeError, FedHelloError) as err:
-                    self.lose(round_num, cid, node, f"malformed reply: {err}")
-                    continue
-                updates[cid] = update
+                replies[cid] = reply
             if not pending:
                 break
             now = time.monotonic()
@@ -266,7 +277,7 @@ class FlowerDispatch:
                         del pending[mid]
                 next_check = now + NODE_CHECK_S
             time.sleep(POLL_S)
-        return updates
+        return replies
 
 
 # how a ClientApp exception reaches the server: "<class 'fedhello.errors.FedHelloError'>:<'the message'>"
@@ -335,12 +346,20 @@ def serve(
     if state_dir is not None and options.resume:
         ClientStore(state_dir).discard_after(resumed_round(run_dir))
     dispatch = FlowerDispatch(grid, config_for_nodes(federation), EngineLog(run_dir / FLOWER_LOG), state_dir)
+    coordinator = server.coordinator
+    rounds: FlowerDispatch | SecureFlowerRounds = dispatch
+    if config.secure.enabled:  # four exchanges a round; the server sees only per-tensor sums
+
+        def uploads(plan: Plan) -> dict[str, tuple[int, ...]]:
+            return coordinator.aggregator.expected_shapes(plan, coordinator.global_state, federation.layout)
+
+        rounds = SecureFlowerRounds(dispatch, uploads)
     counts = partition_sizes(federation) if holds_partitions else None
     try:
         return run_rounds(
             federation,
-            server.coordinator,
-            dispatch,
+            coordinator,
+            rounds,
             run_dir,
             server.observers,
             resume=options.resume,
