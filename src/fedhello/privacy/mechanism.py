@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedhello.accounting import epsilon_after
 from fedhello.aggregation.base import Aggregator, LayerSums, changes, layer_sums
 from fedhello.config import PrivacyConfig
 from fedhello.errors import ConfigError
 from fedhello.models.ranks import truncate
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.privacy.accounting import epsilon_after
 from fedhello.privacy.clipping import clip_change
 
 UNCLIPPED = "dp.unclipped"  # an update's metric in client mode: 1.0 when its change fitted the clip norm
