@@ -122,6 +122,17 @@ CONFIG_CASES = [
     ("model not a string", setting("model.name_or_path", 5), [], "'model.name_or_path'", "string"),
     ("zero max length", setting("model.max_length", 0), [], "'model.max_length'", "greater than 0"),
     ("zero new tokens", setting("model.max_new_tokens", 0), [], "'model.max_new_tokens'", "greater than 0"),
+    # privacy and secure aggregation: what they cannot protect, and budgets
+    ("privacy on a non-average", edit(lambda t: t.update(privacy={"mode": "server"}, aggregation={"name": "flexlora"})),
+     [], "'privacy.mode'", "fedavg"),
+    ("privacy with sample weights", edit(lambda t: t.update(privacy={"mode": "server"},
+     aggregation={"weighting": "samples"})), [], "'aggregation.weighting'", "use uniform"),
+    ("privacy budget overspent", setting("privacy", {"mode": "server", "noise_multiplier": 1, "max_epsilon": 1}), [],
+     "'privacy.max_epsilon'", "on_exhausted: stop"),
+    ("adaptive clip with too little count noise", setting("privacy", {"mode": "server", "adaptive_clip": True}), [],
+     "'privacy.clipped_count_stddev'", "above 0.5"),
+    ("secure with server-side privacy", edit(lambda t: t.update(privacy={"mode": "server"}, secure={"enabled": True})),
+     [], "'privacy.mode'", "client"),
 ]
 
 

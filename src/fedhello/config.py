@@ -849,6 +849,15 @@ def check_privacy(config: RunConfig, uploads: frozenset) -> None:
             f"({feature})",
             "use uniform",
         )
+    if privacy.adaptive_clip and privacy.noise_multiplier > 0:  # Flower's condition (compute_adaptive_noise_params)
+        stddev = privacy.clipped_count_stddev or config.federation.clients_per_round / 20
+        if privacy.noise_multiplier >= 2 * stddev:
+            raise ConfigError(
+                "privacy.clipped_count_stddev",
+                f"{stddev:g} is too small for noise_multiplier {privacy.noise_multiplier:g} with adaptive_clip "
+                "(the count's noise must exceed z / 2)",
+                f"set it above {privacy.noise_multiplier / 2:g}, or lower privacy.noise_multiplier",
+            )
     if privacy.adaptive_clip and privacy.mode == "local":
         raise ConfigError(
             "privacy.adaptive_clip",
@@ -879,7 +888,7 @@ def check_privacy(config: RunConfig, uploads: frozenset) -> None:
                 "reliability.on_too_few", "a secure round cannot be retried", "use skip with secure aggregation"
             )
     if privacy.enabled and privacy.max_epsilon is not None and privacy.on_exhausted == "refuse":
-        from fedhello.privacy.accounting import epsilon_after, max_rounds, noise_for
+        from fedhello.accounting import epsilon_after, max_rounds, noise_for
 
         fed = config.federation
         args = (fed.num_clients, fed.clients_per_round, privacy.delta)

@@ -57,6 +57,7 @@ def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tm
     runs.append((budget, tmp_path / "sim" / "fed-hello-bt-budget"))
     # client-side differential privacy: the clip norm travels in the plans, adaptive clipping's bit in the metrics
     privacy = {"mode": "client", "noise_multiplier": 1.0, "clip_norm": 0.5, "adaptive_clip": True}
+    privacy["clipped_count_stddev"] = 1.0
     private = method_config({**tree, "privacy": privacy, "aggregation": {"weighting": "uniform"}}, "fill")
     runs.append((private, tmp_path / "sim" / "fill-private"))
     for config, sim_dir in runs:

@@ -212,6 +212,10 @@ def run(
     best, final = summary["best_accuracy"], summary["final_accuracy"]
     metric = summary.get("metric", "accuracy")  # the task's headline metric, e.g. rouge_l for a causal LM
     console.print(f"final {metric} {final:.4f}, best {best:.4f} (round {summary['best_round']})")
+    if "epsilon" in summary:  # differential privacy (privacy.mode): what the run spent
+        console.print(f"privacy spent: epsilon {summary['epsilon']:.3g} at delta {summary['delta']:g}", highlight=False)
+    if summary.get("stopped"):
+        console.print(f"stopped early: {summary['stopped']}", highlight=False)
     console.print(f"results: {run_dir}")
     if report is not None and report.path is not None:
         console.print(f"report: {report.path}")

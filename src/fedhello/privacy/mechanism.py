@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedhello.accounting import epsilon_after
 from fedhello.aggregation.base import Aggregator, LayerSums, changes, layer_sums
 from fedhello.config import PrivacyConfig
 from fedhello.errors import ConfigError
 from fedhello.models.ranks import truncate
 from fedhello.plan import ClientUpdate, Plan
-from fedhello.privacy.accounting import epsilon_after
 from fedhello.privacy.clipping import clip_change
 
 UNCLIPPED = "dp.unclipped"  # an update's metric in client mode: 1.0 when its change fitted the clip norm
@@ -93,13 +93,18 @@ class PrivateAggregator(Aggregator):
 
     def aggregate(self, global_state, updates):  # noqa: ANN001
         deltas = [changes(global_state, u) for u in updates]
+        norms = None
         if self.settings.mode == "server":
             clipped = [clip_change(d, self.clip_norm) for d in deltas]
             deltas = [d for d, _ in clipped]
-            fitted = [norm <= self.clip_norm for _, norm in clipped]
+            norms = [norm for _, norm in clipped]
+            fitted = [norm <= self.clip_norm for norm in norms]
         else:  # the clients clipped (and in local mode noised) their changes
             fitted = [u.metrics.get(UNCLIPPED, 1.0) >= 0.5 for u in updates]
-        return self._release(global_state, layer_sums(global_state, updates, deltas), fitted)
+        new_state = self._release(global_state, layer_sums(global_state, updates, deltas), fitted)
+        if norms:  # the trusted server saw them anyway: what a clip norm cuts, for choosing one
+            self.last["change_norm_median"] = float(np.median(norms))
+        return new_state
 
     def apply_sums(self, global_state, reduced, updates: Sequence[ClientUpdate] = ()):  # noqa: ANN001
         """Sums from secure aggregation (client or local mode): the clients clipped; noise, merge, account."""

@@ -42,7 +42,9 @@ class ProgressBar(RunObserver):
         if self.progress is None:
             return
         if record.get("accuracy") is not None:
-            self.progress.update(self.bar, description=f"{self.metric} {record['accuracy']:.3f}")
+            spent = record.get("privacy", {}).get("epsilon")
+            privacy = f", eps {spent:.3g}" if spent is not None else ""
+            self.progress.update(self.bar, description=f"{self.metric} {record['accuracy']:.3f}{privacy}")
         self.progress.advance(self.bar)
 
     def on_run_end(self, summary: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Privacy accounting with Google's `dp-accounting` (the RDP accountant): kept by the team behind TensorFlow Privacy,
+"""Privacy accounting (`privacy.mode`; in the bottom layer so that loading a config can refuse an overspent budget)
+with Google's `dp-accounting` (the RDP accountant): kept by the team behind TensorFlow Privacy,
 it has the accountant for the sampling fedhello does -- a fixed number of clients drawn without replacement each
 round (`SampledWithoutReplacementDpEvent`, Wang, Balle & Kasiviswanathan 2019) -- which Opacus' accountants lack
 (they assume Poisson sampling). Chosen over a formula of our own so that the epsilon is the library's.
