@@ -446,6 +446,42 @@ class ReliabilityConfig(Section):
     )
 
 
+class AttackConfig(Section):
+    """Simulated hostile clients (off by default): chosen clients send a poisoned update instead of the one they
+    trained, to measure how an aggregator (aggregation.name) holds up; docs/robust.md."""
+
+    hostile: int = Field(
+        0,
+        ge=0,
+        description="how many clients are hostile, drawn once from the run's seed and hostile for the whole run "
+        "(0 = none; or name them in hostile_ids)",
+    )
+    hostile_ids: list[int] = Field(
+        default_factory=list, description="the hostile clients by id, instead of a seeded draw of `hostile` of them"
+    )
+    kind: Literal["sign_flip", "scaled", "random"] = Field(
+        "sign_flip",
+        description="what a hostile client sends, W the global tensor and W_i its trained one: sign_flip "
+        "W - scale*(W_i - W), scaled W + scale*(W_i - W), random W + Gaussian noise of scale x the RMS of its "
+        "honest change of that tensor (seeded per seed, round and client)",
+    )
+    scale: float = Field(
+        1.0, gt=0.0, description="the attack's factor s (kind scaled: e.g. 10; 1 would send the honest update)"
+    )
+
+    @field_validator("hostile_ids")
+    @classmethod
+    def _distinct_ids(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or any(i < 0 for i in value):
+            raise ValueError("an id repeats or is negative; give distinct client ids >= 0")
+        return sorted(value)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any client is hostile."""
+        return bool(self.hostile or self.hostile_ids)
+
+
 class FlowerConfig(Section):
     """The Flower engines (--engine flower-sim, flower-deploy): resources, processes, node data, security."""
 
@@ -576,6 +612,7 @@ class RunConfig(Section):
     output: OutputConfig = OutputConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     reliability: ReliabilityConfig = ReliabilityConfig()
+    attack: AttackConfig = AttackConfig()
     flower: FlowerConfig = FlowerConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -592,7 +629,19 @@ class RunConfig(Section):
             raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
         if self.eval.lm_eval_tasks and self.task != "causal_lm":
             raise ValueError("eval.lm_eval_tasks: lm-eval scores causal language models; use task causal_lm or []")
+        self._check_attack()
         return self
+
+    def _check_attack(self) -> None:
+        attack, clients = self.attack, self.federation.num_clients
+        if attack.hostile and attack.hostile_ids:
+            raise ValueError("attack.hostile_ids: attack.hostile also chooses hostile clients; set only one of them")
+        if attack.kind == "scaled" and attack.scale == 1.0 and attack.enabled:
+            raise ValueError("attack.scale: 1 makes a scaled update the honest one; set e.g. 10")
+        if attack.hostile > clients:
+            raise ValueError(f"attack.hostile: {attack.hostile} is more than the {clients} clients; lower it")
+        if any(i >= clients for i in attack.hostile_ids):
+            raise ValueError(f"attack.hostile_ids: not a client of the federation; use ids below {clients}")
 
     @field_validator("strategy", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ from fedhello.server.observers import run_observers
 from fedhello.server.partition_stats import partition_stats
 from fedhello.server.resume import resume_run, save_round
 from fedhello.server.validation import Rejection, SampleCounts, UpdateValidator
+from fedhello.training.attack import hostile_clients
 
 Dispatch = Callable[[int, dict[int, Plan], dict[str, torch.Tensor]], list[ClientUpdate]]
 
@@ -204,14 +205,17 @@ def round_record(
     skipped: bool,
 ) -> dict[str, Any]:
     """One line of metrics.jsonl: global metrics, then what every client trained and sent. Task metrics
-    beyond accuracy and loss (e.g. ROUGE-L) follow the loss."""
+    beyond accuracy and loss (e.g. ROUGE-L) follow the loss. A simulated hostile client (`attack:`) is marked
+    `"hostile": true` -- by the server, from the config, so the mark never depends on what a node reports."""
     updates = outcome.accepted
+    hostile = hostile_clients(federation.config)
     clients = [
         {
             "id": u.client_id,
             "tier": federation.client_tiers[u.client_id],
             "layers": list(u.plan.layers),
             **({"recompute": u.plan.recompute} if u.plan.recompute else {}),
+            **({"hostile": True} if u.client_id in hostile else {}),
             "num_samples": u.num_samples,
             **u.metrics,
         }

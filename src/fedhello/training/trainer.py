@@ -28,6 +28,7 @@ from fedhello.plan import GRAD_NORM, LOCAL_TEST, ClientUpdate, Plan
 from fedhello.privacy.mechanism import privatize_upload
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
+from fedhello.training.attack import hostile_clients, poison
 from fedhello.training.store import ClientStore
 
 
@@ -148,7 +149,9 @@ class LocalTrainer:
         With a `local_test` split (personalised evaluation, on evaluation rounds), the metrics also carry
         `local_test.global`: the task's headline metric of the received global model on it, before training, and,
         for a plan with personal parts, `local_test.personal`: of the client's model after training (its personal
-        parts included); `local_test.samples`: the split's size."""
+        parts included); `local_test.samples`: the split's size.
+        A client the run makes hostile (`attack:`, `fedhello.training.attack`) sends a poisoned version of its
+        trained tensors."""
         started = time.perf_counter()
         if self.config.record_resources:
             self._warm_up(data)
@@ -196,6 +199,9 @@ class LocalTrainer:
             tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
         tensors, private = privatize_upload(tensors, global_state, plan, self.task.config.privacy, seed)
         metrics = {**metrics, **private}
+        run = self.task.config
+        if client_id in hostile_clients(run):  # a simulated hostile client (`attack:`): it controls what it sends
+            tensors = poison(run.attack, tensors, global_state, run.seed, round_num, client_id)
         update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
         update.metrics = {
             "train_loss": stats.loss_sum / stats.weight_sum if stats.weight_sum > 0 else 0.0,
