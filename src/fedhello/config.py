@@ -341,9 +341,28 @@ class TrainConfig(Section):
 class AggregationConfig(Section):
     """How the server averages the client updates into the global adapter."""
 
-    name: str = Field("fedavg", description="registered aggregator (fedhello strategies lists them)")
+    name: str = Field(
+        "fedavg",
+        description="registered aggregator (fedhello strategies lists them); the robust median, trimmed_mean and "
+        "multi_krum merge each tensor (Krum: each layer) over the clients that trained it (docs/robust.md)",
+    )
     weighting: Literal["uniform", "samples"] = Field(
-        "uniform", description="average client updates equally or by sample count"
+        "uniform",
+        description="average client updates equally or by sample count (robust aggregators: uniform only, a sample "
+        "count is a claim a hostile client can inflate)",
+    )
+    trim_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        lt=0.5,
+        description="trimmed_mean: share beta of a tensor's m contributors dropped at each end, per coordinate "
+        "(floor(beta*m): with 0.2, one of 5 to 9 contributors, none below 5)",
+    )
+    byzantine: int = Field(
+        1,
+        ge=0,
+        description="multi_krum: f, the hostile clients assumed among a layer's contributors; Krum keeps the m - f "
+        "best of m and needs m > 2f + 2 (fewer: that layer gets the coordinate-wise median)",
     )
 
 
@@ -860,6 +879,13 @@ def validate_run(config: RunConfig) -> RunConfig:
             "aggregation.name",
             f"'{aggregation}' cannot merge the {' and '.join(refused)} uploads of {source}",
             f"use one of {compatible_aggregators(uploads)}",
+        )
+    if config.aggregation.weighting == "samples" and not AGGREGATORS.get(aggregation).weighs_samples:
+        raise ConfigError(
+            "aggregation.weighting",
+            f"'samples' has no meaning for aggregator '{aggregation}': it counts every client once (a sample count "
+            "is a claim a hostile client could inflate)",
+            "use uniform",
         )
     check_privacy(config, uploads)
     if allocator.needs_importance and config.data.proxy_size == 0:

@@ -311,10 +311,14 @@ def run_rounds(
             else:
                 outcome = collect_updates(config, round_num, plans, coordinator.global_state, dispatch, validator)
             skipped = len(outcome.accepted) < config.reliability.min_clients
+            notes: list[str] = []
             if not skipped and outcome.sums is not None:
-                coordinator.aggregate_sums(outcome.sums, outcome.accepted, round_num)
+                notes = coordinator.aggregate_sums(outcome.sums, outcome.accepted, round_num)
             elif not skipped:
-                coordinator.aggregate(outcome.accepted, round_num)
+                notes = coordinator.aggregate(outcome.accepted, round_num)
+            for note in notes:  # what the aggregator could not do as configured, e.g. Krum on a small layer
+                outcome.warnings.append(note)
+                warnings.warn(f"round {round_num}: {note}", stacklevel=2)
             stop = coordinator.aggregator.stop_reason()  # e.g. the privacy budget: this round is then the last
             last = round_num == rounds or stop is not None
             evaluation = None
