@@ -364,6 +364,29 @@ class AggregationConfig(Section):
         description="multi_krum: f, the hostile clients assumed among a layer's contributors; Krum keeps the m - f "
         "best of m and needs m > 2f + 2 (fewer: that layer gets the coordinate-wise median)",
     )
+    server_optimizer: Literal["none", "fedavgm", "fedadam", "fedyogi", "fedadagrad"] = Field(
+        "none",
+        description="a server optimizer stepping the global adapter along the aggregate's change (the pseudo-gradient; "
+        "Flower's FedAvgM / FedAdam / FedYogi / FedAdagrad rules), per entry: a layer nobody trained in a round keeps "
+        "its value and its moments; wraps any aggregator (docs/robust.md)",
+    )
+    server_lr: float | None = Field(
+        None,
+        gt=0.0,
+        description="server optimizer's learning rate (None: Flower's default, fedavgm 1.0, fedadam 0.1, fedyogi "
+        "0.01, fedadagrad 0.1)",
+    )
+    server_momentum: float = Field(
+        0.9,
+        ge=0.0,
+        lt=1.0,
+        description="fedavgm: server momentum mu (Hsu et al. 2019 use 0.9; Flower's default 0 is plain FedAvg)",
+    )
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="fedadam, fedyogi: first-moment decay (Flower's default)")
+    beta2: float = Field(0.99, ge=0.0, lt=1.0, description="fedadam, fedyogi: second-moment decay (Flower's default)")
+    tau: float = Field(
+        1e-3, gt=0.0, description="fedadam, fedyogi, fedadagrad: adaptivity, added to sqrt(v) (Flower's default)"
+    )
 
 
 class PrivacyConfig(Section):

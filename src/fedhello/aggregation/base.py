@@ -6,9 +6,9 @@ A subclass implements `aggregate` and may override, each with a default here:
   expected_shapes(plan, global_state, layout)  the tensors, and their shapes, a client with `plan` uploads;
                                                `fedhello.server.validation` refuses anything else.
                                                Default: the plan's keys, LoRA factors truncated to its ranks.
-  state_dict() / load_state_dict(state)        what the aggregator carries from round to round (JSON-able:
-                                               numbers, lists, dicts); checkpoints save and restore it.
-                                               Default: stateless.
+  state_dict() / load_state_dict(state)        what the aggregator carries from round to round (numbers,
+                                               lists, dicts, and tensors, which checkpoints keep in safetensors
+                                               at their dtype); checkpoints save and restore it. Default: stateless.
   configure(plans)                             what it asks of the round's clients, written into their plans
                                                (e.g. the clip norm of client-side privacy). Default: nothing.
   record()                                     what it adds to the round's line of metrics.jsonl after

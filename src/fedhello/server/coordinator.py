@@ -14,6 +14,7 @@ import torch
 
 from fedhello.aggregation import AGGREGATORS, Aggregator
 from fedhello.aggregation.base import LayerSums
+from fedhello.aggregation.server_opt import with_server_optimizer
 from fedhello.allocation import ALLOCATORS, Allocator
 from fedhello.allocation.constraints import DepthAwareAllocator
 from fedhello.allocation.importance import empirical_fisher
@@ -38,14 +39,15 @@ def build_allocator(federation: Federation) -> Allocator:
 
 
 def build_aggregator(federation: Federation) -> Aggregator:
-    """The configured aggregator (`aggregation.name`) with its weighting, wrapped by differential privacy when
-    `privacy.mode` is on."""
+    """The configured aggregator (`aggregation.name`) with its options, wrapped by differential privacy when
+    `privacy.mode` is on, then by the server optimizer (`aggregation.server_optimizer`), which steps along the
+    (privatised) aggregate."""
     config = federation.config
     aggregator = AGGREGATORS.get(config.aggregation.name).from_config(config.aggregation)
     if config.privacy.enabled:
         fed = config.federation
         aggregator = PrivateAggregator(aggregator, config.privacy, config.seed, fed.num_clients, fed.clients_per_round)
-    return aggregator
+    return with_server_optimizer(aggregator, config.aggregation)
 
 
 class Coordinator:
