@@ -312,6 +312,12 @@ class TrainConfig(Section):
         None, gt=0.0, description="clip the gradient norm of the trained tensors per optimizer step (None = off)"
     )
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay")
+    proximal_mu: float = Field(
+        0.0,
+        ge=0.0,
+        description="FedProx: adds (mu/2)*||w - w_start||^2 over the client's trained parameters to its loss, w_start "
+        "the values it started the round from (the global adapter); keeps drifting clients near it (0 = off)",
+    )
     max_steps: int | None = Field(None, gt=0, description="cap on local optimizer steps per round")
     device: str = Field("cpu", description="cpu, cuda, or auto")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
