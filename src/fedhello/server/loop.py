@@ -319,7 +319,8 @@ def run_rounds(
             for note in notes:  # what the aggregator could not do as configured, e.g. Krum on a small layer
                 outcome.warnings.append(note)
                 warnings.warn(f"round {round_num}: {note}", stacklevel=2)
-            stop = coordinator.aggregator.stop_reason()  # e.g. the privacy budget: this round is then the last
+            # e.g. a spent privacy budget: this round is then the last (after the configured last one, nothing stops)
+            stop = coordinator.aggregator.stop_reason() if round_num < rounds else None
             last = round_num == rounds or stop is not None
             evaluation = None
             benchmarks = coordinator.benchmarks_due(round_num)  # a round lm-eval scores is an evaluated round
