@@ -56,7 +56,7 @@ CONFIG_CASES = [
     ("tier without layers", edit(lambda t: t["tiers"][0].pop("layers")), [], "'tiers.0", "layers"),
     ("more layers than the model", setting("tiers.2.layers", 9), [], "'tiers.2.layers'", "at most 4"),
     ("unknown strategy", setting("strategy.name", "magic"), [], "'strategy.name'", "fim+gd"),
-    ("unknown aggregator", setting("aggregation.name", "median"), [], "'aggregation.name'", "fedavg"),
+    ("unknown aggregator", setting("aggregation.name", "geometric_median"), [], "'aggregation.name'", "fedavg"),
     ("unknown pattern", setting("strategy.pattern", "diamond"), [], "'strategy.pattern'", "bottleneck"),
     ("unknown partitioner", setting("partition.kind", "zipf"), [], "partition.kind", "zipf"),
     ("unknown task", setting("task", "translation"), [], "'task'", "unknown task"),

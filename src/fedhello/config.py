@@ -312,6 +312,12 @@ class TrainConfig(Section):
         None, gt=0.0, description="clip the gradient norm of the trained tensors per optimizer step (None = off)"
     )
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay")
+    proximal_mu: float = Field(
+        0.0,
+        ge=0.0,
+        description="FedProx: adds (mu/2)*||w - w_start||^2 over the client's trained parameters to its loss, w_start "
+        "the values it started the round from (the global adapter); keeps drifting clients near it (0 = off)",
+    )
     max_steps: int | None = Field(None, gt=0, description="cap on local optimizer steps per round")
     device: str = Field("cpu", description="cpu, cuda, or auto")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
@@ -341,9 +347,51 @@ class TrainConfig(Section):
 class AggregationConfig(Section):
     """How the server averages the client updates into the global adapter."""
 
-    name: str = Field("fedavg", description="registered aggregator (fedhello strategies lists them)")
+    name: str = Field(
+        "fedavg",
+        description="registered aggregator (fedhello strategies lists them); the robust median, trimmed_mean and "
+        "multi_krum merge each tensor (Krum: each layer) over the clients that trained it (docs/robust.md)",
+    )
     weighting: Literal["uniform", "samples"] = Field(
-        "uniform", description="average client updates equally or by sample count"
+        "uniform",
+        description="average client updates equally or by sample count (robust aggregators: uniform only, a sample "
+        "count is a claim a hostile client can inflate)",
+    )
+    trim_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        lt=0.5,
+        description="trimmed_mean: share beta of a tensor's m contributors dropped at each end, per coordinate "
+        "(floor(beta*m): with 0.2, one of 5 to 9 contributors, none below 5)",
+    )
+    byzantine: int = Field(
+        1,
+        ge=0,
+        description="multi_krum: f, the hostile clients assumed among a layer's contributors; Krum keeps the m - f "
+        "best of m and needs m > 2f + 2 (fewer: that layer gets the coordinate-wise median)",
+    )
+    server_optimizer: Literal["none", "fedavgm", "fedadam", "fedyogi", "fedadagrad"] = Field(
+        "none",
+        description="a server optimizer stepping the global adapter along the aggregate's change (the pseudo-gradient; "
+        "Flower's FedAvgM / FedAdam / FedYogi / FedAdagrad rules), per entry: a layer nobody trained in a round keeps "
+        "its value and its moments; wraps any aggregator (docs/robust.md)",
+    )
+    server_lr: float | None = Field(
+        None,
+        gt=0.0,
+        description="server optimizer's learning rate (None: Flower's default, fedavgm 1.0, fedadam 0.1, fedyogi "
+        "0.01, fedadagrad 0.1)",
+    )
+    server_momentum: float = Field(
+        0.9,
+        ge=0.0,
+        lt=1.0,
+        description="fedavgm: server momentum mu (Hsu et al. 2019 use 0.9; Flower's default 0 is plain FedAvg)",
+    )
+    beta1: float = Field(0.9, ge=0.0, lt=1.0, description="fedadam, fedyogi: first-moment decay (Flower's default)")
+    beta2: float = Field(0.99, ge=0.0, lt=1.0, description="fedadam, fedyogi: second-moment decay (Flower's default)")
+    tau: float = Field(
+        1e-3, gt=0.0, description="fedadam, fedyogi, fedadagrad: adaptivity, added to sqrt(v) (Flower's default)"
     )
 
 
@@ -444,6 +492,42 @@ class ReliabilityConfig(Section):
         ge=0,
         description="flower-deploy: reject an update claiming more than this many training samples (None = no cap)",
     )
+
+
+class AttackConfig(Section):
+    """Simulated hostile clients (off by default): chosen clients send a poisoned update instead of the one they
+    trained, to measure how an aggregator (aggregation.name) holds up; docs/robust.md."""
+
+    hostile: int = Field(
+        0,
+        ge=0,
+        description="how many clients are hostile, drawn once from the run's seed and hostile for the whole run "
+        "(0 = none; or name them in hostile_ids)",
+    )
+    hostile_ids: list[int] = Field(
+        default_factory=list, description="the hostile clients by id, instead of a seeded draw of `hostile` of them"
+    )
+    kind: Literal["sign_flip", "scaled", "random"] = Field(
+        "sign_flip",
+        description="what a hostile client sends, W the global tensor and W_i its trained one: sign_flip "
+        "W - scale*(W_i - W), scaled W + scale*(W_i - W), random W + Gaussian noise of scale x the RMS of its "
+        "honest change of that tensor (seeded per seed, round and client)",
+    )
+    scale: float = Field(
+        1.0, gt=0.0, description="the attack's factor s (kind scaled: e.g. 10; 1 would send the honest update)"
+    )
+
+    @field_validator("hostile_ids")
+    @classmethod
+    def _distinct_ids(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or any(i < 0 for i in value):
+            raise ValueError("an id repeats or is negative; give distinct client ids >= 0")
+        return sorted(value)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any client is hostile."""
+        return bool(self.hostile or self.hostile_ids)
 
 
 class FlowerConfig(Section):
@@ -576,6 +660,7 @@ class RunConfig(Section):
     output: OutputConfig = OutputConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     reliability: ReliabilityConfig = ReliabilityConfig()
+    attack: AttackConfig = AttackConfig()
     flower: FlowerConfig = FlowerConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -592,7 +677,19 @@ class RunConfig(Section):
             raise ValueError("reliability.min_clients: larger than federation.clients_per_round; lower it")
         if self.eval.lm_eval_tasks and self.task != "causal_lm":
             raise ValueError("eval.lm_eval_tasks: lm-eval scores causal language models; use task causal_lm or []")
+        self._check_attack()
         return self
+
+    def _check_attack(self) -> None:
+        attack, clients = self.attack, self.federation.num_clients
+        if attack.hostile and attack.hostile_ids:
+            raise ValueError("attack.hostile_ids: attack.hostile also chooses hostile clients; set only one of them")
+        if attack.kind == "scaled" and attack.scale == 1.0 and attack.enabled:
+            raise ValueError("attack.scale: 1 makes a scaled update the honest one; set e.g. 10")
+        if attack.hostile > clients:
+            raise ValueError(f"attack.hostile: {attack.hostile} is more than the {clients} clients; lower it")
+        if any(i >= clients for i in attack.hostile_ids):
+            raise ValueError(f"attack.hostile_ids: not a client of the federation; use ids below {clients}")
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -811,6 +908,13 @@ def validate_run(config: RunConfig) -> RunConfig:
             "aggregation.name",
             f"'{aggregation}' cannot merge the {' and '.join(refused)} uploads of {source}",
             f"use one of {compatible_aggregators(uploads)}",
+        )
+    if config.aggregation.weighting == "samples" and not AGGREGATORS.get(aggregation).weighs_samples:
+        raise ConfigError(
+            "aggregation.weighting",
+            f"'samples' has no meaning for aggregator '{aggregation}': it counts every client once (a sample count "
+            "is a claim a hostile client could inflate)",
+            "use uniform",
         )
     check_privacy(config, uploads)
     if allocator.needs_importance and config.data.proxy_size == 0:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 SAMPLING, ALLOCATION, DROPOUT = 0, 1, 2  # per-round streams: which clients, which plans, who fails to reply
+ATTACK = 4  # per-round stream, split per client: a simulated hostile client's noise (`attack.kind: random`)
 _EVAL_SUBSET = 3  # the fixed test subset of intermediate evaluations (`federation.eval_subset`), drawn once
 _TIERS = 7
+_HOSTILE = 9  # which clients are hostile (`attack.hostile`), drawn once for the whole run
 
 
 def round_rng(seed: int, round_num: int, stream: int, *more: int) -> np.random.Generator:
@@ -24,6 +26,11 @@ def round_rng(seed: int, round_num: int, stream: int, *more: int) -> np.random.G
 def tier_rng(seed: int) -> np.random.Generator:
     """The generator that deals clients to tiers."""
     return np.random.default_rng([seed, _TIERS])
+
+
+def hostile_rng(seed: int) -> np.random.Generator:
+    """The generator that picks the simulated hostile clients of a run."""
+    return np.random.default_rng([seed, _HOSTILE])
 
 
 def eval_subset_rng(seed: int) -> np.random.Generator:

@@ -3,6 +3,8 @@ aggregator; well-formed ones (including rank-truncated ones) pass."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -400,10 +402,8 @@ def test_a_round_too_small_for_the_median_rules_says_so_in_its_record():
     (note,) = outcome.warnings
     assert "2 update(s) claim samples and a round median needs 3" in note and "max_num_samples (unset)" in note
 
-    class Federation:
-        client_tiers = {1: 0, 2: 0, 3: 0}
-
-    record = round_record(1, Federation(), outcome, 0, 0.0, None, False, False)
+    federation = SimpleNamespace(client_tiers={1: 0, 2: 0, 3: 0}, config=config)
+    record = round_record(1, federation, outcome, 0, 0.0, None, False, False)
     assert record["warnings"] == [note]
     # where the server knows every partition size, claims are exact and there is nothing to say
     known = UpdateValidator(LAYOUT, config.reliability, sample_counts=lambda cid: updates[cid - 1].num_samples)

@@ -111,3 +111,34 @@ def test_update_reports_the_rms_gradient_norm_of_exactly_the_trained_layers(tiny
     for layer in (1, 3):
         assert norms[f"grad_norm.{layer}"] > 0
         assert abs(norms[f"grad_norm.{layer}"] - seen[layer] ** 0.5) < 1e-6 * max(1.0, seen[layer] ** 0.5)
+
+
+def test_fedprox_keeps_the_update_near_the_start_and_is_absent_at_zero(tiny_config, monkeypatch):
+    """train.proximal_mu: a large mu keeps the trained tensors much nearer the global ones; mu = 0 never builds the
+    term, so the update is bitwise the one without FedProx."""
+    from fedhello.training import trainer as module
+
+    tiny_config.train.max_steps = 6
+    fed = build_federation(tiny_config)
+    state = Coordinator(fed).global_state
+    terms: list[float] = []
+
+    def spy(params, anchors, mu):  # noqa: ANN001, ANN202
+        term = real(params, anchors, mu)
+        terms.append(float(term))
+        return term
+
+    real = module.proximal_term
+    monkeypatch.setattr(module, "proximal_term", spy)
+
+    def drift(mu: float) -> float:
+        config = tiny_config.train.model_copy(update={"proximal_mu": mu})
+        trainer = LocalTrainer(fed.model, fed.task, fed.layout, config)
+        update = trainer.train(0, Plan((2, 3)), state, fed.client_data(0), seed=7)
+        return sum(float((t - state[n]).pow(2).sum()) for n, t in update.tensors.items()) ** 0.5
+
+    free = drift(0.0)
+    assert terms == [], "mu = 0: no proximal term is built"
+    held = drift(10.0)
+    assert len(terms) == 6 and terms[0] == 0.0 < terms[1], "once per step, from the start of the round"
+    assert held < 0.5 * free, (held, free)

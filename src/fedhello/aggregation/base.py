@@ -6,14 +6,21 @@ A subclass implements `aggregate` and may override, each with a default here:
   expected_shapes(plan, global_state, layout)  the tensors, and their shapes, a client with `plan` uploads;
                                                `fedhello.server.validation` refuses anything else.
                                                Default: the plan's keys, LoRA factors truncated to its ranks.
-  state_dict() / load_state_dict(state)        what the aggregator carries from round to round (JSON-able:
-                                               numbers, lists, dicts); checkpoints save and restore it.
-                                               Default: stateless.
+  state_dict() / load_state_dict(state)        what the aggregator carries from round to round (numbers,
+                                               lists, dicts, and tensors, which checkpoints keep in safetensors
+                                               at their dtype); checkpoints save and restore it. Default: stateless.
   configure(plans)                             what it asks of the round's clients, written into their plans
                                                (e.g. the clip norm of client-side privacy). Default: nothing.
   record()                                     what it adds to the round's line of metrics.jsonl after
                                                aggregating (e.g. the privacy spent). Default: nothing.
   stop_reason()                                why no further round may run (a spent privacy budget), or None.
+  notes()                                      sentences for the round's `warnings`, after aggregating (e.g. a
+                                               robust rule that could not judge a layer). Default: none.
+  from_config(settings)                        (class method) the aggregator as `aggregation:` configures it.
+                                               Default: `cls(settings.weighting)`.
+
+An aggregator that ignores sample counts (the robust rules count every client once) sets `weighs_samples = False`;
+the config loader then refuses `aggregation.weighting: samples` with it.
 
 An aggregator whose rule is a per-entry mean of the clients' changes sets `averages = True`; it then also merges
 `LayerSums` (`apply_sums`): what secure aggregation reveals and what differential privacy noises.
@@ -25,7 +32,7 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
@@ -34,6 +41,9 @@ from fedhello.models.layers import HEAD, keys_for_layers
 from fedhello.models.ranks import coverage, lora_factor, pad, truncate
 from fedhello.plan import ClientUpdate, Plan, Upload
 from fedhello.registry import Registry
+
+if TYPE_CHECKING:
+    from fedhello.config import AggregationConfig
 
 
 def client_weights(contributors: Sequence[ClientUpdate], weighting: Literal["uniform", "samples"]) -> torch.Tensor:
@@ -154,9 +164,15 @@ class Aggregator(ABC):
 
     accepts: ClassVar[frozenset[Upload]] = frozenset({Upload.FULL})
     averages: ClassVar[bool] = False  # a per-entry mean of the changes: `apply_sums` works (privacy, secure sums)
+    weighs_samples: ClassVar[bool] = True  # `weighting: samples` means something to the rule
 
     def __init__(self, weighting: Literal["uniform", "samples"] = "uniform") -> None:
         self.weighting = weighting
+
+    @classmethod
+    def from_config(cls, settings: AggregationConfig) -> Aggregator:
+        """The aggregator as the `aggregation:` section configures it (default: with its weighting only)."""
+        return cls(settings.weighting)
 
     @abstractmethod
     def aggregate(
@@ -190,6 +206,11 @@ class Aggregator(ABC):
     def stop_reason(self) -> str | None:
         """Why no further round may run, or None to go on (default: None)."""
         return None
+
+    def notes(self) -> list[str]:
+        """What the last `aggregate` could not do as configured, as sentences for the round's `warnings`
+        (default: none)."""
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         """State carried across rounds, saved in checkpoints (stateless aggregators: empty)."""

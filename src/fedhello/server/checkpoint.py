@@ -2,8 +2,10 @@
 checkpoints and how it resumes from one is `fedhello.server.resume`.
 
 A checkpoint is two files:
-  adapter-<round>.safetensors  the global adapter state plus the torch/numpy RNG states (raw tensors)
-  state.json                   round counter, allocator (and aggregator) state, tier assignment, config,
+  adapter-<round>.safetensors  the global adapter state, the torch/numpy RNG states and the tensors of the
+                               aggregator's state (e.g. a server optimizer's moments), raw and at their dtype
+  state.json                   round counter, allocator and aggregator state (each tensor of the aggregator's
+                               replaced by a reference into the safetensors file), tier assignment, config,
                                python RNG state, and the byte length of every run-folder log at that round
 
 Both are written atomically (`fedhello.rundir.write_atomic`: a temporary file, flushed to disk, renamed);
@@ -32,7 +34,8 @@ from fedhello.rundir import CHECKPOINT_DIR, log_sizes, write_atomic
 
 STATE_FILE = "state.json"
 FORMAT_VERSION = 1
-_ADAPTER, _RNG = "adapter/", "rng/"
+_ADAPTER, _RNG, _AGGREGATOR = "adapter/", "rng/", "aggregator/"
+_TENSOR = "$tensor"  # in state.json, {"$tensor": key}: a tensor of the aggregator's state, stored under that key
 
 
 @dataclass
@@ -60,6 +63,30 @@ def _jsonable(value: Any) -> Any:
         return value.detach().cpu().tolist()
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
+    return value
+
+
+def _split_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:  # noqa: ANN401 - a state tree
+    """`value` with every tensor moved into `tensors` (numbered keys) and replaced by a reference to it."""
+    if isinstance(value, torch.Tensor):
+        key = f"{_AGGREGATOR}{len(tensors)}"
+        tensors[key] = value.detach().cpu().contiguous().clone()  # clone: safetensors refuses shared storage
+        return {_TENSOR: key}
+    if isinstance(value, dict):
+        return {str(k): _split_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_split_tensors(v, tensors) for v in value]
+    return value
+
+
+def _join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:  # noqa: ANN401 - a state tree
+    """Undo `_split_tensors`; a reference to a tensor the file lacks is a `KeyError`."""
+    if isinstance(value, dict):
+        if set(value) == {_TENSOR}:
+            return tensors[value[_TENSOR]]
+        return {k: _join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors) for v in value]
     return value
 
 
@@ -107,6 +134,7 @@ def save_checkpoint(
     adapter_name = f"adapter-{round_num:06d}.safetensors"
     tensors = {f"{_ADAPTER}{k}": v.detach().cpu().contiguous() for k, v in global_state.items()}
     tensors.update({k: v.contiguous() for k, v in rng_tensors.items()})
+    aggregator_state = _split_tensors(aggregator_state, tensors)
     write_atomic(folder / adapter_name, safetensors_bytes(tensors, metadata={"round": str(round_num)}))
 
     state = {
@@ -165,11 +193,15 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
     rng_tensors = {k: v for k, v in tensors.items() if k.startswith(_RNG)}
     if not global_state or f"{_RNG}torch" not in rng_tensors or f"{_RNG}numpy" not in rng_tensors:
         raise _unreadable(adapter_path, "adapter or RNG tensors missing")
+    try:
+        aggregator_state = _join_tensors(state.get("aggregator"), tensors)
+    except KeyError as err:
+        raise _unreadable(adapter_path, f"aggregator tensor {err} missing") from None
     return Checkpoint(
         round=state["round"],
         global_state=global_state,
         allocator_state=state["allocator"],
-        aggregator_state=state.get("aggregator"),
+        aggregator_state=aggregator_state,
         client_tiers=list(state["client_tiers"]),
         config=state["config"],
         log_sizes={str(k): int(v) for k, v in state["log_sizes"].items()},

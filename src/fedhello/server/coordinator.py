@@ -14,6 +14,7 @@ import torch
 
 from fedhello.aggregation import AGGREGATORS, Aggregator
 from fedhello.aggregation.base import LayerSums
+from fedhello.aggregation.server_opt import with_server_optimizer
 from fedhello.allocation import ALLOCATORS, Allocator
 from fedhello.allocation.constraints import DepthAwareAllocator
 from fedhello.allocation.importance import empirical_fisher
@@ -38,14 +39,15 @@ def build_allocator(federation: Federation) -> Allocator:
 
 
 def build_aggregator(federation: Federation) -> Aggregator:
-    """The configured aggregator (`aggregation.name`) with its weighting, wrapped by differential privacy when
-    `privacy.mode` is on."""
+    """The configured aggregator (`aggregation.name`) with its options, wrapped by differential privacy when
+    `privacy.mode` is on, then by the server optimizer (`aggregation.server_optimizer`), which steps along the
+    (privatised) aggregate."""
     config = federation.config
-    aggregator = AGGREGATORS.get(config.aggregation.name)(config.aggregation.weighting)
+    aggregator = AGGREGATORS.get(config.aggregation.name).from_config(config.aggregation)
     if config.privacy.enabled:
         fed = config.federation
         aggregator = PrivateAggregator(aggregator, config.privacy, config.seed, fed.num_clients, fed.clients_per_round)
-    return aggregator
+    return with_server_optimizer(aggregator, config.aggregation)
 
 
 class Coordinator:
@@ -91,8 +93,9 @@ class Coordinator:
         scores = self.allocator.score_layers(fisher, fed.layout)
         return {"round": round_num, **self.allocator.set_importance(round_num, scores)}
 
-    def aggregate(self, updates: Sequence[ClientUpdate], round_num: int = 0) -> None:
+    def aggregate(self, updates: Sequence[ClientUpdate], round_num: int = 0) -> list[str]:
         """Replace the global state by the aggregate of `updates`; the allocator then sees them (`observe`).
+        Returns the aggregator's notes for the round's warnings (`Aggregator.notes`).
 
         Updates that trained on no samples (a node with empty data) carry no weight: they are the global state
         sent back, and averaged in with uniform weighting they would only shrink the round's step. With none
@@ -101,13 +104,16 @@ class Coordinator:
         if trained:
             self.global_state = self.aggregator.aggregate(self.global_state, trained)
         self.allocator.observe(round_num, updates)
+        return self.aggregator.notes() if trained else []
 
-    def aggregate_sums(self, reduced: LayerSums, updates: Sequence[ClientUpdate], round_num: int = 0) -> None:
+    def aggregate_sums(self, reduced: LayerSums, updates: Sequence[ClientUpdate], round_num: int = 0) -> list[str]:
         """Replace the global state by the mean the round's `LayerSums` give (secure aggregation: the server sees
-        the sums, and `updates` carry only their metrics); the allocator then sees the updates."""
+        the sums, and `updates` carry only their metrics); the allocator then sees the updates. Returns the
+        aggregator's notes."""
         if reduced.sums:
             self.global_state = self.aggregator.apply_sums(self.global_state, reduced, updates)
         self.allocator.observe(round_num, updates)
+        return self.aggregator.notes() if reduced.sums else []
 
     def benchmarks_due(self, round_num: int) -> bool:
         """Whether the lm-eval tasks are scored after `round_num` (`eval.lm_eval_every` and the last round)."""

@@ -34,6 +34,7 @@ from fedhello.server.observers import run_observers
 from fedhello.server.partition_stats import partition_stats
 from fedhello.server.resume import resume_run, save_round
 from fedhello.server.validation import Rejection, SampleCounts, UpdateValidator
+from fedhello.training.attack import hostile_clients
 
 Dispatch = Callable[[int, dict[int, Plan], dict[str, torch.Tensor]], list[ClientUpdate]]
 
@@ -204,14 +205,17 @@ def round_record(
     skipped: bool,
 ) -> dict[str, Any]:
     """One line of metrics.jsonl: global metrics, then what every client trained and sent. Task metrics
-    beyond accuracy and loss (e.g. ROUGE-L) follow the loss."""
+    beyond accuracy and loss (e.g. ROUGE-L) follow the loss. A simulated hostile client (`attack:`) is marked
+    `"hostile": true` -- by the server, from the config, so the mark never depends on what a node reports."""
     updates = outcome.accepted
+    hostile = hostile_clients(federation.config)
     clients = [
         {
             "id": u.client_id,
             "tier": federation.client_tiers[u.client_id],
             "layers": list(u.plan.layers),
             **({"recompute": u.plan.recompute} if u.plan.recompute else {}),
+            **({"hostile": True} if u.client_id in hostile else {}),
             "num_samples": u.num_samples,
             **u.metrics,
         }
@@ -307,11 +311,16 @@ def run_rounds(
             else:
                 outcome = collect_updates(config, round_num, plans, coordinator.global_state, dispatch, validator)
             skipped = len(outcome.accepted) < config.reliability.min_clients
+            notes: list[str] = []
             if not skipped and outcome.sums is not None:
-                coordinator.aggregate_sums(outcome.sums, outcome.accepted, round_num)
+                notes = coordinator.aggregate_sums(outcome.sums, outcome.accepted, round_num)
             elif not skipped:
-                coordinator.aggregate(outcome.accepted, round_num)
-            stop = coordinator.aggregator.stop_reason()  # e.g. the privacy budget: this round is then the last
+                notes = coordinator.aggregate(outcome.accepted, round_num)
+            for note in notes:  # what the aggregator could not do as configured, e.g. Krum on a small layer
+                outcome.warnings.append(note)
+                warnings.warn(f"round {round_num}: {note}", stacklevel=2)
+            # e.g. a spent privacy budget: this round is then the last (after the configured last one, nothing stops)
+            stop = coordinator.aggregator.stop_reason() if round_num < rounds else None
             last = round_num == rounds or stop is not None
             evaluation = None
             benchmarks = coordinator.benchmarks_due(round_num)  # a round lm-eval scores is an evaluated round

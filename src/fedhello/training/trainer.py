@@ -28,6 +28,7 @@ from fedhello.plan import GRAD_NORM, LOCAL_TEST, ClientUpdate, Plan
 from fedhello.privacy.mechanism import privatize_upload
 from fedhello.resources.memory import MemoryMeter, meter_for
 from fedhello.tasks.base import Task
+from fedhello.training.attack import hostile_clients, poison
 from fedhello.training.store import ClientStore
 
 
@@ -148,7 +149,9 @@ class LocalTrainer:
         With a `local_test` split (personalised evaluation, on evaluation rounds), the metrics also carry
         `local_test.global`: the task's headline metric of the received global model on it, before training, and,
         for a plan with personal parts, `local_test.personal`: of the client's model after training (its personal
-        parts included); `local_test.samples`: the split's size."""
+        parts included); `local_test.samples`: the split's size.
+        A client the run makes hostile (`attack:`, `fedhello.training.attack`) sends a poisoned version of its
+        trained tensors."""
         started = time.perf_counter()
         if self.config.record_resources:
             self._warm_up(data)
@@ -177,9 +180,11 @@ class LocalTrainer:
             set_recompute(self.model, blocks)
         try:
             self.hook.before_training(plan)
+            # FedProx: the values the client starts its round from (every phase is pulled toward the same ones)
+            anchor = self._snapshot(names) if self.config.proximal_mu > 0 else None
             stats = _Stats()
             for phase, max_steps in self.hook.phases(plan, names):
-                stats.add(self._optimize(phase, data, seed, meter, lr, max_steps=max_steps))
+                stats.add(self._optimize(phase, data, seed, meter, lr, max_steps=max_steps, anchor=anchor))
         finally:  # the shared model must be the method's no more (and keep its activations) even when training fails
             self.hook.after_training(plan)
             if blocks:
@@ -196,6 +201,9 @@ class LocalTrainer:
             tensors = {n: truncate(n, t, plan.ranks.get(self.layout[n])) for n, t in tensors.items()}
         tensors, private = privatize_upload(tensors, global_state, plan, self.task.config.privacy, seed)
         metrics = {**metrics, **private}
+        run = self.task.config
+        if client_id in hostile_clients(run):  # a simulated hostile client (`attack:`): it controls what it sends
+            tensors = poison(run.attack, tensors, global_state, run.seed, round_num, client_id)
         update = ClientUpdate(client_id=client_id, plan=plan, tensors=tensors, num_samples=len(data))
         update.metrics = {
             "train_loss": stats.loss_sum / stats.weight_sum if stats.weight_sum > 0 else 0.0,
@@ -216,6 +224,11 @@ class LocalTrainer:
                 update.metrics["total_mem_mb"] = self.weights_mb + peak
         return update
 
+    def _snapshot(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """Detached copies of the parameters `names`, on their device."""
+        params = dict(self.model.named_parameters())
+        return {n: params[n].detach().clone() for n in names}
+
     def _score(self, data: Dataset) -> tuple[float, float]:
         """The task's headline metric (accuracy; ROUGE-L for a causal LM) of the model as it is, on `data`, and the
         seconds that took (not counted as training time)."""
@@ -231,9 +244,11 @@ class LocalTrainer:
         meter: MemoryMeter | None,
         lr: float | None = None,
         max_steps: int | None = None,
+        anchor: dict[str, torch.Tensor] | None = None,
     ) -> _Stats:
         """AdamW over the parameters `names` for the configured epochs / steps (`max_steps`: another cap); the
-        model is changed in place."""
+        model is changed in place. With an `anchor` (FedProx, `train.proximal_mu`), every step adds the proximal
+        term of `names` to the loss."""
         max_steps = max_steps or self.config.max_steps
         params = dict(self.model.named_parameters())
         groups = [{"params": [params[n] for n in names]}, *self.hook.extra_param_groups()]
@@ -270,6 +285,10 @@ class LocalTrainer:
                 extra = self.hook.loss_term()  # the method's own term, once per step (e.g. ARD-LoRA's l1 + TV)
                 if extra is not None:
                     (scaler.scale(extra) if scaler else extra).backward()
+                if anchor is not None:  # once per step too: the micro-batch losses above sum to the batch's
+                    trained, start = [params[n] for n in names], [anchor[n] for n in names]
+                    prox = proximal_term(trained, start, self.config.proximal_mu)
+                    (scaler.scale(prox) if scaler else prox).backward()
                 if scaler:
                     scaler.unscale_(optimizer)
                 _accumulate_layer_norms(stats.grad_sq, params, layer_of)
@@ -292,6 +311,13 @@ class LocalTrainer:
                 break
         optimizer.zero_grad(set_to_none=True)
         return stats
+
+
+def proximal_term(params: list[torch.Tensor], anchors: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's proximal term (Li et al. 2020): (mu / 2) * sum of ||w - w_start||^2 over the trained parameters,
+    which keeps a client's update near the weights it started its round from. Not part of the reported loss."""
+    squares = [(p - a).pow(2).sum() for p, a in zip(params, anchors, strict=True)]
+    return 0.5 * mu * torch.stack(squares).sum()
 
 
 def _part(name: str, layout: dict[str, int]) -> str | None:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The hostile-client grid of docs/privacy.md: configs/compare/robust.yaml under masked FedAvg and each robust
+# aggregator, with 2 and with 1 hostile client(s), 3 seeds each: one `fedhello compare` per (aggregator, hostile
+# count), the two hostile counts in two parallel chains of one worker each (finished cells are kept: rerunning
+# resumes), then the table (scripts/robust_table.py).
+# Usage: bash scripts/robust-grid.sh [OUT] [REFERENCE]   (OUT: runs/compare/robust; REFERENCE: the attack-free
+# grid folder, default runs/compare/privacy/no-dp, which scripts/privacy-grid.sh writes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/compare/robust}
+REFERENCE=${2:-runs/compare/privacy/no-dp}
+chain() {
+  local hostile=$1 aggregator
+  for aggregator in fedavg median trimmed_mean multi_krum; do
+    .venv/bin/fedhello compare configs/compare/robust.yaml --no-progress --out "$OUT/$aggregator-$hostile" \
+      --set aggregation.name="$aggregator" --set attack.hostile="$hostile" --set compare.workers=1
+  done
+}
+chain 2 & first=$!
+chain 1 & second=$!
+wait $first && wait $second
+.venv/bin/python scripts/robust_table.py "$OUT" "$REFERENCE"
