@@ -432,6 +432,11 @@ class PrivacyConfig(Section):
         "before the round that would",
     )
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:  # noqa: ANN401 - a raw value
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
     @property
     def enabled(self) -> bool:
         return self.mode != "off"

@@ -60,6 +60,10 @@ def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tm
     privacy["clipped_count_stddev"] = 1.0
     private = method_config({**tree, "privacy": privacy, "aggregation": {"weighting": "uniform"}}, "fill")
     runs.append((private, tmp_path / "sim" / "fill-private"))
+    # secure aggregation: four message exchanges a round, each client's secrets kept in its node's context.state
+    # between them (Ray's runtime keeps it; a lost state would make every client refuse and every round fail)
+    secure = method_config({**tree, "secure": {"enabled": True}, "aggregation": {"weighting": "uniform"}}, "gd-bottleneck")
+    runs.append((secure, tmp_path / "sim" / "gd-secure"))
     for config, sim_dir in runs:
         ENGINES.get("local")().run(config, tmp_path / "local" / sim_dir.name, show_progress=False)
     summaries = ENGINES.get("flower-sim")().run_many(runs)

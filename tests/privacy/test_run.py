@@ -81,3 +81,9 @@ def test_a_resumed_private_run_equals_an_uninterrupted_one(tiny_config, tmp_path
     a, b = (load_file(str(d / "adapter" / "adapter_model.safetensors")) for d in (resumed, reference))
     assert all(torch.equal(a[k], b[k]) for k in b)
     assert [r["privacy"] for r in records(resumed)] == [r["privacy"] for r in records(reference)]
+
+
+def test_a_bare_yaml_off_turns_privacy_off(tiny_config):
+    tree = tiny_config.model_dump(mode="json")
+    tree["privacy"] = {"mode": False}  # what YAML makes of `mode: off`
+    assert config_from_dict(tree).privacy.mode == "off"

@@ -41,3 +41,17 @@ def test_local_secure_run_equals_plain_run(tiny_config, tmp_path):
         assert len(record["clients"]) == 3 and record["failed_clients"] == [] and not record["skipped"]
         assert all(c["secure_bytes_up"] > 0 and c["secure_bytes_down"] > 0 for c in record["clients"])
         assert record["bytes_up"] == 0  # no plaintext tensor reached the server
+
+
+def test_secure_aggregation_with_client_side_privacy_equals_the_plain_private_run(tiny_config, tmp_path):
+    """Differential privacy's client mode on top of secure aggregation: the clients clip, the server noises the
+    sums it is shown; the same noise (seeded by the released round) as when the server sees the clipped updates."""
+    privacy = {"mode": "client", "noise_multiplier": 0.5, "clip_norm": 0.05}
+    runs = {}
+    for enabled in (False, True):
+        tree = {**secure_tree(tiny_config, enabled), "privacy": privacy}
+        run_dir = tmp_path / ("secure" if enabled else "plain")
+        runs[enabled] = ENGINES.get("local")().run(config_from_dict(tree), run_dir, show_progress=False)
+    ours, theirs = adapter(tmp_path / "plain"), adapter(tmp_path / "secure")
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-5
+    assert runs[True]["epsilon"] == runs[False]["epsilon"] > 0
