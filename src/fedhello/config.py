@@ -454,6 +454,9 @@ class SecureConfig(Section):
     threshold: float = Field(
         0.5, gt=0.0, le=1.0, description="share of a round's clients whose secret shares recover a dropped client"
     )
+    min_contributors: int = Field(
+        2, ge=2, description="fewest uploaders a tensor's sum is released for (fewer: left out of the round)"
+    )
 
 
 class CheckpointConfig(Section):

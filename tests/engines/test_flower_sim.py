@@ -62,7 +62,8 @@ def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tm
     runs.append((private, tmp_path / "sim" / "fill-private"))
     # secure aggregation: four message exchanges a round, each client's secrets kept in its node's context.state
     # between them (Ray's runtime keeps it; a lost state would make every client refuse and every round fail)
-    secure = method_config({**tree, "secure": {"enabled": True}, "aggregation": {"weighting": "uniform"}}, "gd-bottleneck")
+    secure_tree = {**tree, "secure": {"enabled": True}, "aggregation": {"weighting": "uniform"}}
+    secure = method_config(secure_tree, "gd-bottleneck")
     runs.append((secure, tmp_path / "sim" / "gd-secure"))
     for config, sim_dir in runs:
         ENGINES.get("local")().run(config, tmp_path / "local" / sim_dir.name, show_progress=False)

@@ -30,7 +30,10 @@ BYTES_UP, BYTES_DOWN = "secure_bytes_up", "secure_bytes_down"  # an update's met
 def secure_settings(config: RunConfig) -> SecureSettings:
     """The protocol's settings from the config's `secure` section."""
     return SecureSettings(
-        bits=config.secure.bits, clip_range=config.secure.clip_range, threshold=config.secure.threshold
+        bits=config.secure.bits,
+        clip_range=config.secure.clip_range,
+        threshold=config.secure.threshold,
+        min_contributors=config.secure.min_contributors,
     )
 
 
