@@ -65,6 +65,14 @@ def test_flower_simulation_matches_local_engine_for_every_method(tiny_config, tm
     secure_tree = {**tree, "secure": {"enabled": True}, "aggregation": {"weighting": "uniform"}}
     secure = method_config(secure_tree, "gd-bottleneck")
     runs.append((secure, tmp_path / "sim" / "gd-secure"))
+    # a hostile client (poisoned in the ClientApp), FedProx, a robust rule and a server optimizer
+    robust_tree = {
+        **tree,
+        "attack": {"hostile": 1, "kind": "scaled", "scale": 5.0},
+        "aggregation": {"name": "median", "weighting": "uniform", "server_optimizer": "fedadam"},
+        "train": {**tree["train"], "proximal_mu": 0.01},
+    }
+    runs.append((method_config(robust_tree, "fedit"), tmp_path / "sim" / "fedit-robust"))
     for config, sim_dir in runs:
         ENGINES.get("local")().run(config, tmp_path / "local" / sim_dir.name, show_progress=False)
     summaries = ENGINES.get("flower-sim")().run_many(runs)
