@@ -1,6 +1,6 @@
-"""The table and plot of docs/privacy.md from the grids scripts/privacy-grid.sh wrote: final accuracy per privacy
-budget (mean ± std over seeds) and its paired difference to the same seeds without DP (95 % t-interval; a tie
-when it holds 0). Usage: python scripts/privacy_table.py OUT   (OUT holds eps-*/ and no-dp/)."""
+"""The table and plot of docs/privacy.md from the grids scripts/privacy-grid.sh wrote (eps-*/, clip-only/,
+no-dp/): final accuracy per privacy budget (mean ± std over seeds) and its paired difference to the same seeds
+without DP (95 % t-interval; a tie when it holds 0). Usage: python scripts/privacy_table.py OUT"""
 
 from __future__ import annotations
 
@@ -46,9 +46,18 @@ def main(root: Path, method: str = "fedit") -> None:
             delta = "–"
         lines.append(f"| {spent:.3g} | {z} | {mean:.1f} ± {std:.1f} | {delta} | {len(values)} |")
         points.append((float(grid.name.removeprefix("eps-")), mean, std))
+    clipped = {seed: s["final_accuracy"] for seed, s in finals(root / "clip-only", method).items()}
+    if clipped:  # privacy.noise_multiplier 0: what clipping alone costs
+        mean, std = mean_std([100 * v for v in clipped.values()])
+        diff = paired_difference(clipped, reference)
+        delta = "–"
+        if diff and diff.interval:
+            low, high = (100 * x for x in diff.interval)
+            delta = f"{100 * diff.mean:+.1f} [{low:+.1f}, {high:+.1f}]{' tie' if diff.tie else ''}"
+        lines.append(f"| ∞ (clipped, no noise) | 0 | {mean:.1f} ± {std:.1f} | {delta} | {len(clipped)} |")
     if reference:
         mean, std = mean_std([100 * v for v in reference.values()])
-        lines.append(f"| ∞ (no DP) | 0 | {mean:.1f} ± {std:.1f} | reference | {len(reference)} |")
+        lines.append(f"| ∞ (no DP) | – | {mean:.1f} ± {std:.1f} | reference | {len(reference)} |")
     print("\n".join(lines))
     (root / "privacy.md").write_text("\n".join(lines) + "\n")
     figure, axes = _figure(5.0, 3.2)
