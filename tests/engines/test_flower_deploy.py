@@ -22,12 +22,19 @@ from fedhello.engines.flower.processes import descendants, is_running
 
 
 def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started):
+    """A deployment equals the in-process run -- with secure aggregation on, so one deployment also checks the
+    protocol's four message exchanges a round, each client's secrets kept in its node's `context.state` between
+    them (tests/secure checks the secure run against a plain one; flower-sim's parity covers the plain messages)."""
     config = two_node_config(tiny_config)
+    config.secure.enabled = True
     ENGINES.get("local")().run(config, tmp_path / "local", show_progress=False)
     summary = ENGINES.get("flower-deploy")().run(config, tmp_path / "deploy", show_progress=False)
 
     assert summary["rounds"] == 2
     assert_same_run(tmp_path / "local", tmp_path / "deploy")
+    for record in metrics(tmp_path / "deploy"):  # both clients' masked uploads were summed, none reached in clear
+        assert [c["id"] for c in record["clients"]] == [0, 1] and record["bytes_up"] == 0, record
+        assert all(c["secure_bytes_up"] > 0 for c in record["clients"]), record
     log = (tmp_path / "deploy" / "flower.log").read_text()
     assert "2 SuperNodes serve all 2 partitions" in log and "lost client" not in log
     (deployment,), stopped = started

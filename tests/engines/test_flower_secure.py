@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import pytest
 import torch
-from flower_helpers import adapter_tensors, assert_nothing_left, metrics
+from flower_helpers import adapter_tensors, metrics
 from flwr.app import Context, Error, Message, RecordDict
 
 from fedhello.config import config_from_dict
@@ -149,17 +149,3 @@ def test_a_round_below_threshold_is_skipped_and_said(tiny_config, tmp_path):
     assert "node went away" in reasons[1] and "secure aggregation failed" in reasons[0]
     log = (tmp_path / "secure" / "flower.log").read_text()
     assert "fewer than the threshold 3" in log and "the round releases nothing" in log
-
-
-def test_flower_deploy_secure_run_equals_plain_local_run(tiny_config, tmp_path, started):
-    """SuperNodes keep each ClientApp's `context.state` between messages with fedhello's long-lived executor
-    (`flower.isolation: process`, the default; Flower's own one-process-per-message `subprocess` isolation keeps it
-    too: checked by hand, docs/privacy.md -- a second deployment costs two minutes of the suite)."""
-    config = secure_config(tiny_config)
-    ENGINES.get("local")().run(secure_config(tiny_config, False), tmp_path / "plain", show_progress=False)
-    ENGINES.get("flower-deploy")().run(config, tmp_path / "deploy", show_progress=False)
-    for record in metrics(tmp_path / "deploy"):
-        assert [c["id"] for c in record["clients"]] == [0, 1, 2] and record["failed_clients"] == [], record
-    assert max_difference(tmp_path / "plain", tmp_path / "deploy") < 1e-5
-    (deployment,), stopped = started
-    assert_nothing_left(deployment, stopped[id(deployment)])
