@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/compare/robust}
 REFERENCE=${2:-runs/compare/privacy/no-dp}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # two chains of one in-process worker each share the cores
 chain() {
   local hostile=$1 aggregator
   for aggregator in fedavg median trimmed_mean multi_krum; do
