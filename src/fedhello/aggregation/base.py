@@ -105,18 +105,19 @@ class LayerSums:
 def changes(global_state: dict[str, torch.Tensor], update: ClientUpdate) -> dict[str, torch.Tensor]:
     """The update's change of every tensor it uploads, in float64: upload minus the global value cut to the upload's
     shape (a rank-truncated factor is compared with the global factor's first components)."""
-    out = {}
-    for name, tensor in update.tensors.items():
-        reference = global_state[name]
-        if tuple(tensor.shape) != tuple(reference.shape):
-            reference = truncate(name, reference, _rank_of(name, tensor))
-        out[name] = tensor.to(torch.float64) - reference.to(torch.float64)
-    return out
+    return {
+        name: tensor.to(torch.float64) - global_reference(global_state, name, tensor).to(torch.float64)
+        for name, tensor in update.tensors.items()
+    }
 
 
-def _rank_of(name: str, tensor: torch.Tensor) -> int:
-    """The rank of a truncated LoRA factor: A's rows, B's columns."""
-    return tensor.shape[0] if lora_factor(name) == "A" else tensor.shape[1]
+def global_reference(global_state: dict[str, torch.Tensor], name: str, upload: torch.Tensor) -> torch.Tensor:
+    """The global value an upload of `name` is a change of: the whole tensor, or for a rank-truncated LoRA factor
+    its first components (A's rows, B's columns)."""
+    reference = global_state[name]
+    if tuple(upload.shape) == tuple(reference.shape):
+        return reference
+    return truncate(name, reference, upload.shape[0] if lora_factor(name) == "A" else upload.shape[1])
 
 
 def layer_sums(

@@ -29,10 +29,9 @@ import numpy as np
 import torch
 
 from fedhello.accounting import epsilon_after
-from fedhello.aggregation.base import Aggregator, LayerSums, changes, layer_sums
+from fedhello.aggregation.base import Aggregator, LayerSums, changes, global_reference, layer_sums
 from fedhello.config import PrivacyConfig
 from fedhello.errors import ConfigError
-from fedhello.models.ranks import truncate
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.privacy.clipping import clip_change
 
@@ -181,7 +180,7 @@ def privatize_upload(
     `dp.unclipped` metric (one bit that leaves the client in the clear, as with Flower's adaptive wrappers)."""
     if plan.clip_norm is None:
         return tensors, {}
-    base = {n: truncate(n, global_state[n], _rank(n, t, global_state[n])) for n, t in tensors.items()}
+    base = {n: global_reference(global_state, n, t) for n, t in tensors.items()}
     change = {n: t.to(torch.float64) - base[n].to(torch.float64) for n, t in tensors.items()}
     clipped, norm = clip_change(change, plan.clip_norm)
     if settings.mode == "local":
@@ -194,9 +193,3 @@ def privatize_upload(
     out = {n: (base[n].to(torch.float64) + clipped[n]).to(t.dtype) for n, t in tensors.items()}
     return out, ({UNCLIPPED: float(norm <= plan.clip_norm)} if settings.adaptive_clip else {})
 
-
-def _rank(name: str, upload: torch.Tensor, full: torch.Tensor) -> int | None:
-    """The rank a truncated upload kept (None: full shape)."""
-    if tuple(upload.shape) == tuple(full.shape):
-        return None
-    return upload.shape[0] if upload.shape[0] != full.shape[0] else upload.shape[1]

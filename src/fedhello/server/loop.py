@@ -104,6 +104,16 @@ class RoundOutcome:
     sums: LayerSums | None = None  # secure aggregation: what the server learnt instead of the updates
 
 
+def failure_records(failed: dict[int, str], dispatch: object, attempt: int) -> list[dict[str, Any]]:
+    """metrics.jsonl's `failed_clients` entries of one attempt: each lost client's reason, with the dispatch's
+    explanation (`ExplainsLosses`) as `detail` where it has one."""
+    details = dispatch.lost_reasons() if isinstance(dispatch, ExplainsLosses) else {}
+    return [
+        {"id": cid, "reason": why, **({"detail": details[cid]} if cid in details else {}), "attempt": attempt}
+        for cid, why in sorted(failed.items())
+    ]
+
+
 def collect_secure(
     config: RunConfig,
     round_num: int,
@@ -123,11 +133,7 @@ def collect_secure(
     failed = {cid: "dropout" for cid in dropped}
     replied = {u.client_id for u in updates}
     failed.update({cid: "no reply" for cid in sent if cid not in replied})
-    details = dispatch.lost_reasons() if isinstance(dispatch, ExplainsLosses) else {}
-    outcome.failed = [
-        {"id": cid, "reason": why, **({"detail": details[cid]} if cid in details else {}), "attempt": 0}
-        for cid, why in sorted(failed.items())
-    ]
+    outcome.failed = failure_records(failed, dispatch, attempt=0)
     outcome.accepted = sorted((u for u in updates if u.client_id in sent), key=lambda u: u.client_id)
     return outcome
 
@@ -170,15 +176,11 @@ def collect_updates(
             updates = [u for u in updates if failed.get(u.client_id) != "timeout"]
         replied = {u.client_id for u in updates}
         failed.update({cid: "no reply" for cid in sent if cid not in replied and cid not in failed})
-        details = dispatch.lost_reasons() if isinstance(dispatch, ExplainsLosses) else {}
         good, malformed = validator.screen(sent, updates, global_state, seen)
         wellformed.extend(good)
         arrived.update({u.client_id: attempt for u in good})
         outcome.rejected.extend({**r.to_json(), "attempt": attempt} for r in malformed)
-        outcome.failed.extend(
-            {"id": cid, "reason": why, **({"detail": details[cid]} if cid in details else {}), "attempt": attempt}
-            for cid, why in sorted(failed.items())
-        )
+        outcome.failed.extend(failure_records(failed, dispatch, attempt))
         outcome.accepted, outliers = validator.bound(wellformed, global_state)
         if len(outcome.accepted) >= settings.min_clients:
             break
