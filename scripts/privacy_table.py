@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from fedhello.compare.results import format_delta
 from fedhello.compare.stats import mean_std, paired_difference
 from fedhello.figures import _figure, save_png
 
@@ -37,23 +38,13 @@ def main(root: Path, method: str = "fedit") -> None:
         z = next(line.split(":")[1].strip() for line in config.splitlines() if "noise_multiplier" in line)
         spent = max(s["epsilon"] for s in cells.values())
         mean, std = mean_std([100 * v for v in values.values()])
-        diff = paired_difference(values, reference)
-        if diff and diff.interval:
-            low, high = (100 * x for x in diff.interval)
-            tie = " tie" if diff.tie else ""
-            delta = f"{100 * diff.mean:+.1f} [{low:+.1f}, {high:+.1f}]{tie}"
-        else:
-            delta = "–"
+        delta = format_delta(paired_difference(values, reference))
         lines.append(f"| {spent:.3g} | {z} | {mean:.1f} ± {std:.1f} | {delta} | {len(values)} |")
         points.append((float(grid.name.removeprefix("eps-")), mean, std))
     clipped = {seed: s["final_accuracy"] for seed, s in finals(root / "clip-only", method).items()}
     if clipped:  # privacy.noise_multiplier 0: what clipping alone costs
         mean, std = mean_std([100 * v for v in clipped.values()])
-        diff = paired_difference(clipped, reference)
-        delta = "–"
-        if diff and diff.interval:
-            low, high = (100 * x for x in diff.interval)
-            delta = f"{100 * diff.mean:+.1f} [{low:+.1f}, {high:+.1f}]{' tie' if diff.tie else ''}"
+        delta = format_delta(paired_difference(clipped, reference))
         lines.append(f"| ∞ (clipped, no noise) | 0 | {mean:.1f} ± {std:.1f} | {delta} | {len(clipped)} |")
     if reference:
         mean, std = mean_std([100 * v for v in reference.values()])

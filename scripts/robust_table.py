@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from fedhello.compare.results import format_delta
 from fedhello.compare.stats import mean_std, paired_difference
 
 AGGREGATORS = ("fedavg", "median", "trimmed_mean", "multi_krum")
@@ -24,11 +25,7 @@ def finals(grid: Path, method: str = "fedit") -> dict[int, float]:
 
 
 def delta(values: dict[int, float], reference: dict[int, float]) -> str:
-    diff = paired_difference(values, reference)
-    if not diff or not diff.interval:
-        return "–"
-    low, high = (100 * x for x in diff.interval)
-    return f"{100 * diff.mean:+.1f} [{low:+.1f}, {high:+.1f}]{' tie' if diff.tie else ''}"
+    return format_delta(paired_difference(values, reference))
 
 
 def main(root: Path, reference_grid: Path) -> None:
