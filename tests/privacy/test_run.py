@@ -36,9 +36,12 @@ def library_epsilon(rounds: int, z: float, clients: int, per_round: int, delta: 
 
 
 def test_every_round_reports_the_accounting_librarys_epsilon(tiny_config, tmp_path):
-    config = private(tiny_config, mode="client", adaptive_clip=True, clipped_count_stddev=1.0)
+    budget = library_epsilon(3, 1.5, 6, 3, 1e-5) * 1.001  # the 3 rounds fit; a 4th would not, but none is due
+    adaptive = {"adaptive_clip": True, "clipped_count_stddev": 1.0}
+    config = private(tiny_config, mode="client", **adaptive, max_epsilon=budget, on_exhausted="stop")
     run_dir = tmp_path / "run"
     summary = ENGINES.get("local")().run(config, run_dir, show_progress=False)
+    assert "stopped" not in summary and len(records(run_dir)) == 3  # ending at the last round is no early stop
     lines = records(run_dir)
     for k, record in enumerate(lines, start=1):  # 3 of 6 clients a round, z = 1.5
         assert record["privacy"]["epsilon"] == pytest.approx(library_epsilon(k, 1.5, 6, 3, 1e-5), rel=1e-9)

@@ -54,6 +54,18 @@ def resumable_config(fast_config, rounds: int):  # noqa: ANN001, ANN201
     return config
 
 
+def resume_to(config, run_dir: Path, reference: Path, rounds: int):  # noqa: ANN001, ANN201
+    """Resume `run_dir` (a finished run of `config`) to `rounds` rounds, run those rounds uninterrupted into
+    `reference`, and require the two to be the same run; returns the longer config."""
+    longer = config.model_copy(deep=True)
+    longer.federation.rounds = rounds
+    summary = ENGINES.get("local")().run(longer, run_dir, show_progress=False, resume=True)
+    assert summary["resumed_from"] == config.federation.rounds
+    ENGINES.get("local")().run(longer, reference, show_progress=False)
+    assert_same_run(run_dir, reference)
+    return longer
+
+
 def test_sigkill_at_a_random_round_then_resume_is_bitwise_identical(fast_config, tmp_path, write_yaml, cli, cli_env):
     config = resumable_config(fast_config, rounds=4)
     path = write_yaml(config, tmp_path / "run.yaml")
@@ -119,13 +131,8 @@ def test_resume_between_fim_refreshes_restores_the_held_probabilities(fast_confi
     config.strategy.fim_warmup, config.strategy.fim_every, config.strategy.fim_hold = 1, 3, True
     run_dir = tmp_path / "run"
     ENGINES.get("local")().run(config, run_dir, show_progress=False)
-    longer = config.model_copy(deep=True)
-    longer.federation.rounds = 4
-    summary = ENGINES.get("local")().run(longer, run_dir, show_progress=False, resume=True)
-    assert summary["resumed_from"] == 2
     reference = tmp_path / "reference"
-    ENGINES.get("local")().run(longer, reference, show_progress=False)
-    assert_same_run(run_dir, reference)
+    longer = resume_to(config, run_dir, reference, rounds=4)
     records = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
     assert [r["importance_refresh"] for r in records] == [False, True, False, False]
 
@@ -154,13 +161,8 @@ def test_a_resumed_fed_pilot_run_equals_an_uninterrupted_one(fast_config, tmp_pa
     ENGINES.get("local")().run(config, run_dir, show_progress=False)
     saved = json.loads((run_dir / CHECKPOINT_DIR / STATE_FILE).read_text())
     assert saved["aggregator"]["counts"], "the checkpoint carries the counts"
-    longer = config.model_copy(deep=True)
-    longer.federation.rounds = 4
-    summary = ENGINES.get("local")().run(longer, run_dir, show_progress=False, resume=True)
-    assert summary["resumed_from"] == 2
     reference = tmp_path / "reference"
-    ENGINES.get("local")().run(longer, reference, show_progress=False)
-    assert_same_run(run_dir, reference)
+    resume_to(config, run_dir, reference, rounds=4)
 
 
 def test_a_resumed_fedadam_run_equals_an_uninterrupted_one(fast_config, tmp_path, monkeypatch):
@@ -178,13 +180,8 @@ def test_a_resumed_fedadam_run_equals_an_uninterrupted_one(fast_config, tmp_path
     assert moments and all(set(m) == {"m", "v", "t"} and "$tensor" in m["v"] for m in moments.values())
     forgetful = tmp_path / "forgetful"
     shutil.copytree(run_dir, forgetful)
-    longer = config.model_copy(deep=True)
-    longer.federation.rounds = 4
-    summary = ENGINES.get("local")().run(longer, run_dir, show_progress=False, resume=True)
-    assert summary["resumed_from"] == 2
     reference = tmp_path / "reference"
-    ENGINES.get("local")().run(longer, reference, show_progress=False)
-    assert_same_run(run_dir, reference)
+    longer = resume_to(config, run_dir, reference, rounds=4)
     # the check can fail: a resume that does not restore the optimizer's moments ends with another adapter
     monkeypatch.setattr(ServerOptimizer, "load_state_dict", lambda self, state: None)
     ENGINES.get("local")().run(longer, forgetful, show_progress=False, resume=True)
@@ -209,13 +206,8 @@ def test_a_resumed_ard_lora_run_equals_an_uninterrupted_one(fast_config, tmp_pat
     )
     run_dir = tmp_path / "run"
     ENGINES.get("local")().run(config, run_dir, show_progress=False)
-    longer = config.model_copy(deep=True)
-    longer.federation.rounds = 2
-    summary = ENGINES.get("local")().run(longer, run_dir, show_progress=False, resume=True)
-    assert summary["resumed_from"] == 1
     reference = tmp_path / "reference"
-    ENGINES.get("local")().run(longer, reference, show_progress=False)
-    assert_same_run(run_dir, reference)
+    resume_to(config, run_dir, reference, rounds=2)
     clients = [
         c for line in (reference / "metrics.jsonl").read_text().splitlines() for c in json.loads(line)["clients"]
     ]
