@@ -79,3 +79,35 @@ def test_an_executor_exits_with_its_node_in_one_line(tmp_path):
     text = log.read_text()
     assert f"its SuperNode (pid {node.pid}) is gone" in text and "Traceback" not in text
     assert not is_running(executor.pid)
+
+
+def test_the_launcher_restarts_a_node_that_ends_on_its_own_up_to_its_limit(monkeypatch, capsys):
+    """A stand-in node that comes up (its runtime API port listens) and ends with `DROPPED` (the SuperLink refused
+    its heartbeat) is started again, `--max-restarts` times, with one line each; Flower's error status 1 is not."""
+    import subprocess
+    import sys
+
+    from fedhello.engines.flower import supernode
+    from fedhello.engines.flower.processes import free_port
+
+    port = free_port()
+    node = (
+        "import socket, sys, time; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(1); sys.exit(int(sys.argv[1]))"
+    )
+    monkeypatch.setattr(supernode, "BACKOFF_S", (0.01, 0.01))
+    monkeypatch.setattr(supernode.signal, "signal", lambda *_: None)  # pytest keeps its own handlers
+    for status, runs in ((supernode.DROPPED, 3), (1, 1)):
+        launcher = supernode._Supervisor(["--port", str(port)], executor=False, max_restarts=2)
+        started: list[subprocess.Popen] = []
+
+        def start(status: int = status, started: list = started) -> subprocess.Popen:
+            started.append(subprocess.Popen([sys.executable, "-c", node, str(status)]))
+            return started[-1]
+
+        monkeypatch.setattr(launcher, "start_node", start)
+        assert launcher.run() == status
+        assert len(started) == runs
+    err = capsys.readouterr().err
+    assert err.count("the SuperLink dropped this node (it refused its heartbeat: restarted?); starting it again") == 2
+    assert "no restart left (--max-restarts 2)" in err

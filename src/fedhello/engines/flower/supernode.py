@@ -13,6 +13,17 @@ It runs Flower's own `flower-supernode` (same process, flags and protocol) with 
   launcher starts fedhello's executor (`executor.py`) for that as its own child, once the runtime API listens, with
   `--parent-pid` set to the node: one command per node, and the executor exits with its node, always.
   `--no-executor` leaves it out (to run another executor, e.g. Flower's `flower-superexec`).
+- **It comes back.** The Flower SuperNode runs as the launcher's child process. When it ends on its own -- a
+  SuperLink restarted mid-run refuses the heartbeat of a node that had a message in flight (HTTP 401), and Flower
+  then stops the node with a SIGINT to itself ("SuperNode terminated gracefully.", no reason) -- the launcher says
+  why in one line and starts it again with the same arguments (node key, `--node-config`, runtime API port), and
+  its executor with it, after 1, 2, 4, ... up to 30 s. `--max-restarts N` (default 20) bounds the restarts in a
+  row (a node that ran `STEADY_S` seconds starts the count again); 0 never restarts. Only a node that ended
+  with status 0 or `DROPPED` after its runtime API listened is restarted: one that never came up (bad arguments,
+  certificates) or ended with Flower's error status 1 (e.g. the SuperLink refused its key) exits as before.
+  SIGTERM/SIGINT to the launcher stop the node (the same signal, so Flower deactivates it) and its executor at
+  once, and the launcher exits with the node's status. Flower's SuperNode cannot run twice in one process: its
+  exit starts a timer that `os._exit`s the process 5 s later (`flwr.supercore.exit.flwr_exit`).
 
 Every SuperNode on one host needs its own `--port` (its runtime API; Flower's default 9094 serves only one).
 """
@@ -20,17 +31,26 @@ Every SuperNode on one host needs its own `--port` (its runtime API; Flower's de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 POLL_ENV = "FEDHELLO_SUPERNODE_POLL_S"
 NO_EXECUTOR = "--no-executor"
 EXECUTOR_WAIT_S = 180.0  # how long the launcher waits for its node's runtime API before giving up on the executor
+NODE_PROCESS = "--fedhello-node-process"  # internal: this process is the Flower SuperNode the launcher supervises
+MAX_RESTARTS = 20  # default --max-restarts: restarts in a row
+BACKOFF_S = (1.0, 30.0)  # the first and the longest wait before a restart (doubling)
+STEADY_S = 300.0  # a node that ran this long starts the restart count again
+DROPPED = 75  # the node's exit status when the SuperLink refused its heartbeat (EX_TEMPFAIL)
+STOP_GRACE_S = 10.0  # how long a signalled node gets to deactivate itself before it is killed
 
 
 class _CappedSleep:
@@ -66,6 +86,16 @@ def executor_command(argv: list[str], node_pid: int) -> list[str] | None:
     return [*command, "--parent-pid", str(node_pid)]
 
 
+def runtime_api_address(argv: list[str]) -> str:
+    """The loopback address of the runtime API a SuperNode started with `argv` serves."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9094)
+    args, _ = parser.parse_known_args(argv)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(args.host, args.host)
+    return f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
+
+
 def _listens(address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -75,38 +105,188 @@ def _listens(address: str) -> bool:
         return False
 
 
-def start_executor(command: list[str], wait_s: float = EXECUTOR_WAIT_S) -> threading.Thread:
-    """Start the executor once the runtime API it names listens (the node starts it after its imports), in this
-    process's group, so that stopping the node's group stops it too. A thread: the node runs in the foreground."""
-    address = command[command.index("--runtime-api-address") + 1]
+def _say(line: str) -> None:
+    print(f"fedhello supernode: {line}", file=sys.stderr, flush=True)
 
-    def launch() -> None:
-        deadline = time.monotonic() + wait_s
-        while not _listens(address):
-            if time.monotonic() > deadline:
-                print(f"fedhello: nothing listens on {address} after {wait_s:.0f}s: no executor", file=sys.stderr)
-                return
-            time.sleep(0.2)
-        subprocess.Popen(command)  # noqa: S603 - this interpreter, fixed module, our own arguments
 
-    thread = threading.Thread(target=launch, name="start-executor", daemon=True)
+def _signal(proc: subprocess.Popen | None, sig: int) -> None:
+    if proc is not None:  # send_signal skips a process already reaped
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+@dataclass
+class _Supervisor:
+    """The launcher: runs the Flower SuperNode (`argv`) as a child process, with its executor, and restarts it
+    when it ends on its own."""
+
+    argv: list[str]
+    executor: bool = True
+    max_restarts: int = MAX_RESTARTS
+    wait_s: float = EXECUTOR_WAIT_S
+    stopping: threading.Event = field(default_factory=threading.Event)
+    node: subprocess.Popen | None = None
+    executor_proc: subprocess.Popen | None = None
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        """SIGTERM/SIGINT: stop the node (the same signal: Flower deactivates it) and its executor, now; a second
+        signal kills them."""
+        again = self.stopping.is_set()
+        self.stopping.set()
+        _signal(self.node, signal.SIGKILL if again else signum)
+        _signal(self.executor_proc, signal.SIGKILL if again else signal.SIGTERM)
+
+    def start_node(self) -> subprocess.Popen:
+        command = [sys.executable, "-m", "fedhello.engines.flower.supernode", NODE_PROCESS, *self.argv]
+        # a group of its own: a terminal's Ctrl-C reaches the launcher, which passes it on once
+        self.node = subprocess.Popen(command, process_group=0)  # noqa: S603 - this interpreter, fixed module
+        return self.node
+
+    def follow(self, node: subprocess.Popen, came_up: threading.Event) -> threading.Thread:
+        """Wait until `node`'s runtime API listens (it starts that after its imports), then start its executor."""
+        address = runtime_api_address(self.argv)
+        command = executor_command(self.argv, node.pid) if self.executor else None
+
+        def run() -> None:
+            deadline = time.monotonic() + self.wait_s
+            while not _listens(address):
+                if node.poll() is not None or self.stopping.is_set():
+                    return
+                if time.monotonic() > deadline:
+                    if command:
+                        _say(f"nothing listens on {address} after {self.wait_s:.0f}s: no executor")
+                    return
+                time.sleep(0.2)
+            came_up.set()
+            if command and node.poll() is None and not self.stopping.is_set():
+                # its own group too; it exits with its node (--parent-pid), and is stopped with the launcher
+                self.executor_proc = subprocess.Popen(command, process_group=0)  # noqa: S603 - our own command
+                if self.stopping.is_set():  # a signal came while it started
+                    _signal(self.executor_proc, signal.SIGTERM)
+
+        thread = threading.Thread(target=run, name="follow-node", daemon=True)
+        thread.start()
+        return thread
+
+    def end_executor(self) -> None:
+        """The executor exits with its node by itself (`--parent-pid`); whatever is left is stopped, and reaped."""
+        proc, self.executor_proc = self.executor_proc, None
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.on_signal)
+        restarts = 0
+        while True:
+            came_up = threading.Event()
+            started = time.monotonic()
+            node = self.start_node()
+            if self.stopping.is_set():  # a signal came while it started
+                _signal(node, signal.SIGTERM)
+            follower = self.follow(node, came_up)
+            code = self.wait(node)
+            follower.join(timeout=5)
+            self.end_executor()
+            if self.stopping.is_set():
+                return code
+            if not came_up.is_set() or code not in (0, DROPPED):
+                return code  # it never started (bad arguments, certificates) or Flower's error exit: it said why
+            if time.monotonic() - started >= STEADY_S:
+                restarts = 0
+            why = (
+                "the SuperLink dropped this node (it refused its heartbeat: restarted?)"
+                if code == DROPPED
+                else f"the Flower SuperNode exited on its own (status {code})"
+            )
+            if restarts >= self.max_restarts:
+                limit = "restarts are off (--max-restarts 0)" if self.max_restarts == 0 else "no restart left"
+                _say(f"{why}; {limit} (--max-restarts {self.max_restarts}): the launcher exits")
+                return code
+            delay = min(BACKOFF_S[0] * 2**restarts, BACKOFF_S[1])
+            restarts += 1
+            _say(f"{why}; starting it again in {delay:.0f} s (restart {restarts} of {self.max_restarts})")
+            if self.stopping.wait(delay):
+                return code
+
+    def wait(self, node: subprocess.Popen) -> int:
+        """The node's exit status; once the launcher was signalled, a node that does not stop within
+        `STOP_GRACE_S` is killed."""
+        while True:
+            try:
+                return node.wait(timeout=STOP_GRACE_S if self.stopping.is_set() else 1.0)
+            except subprocess.TimeoutExpired:
+                if self.stopping.is_set() and node.poll() is None:
+                    node.kill()
+
+
+class _SelfSignal:
+    """The `os` module as `flwr.supernode.fleet_http_connection` sees it: a SIGINT the node sends itself (Flower's
+    answer to a heartbeat the SuperLink refuses with HTTP 401) is noted, so the node exits with `DROPPED`."""
+
+    dropped = False
+
+    def kill(self, pid: int, sig: int) -> None:
+        if pid == os.getpid() and sig == signal.SIGINT:
+            _SelfSignal.dropped = True
+            _say("the SuperLink refused this node's heartbeat (HTTP 401: it does not know the node now); it stops")
+        os.kill(pid, sig)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def watch_launcher(interval: float = 0.5) -> threading.Thread:
+    """Stop this node (SIGTERM: Flower deactivates it) when the launcher that started it is gone, e.g. killed."""
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="watch-launcher", daemon=True)
     thread.start()
     return thread
 
 
-def main() -> None:
-    from flwr.supernode import start_client_internal
+def run_node(argv: list[str]) -> None:
+    """The supervised process: Flower's `flower-supernode` with `argv`, its sleeps capped."""
+    from flwr.supernode import fleet_http_connection, start_client_internal
     from flwr.supernode.cli import flower_supernode
 
     from fedhello.engines.flower.app import shorten_object_pull_retry
 
-    command = executor_command(sys.argv[1:], os.getpid())
-    sys.argv = [arg for arg in sys.argv if arg != NO_EXECUTOR]  # Flower's parser does not know it
+    sys.argv = [sys.argv[0], *argv]
     start_client_internal.time = _CappedSleep(float(os.environ.get(POLL_ENV, "0.1")))  # type: ignore[assignment]
+    fleet_http_connection.os = _SelfSignal()  # type: ignore[assignment]
     shorten_object_pull_retry()
-    if command:
-        start_executor(command)
-    flower_supernode()
+    watch_launcher()
+    try:
+        flower_supernode()
+    except SystemExit:
+        if _SelfSignal.dropped:
+            sys.exit(DROPPED)
+        raise
+    sys.exit(DROPPED if _SelfSignal.dropped else 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [NODE_PROCESS]:
+        run_node(argv[1:])
+        return
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(NO_EXECUTOR, action="store_true")
+    parser.add_argument("--max-restarts", type=int, default=MAX_RESTARTS)
+    ours, flower_args = parser.parse_known_args(argv)
+    supervisor = _Supervisor(flower_args, executor=not ours.no_executor, max_restarts=max(ours.max_restarts, 0))
+    sys.exit(supervisor.run())
 
 
 if __name__ == "__main__":
