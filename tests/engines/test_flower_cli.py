@@ -5,9 +5,11 @@ local simulation federation."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -40,28 +42,34 @@ def wait_for(condition, timeout: float, what: str) -> None:  # noqa: ANN001
         time.sleep(0.2)
 
 
-def test_flwr_run_dot_survives_a_superlink_restart_and_resumes_through_the_serverapp(tiny_config, tmp_path, started):
-    """`flwr run .` against a SuperLink the user started with `--database`; after the run the SuperLink is killed
-    (SIGKILL) and started again on its port and database: the idle SuperNodes reconnect with their node ids (their
-    registrations were in the database), and `resume=true` with 3 rounds continues the run folder through the
-    restarted SuperLink."""
+def test_flwr_run_dot_survives_a_superlink_restart_during_a_round(tiny_config, tmp_path, started):
+    """`flwr run .` (3 rounds) against a SuperLink the user started with `--database`; the SuperLink is killed
+    (SIGKILL) while both SuperNodes train round 2 and started again on its port and database: the SuperNodes'
+    launchers keep running and their nodes come back online (a node the restarted SuperLink drops is started again
+    by its launcher), and `resume=true` finishes the run folder through the restarted SuperLink, equal to an
+    uninterrupted local run, with the report the ServerApp writes."""
     config, path = small_config(tiny_config, tmp_path)
     run_dir = tmp_path / "run"
+    request = RunRequest(config=str(path), overrides=["federation.rounds=3"], run_dir=str(run_dir), report=False)
     with LocalDeployment(2, database=tmp_path / "superlink.db") as deployment:
-        first = deployment.run_app(RunRequest(config=str(path), run_dir=str(run_dir), report=False), 600, ROOT)
-        assert first.returncode == 0
-        assert [r["round"] for r in metrics(run_dir)] == [1, 2]
-        nodes = {n["node-id"] for n in deployment.list_nodes() if n["status"] == "online"}
-        assert len(nodes) == 2
+        logs = [deployment.logs / f"supernode-{i}.log" for i in range(2)]
+        first: list[subprocess.CompletedProcess] = []
+        submit = threading.Thread(target=lambda: first.append(deployment.run_app(request, 600, ROOT)), daemon=True)
+        submit.start()
+        # received: the partition query, round 1's and round 2's train messages; round 2 trains (seconds here)
+        received = lambda log: log.read_text().count("Received successfully")  # noqa: E731
+        wait_for(lambda: all(received(log) >= 3 for log in logs), 300, "both SuperNodes received round 2")
         old = deployment.superlink.pid
         deployment.restart_superlink(signal.SIGKILL)  # a crash of the SuperLink process alone
         assert deployment.superlink.pid != old
-        online = lambda: {n["node-id"] for n in deployment.list_nodes() if n["status"] == "online"}  # noqa: E731
-        wait_for(lambda: online() == nodes, 120, "the same SuperNodes online at the restarted SuperLink")
-        resumed = RunRequest(config=str(path), overrides=["federation.rounds=3"], run_dir=str(run_dir), resume=True)
+        submit.join(120)
+        assert first and first[0].returncode != 0, "the first `flwr run` ended with its SuperLink"
+        online = lambda: [n for n in deployment.list_nodes() if n["status"] == "online"]  # noqa: E731
+        wait_for(lambda: len(online()) == 2, 120, "two SuperNodes online at the restarted SuperLink")
+        resumed = dataclasses.replace(request, resume=True, report=True)
         second = deployment.run_app(resumed, timeout=600, app=ROOT)
         assert second.returncode == 0
-        assert all(node.poll() is None for node in deployment.nodes), "no SuperNode exited"
+        assert all(node.poll() is None for node in deployment.nodes), "no SuperNode launcher exited"
         assert (run_dir / "report" / "report.html").is_file(), "`flwr run` gets the report `fedhello run` writes"
         assert "report: " in (run_dir / "flower.log").read_text()
     (deployment,), stopped = started
@@ -70,7 +78,7 @@ def test_flwr_run_dot_survives_a_superlink_restart_and_resumes_through_the_serve
     config.federation.rounds = 3
     ENGINES.get("local")().run(config, tmp_path / "local", show_progress=False)
     ours, theirs = metrics(tmp_path / "local"), metrics(run_dir)
-    assert [r["round"] for r in theirs] == [1, 2, 3], "round 3 continued the run folder"
+    assert [r["round"] for r in theirs] == [1, 2, 3], "the resumed run finished the run folder"
     for a, b in zip(ours, theirs, strict=True):
         assert abs(a["accuracy"] - b["accuracy"]) < 1e-6, f"round {a['round']} differs from an uninterrupted run"
     assert max_adapter_difference(tmp_path / "local", run_dir) < 1e-5
