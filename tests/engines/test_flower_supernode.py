@@ -111,3 +111,75 @@ def test_the_launcher_restarts_a_node_that_ends_on_its_own_up_to_its_limit(monke
     err = capsys.readouterr().err
     assert err.count("the SuperLink dropped this node (it refused its heartbeat: restarted?); starting it again") == 2
     assert "no restart left (--max-restarts 2)" in err
+
+
+def _receive_a_message_whose_run_ends(node_config: dict, fleet_reply: BaseException) -> tuple:
+    """Flower's SuperNode receives one train message of a known run with Flower's own node state and object store;
+    pulling the message's objects from the SuperLink fails with `fleet_reply`. Returns (pulled run id, state,
+    object store, message id, task id)."""
+    import numpy as np
+    from flwr.app import ArrayRecord, Message, RecordDict
+    from flwr.supercore.inflatable.inflatable_object import get_object_tree
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supercore.run import Run
+    from flwr.supernode import start_client_internal
+    from flwr.supernode.nodestate import NodeStateFactory
+
+    factory = NodeStateFactory(ObjectStoreFactory())
+    state, store = factory.state(), factory.objectstore_factory.store()
+    state.set_node_id(7)
+    state.store_run(Run.create_empty(run_id=42))
+    content = RecordDict({"arrays": ArrayRecord([np.ones(3, dtype=np.float32)])})
+    message = Message(content, dst_node_id=7, message_type="train")  # run 42: TaskIdentity, set by the test
+    message.metadata.__dict__["_message_id"] = message.object_id
+    tree = get_object_tree(message)
+
+    def pull_object(run_id: int, object_id: str) -> bytes:
+        raise fleet_reply
+
+    run_id = start_client_internal._pull_and_store_message(
+        state=state,
+        object_store=store,
+        node_config=node_config,
+        receive=lambda: (message, tree),
+        get_run=None,
+        get_fab=None,
+        pull_object=pull_object,
+        confirm_message_received=None,
+        trusted_entities=None,
+    )
+    (task,) = state.get_tasks(run_ids=[42])
+    return run_id, state, store, message.metadata.message_id, task
+
+
+def test_a_message_whose_run_ends_while_it_is_received_is_released(monkeypatch):
+    """Flower 1.42 leaves such a message (its run was no longer RUNNING when its objects were pulled: a restarted
+    SuperLink) in the node's state with a pending task, which an executor would take and wait on while the next
+    run's messages wait behind it; the launcher's node process deletes the message and finishes the task. A pull
+    that fails otherwise is Flower's own cleanup, untouched."""
+    from flwr.common.constant import Status, SubStatus
+    from flwr.supercore.run import RunNotRunningException
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supernode import start_client_internal
+
+    from fedhello.engines.flower import supernode
+
+    for name, value in (("_run_id", 42), ("_node_id", 1), ("_task_id", 3)):  # as the ServerApp's message had
+        monkeypatch.setattr(TaskIdentity, name, value)
+    run_id, state, store, message_id, task = _receive_a_message_whose_run_ends({}, RunNotRunningException())
+    assert run_id is None and task.status.status == Status.PENDING, "Flower still leaves the task behind"
+    assert state.get_messages_legacy(run_ids=[42]), "and the message"
+
+    monkeypatch.setattr(start_client_internal, "_pull_and_store_message", start_client_internal._pull_and_store_message)
+    supernode.release_ignored_messages()
+    supernode.release_ignored_messages()  # once is enough: a second call does not wrap again
+    assert start_client_internal._pull_and_store_message.releases_ignored
+    run_id, state, store, message_id, task = _receive_a_message_whose_run_ends({}, RunNotRunningException())
+    assert run_id is None
+    assert (task.status.status, task.status.sub_status) == (Status.FINISHED, SubStatus.FAILED)
+    assert "run ended" in task.status.details
+    assert not state.get_messages_legacy(run_ids=[42]) and store.get(message_id) is None
+    assert state.claim_task(task.task_id) is None, "no executor can take it"
+
+    _, state, _, _, task = _receive_a_message_whose_run_ends({}, ConnectionError("link down"))
+    assert task.status.sub_status == SubStatus.FAILED and "Pulling message objects failed" in task.status.details

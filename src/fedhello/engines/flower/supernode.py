@@ -1,6 +1,6 @@
 """fedhello's SuperNode launcher: `python -m fedhello.engines.flower.supernode [flower-supernode args]`.
 
-It runs Flower's own `flower-supernode` (same process, flags and protocol) with two changes:
+It runs Flower's own `flower-supernode` (same flags and protocol) with these changes:
 
 - **Short polls.** Flower 1.42's SuperNode loop (`flwr/supernode/start_client_internal.py`) sleeps a fixed 3 s
   whenever the SuperLink has no message for it, and 0.5 s between looks for a finished reply; neither is
@@ -14,16 +14,21 @@ It runs Flower's own `flower-supernode` (same process, flags and protocol) with 
   `--parent-pid` set to the node: one command per node, and the executor exits with its node, always.
   `--no-executor` leaves it out (to run another executor, e.g. Flower's `flower-superexec`).
 - **It comes back.** The Flower SuperNode runs as the launcher's child process. When it ends on its own -- a
-  SuperLink restarted mid-run refuses the heartbeat of a node that had a message in flight (HTTP 401), and Flower
-  then stops the node with a SIGINT to itself ("SuperNode terminated gracefully.", no reason) -- the launcher says
-  why in one line and starts it again with the same arguments (node key, `--node-config`, runtime API port), and
-  its executor with it, after 1, 2, 4, ... up to 30 s. `--max-restarts N` (default 20) bounds the restarts in a
-  row (a node that ran `STEADY_S` seconds starts the count again); 0 never restarts. Only a node that ended
-  with status 0 or `DROPPED` after its runtime API listened is restarted: one that never came up (bad arguments,
-  certificates) or ended with Flower's error status 1 (e.g. the SuperLink refused its key) exits as before.
-  SIGTERM/SIGINT to the launcher stop the node (the same signal, so Flower deactivates it) and its executor at
-  once, and the launcher exits with the node's status. Flower's SuperNode cannot run twice in one process: its
-  exit starts a timer that `os._exit`s the process 5 s later (`flwr.supercore.exit.flwr_exit`).
+  restarted SuperLink that does not know the node (its state was in memory, or it counted the node lost) answers it
+  with HTTP 401, and Flower then stops the node with a SIGINT to itself ("SuperNode terminated gracefully.", no
+  reason) -- the launcher says why in one line and starts it again with the same arguments (node key,
+  `--node-config`, runtime API port), and its executor with it, after 1, 2, 4, ... up to 30 s. `--max-restarts N`
+  (default 20) bounds the restarts in a row (a node that ran `STEADY_S` seconds starts the count again); 0 never
+  restarts. Only a node that ended with status 0 or `DROPPED` after its runtime API listened is restarted: one that
+  never came up (bad arguments, certificates) or ended with Flower's error status 1 (e.g. the SuperLink refused its
+  key) exits as before. SIGTERM/SIGINT to the launcher stop the node (the same signal, so Flower deactivates it) and
+  its executor at once, and the launcher exits with the node's status. Flower's SuperNode cannot run twice in one
+  process: its exit starts a timer that `os._exit`s the process 5 s later (`flwr.supercore.exit.flwr_exit`).
+- **A message of an ended run is released.** Flower 1.42 leaves a message it stopped receiving because its run
+  ended meanwhile (a SuperLink restarted mid-pull) pending in the node, where it blocks the next run's messages;
+  the node deletes it (`release_ignored_messages`).
+- **`--heartbeat-interval S`** (10-1800, Flower's default 30): how often the node tells the SuperLink it is alive;
+  the SuperLink counts a silent node lost after two intervals.
 
 Every SuperNode on one host needs its own `--port` (its runtime API; Flower's default 9094 serves only one).
 """
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POLL_ENV = "FEDHELLO_SUPERNODE_POLL_S"
+HEARTBEAT_ENV = "FEDHELLO_SUPERNODE_HEARTBEAT_S"  # the launcher's --heartbeat-interval, for its node process
 NO_EXECUTOR = "--no-executor"
 EXECUTOR_WAIT_S = 180.0  # how long the launcher waits for its node's runtime API before giving up on the executor
 NODE_PROCESS = "--fedhello-node-process"  # internal: this process is the Flower SuperNode the launcher supervises
@@ -226,15 +232,15 @@ class _Supervisor:
 
 
 class _SelfSignal:
-    """The `os` module as `flwr.supernode.fleet_http_connection` sees it: a SIGINT the node sends itself (Flower's
-    answer to a heartbeat the SuperLink refuses with HTTP 401) is noted, so the node exits with `DROPPED`."""
+    """The `os` module as Flower's SuperNode connection and HTTP retries see it: a SIGINT the node sends itself
+    (Flower's answer to an HTTP 401 from the SuperLink) is noted, so the node exits with `DROPPED`."""
 
     dropped = False
 
     def kill(self, pid: int, sig: int) -> None:
         if pid == os.getpid() and sig == signal.SIGINT:
             _SelfSignal.dropped = True
-            _say("the SuperLink refused this node's heartbeat (HTTP 401: it does not know the node now); it stops")
+            _say("the SuperLink refused this node (HTTP 401: it does not know the node now); it stops")
         os.kill(pid, sig)
 
     def __getattr__(self, name: str) -> Any:
@@ -255,8 +261,75 @@ def watch_launcher(interval: float = 0.5) -> threading.Thread:
     return thread
 
 
+class _NotingState:
+    """A SuperNode's `NodeState` as `_pull_and_store_message` sees it: the tasks it creates and the messages it
+    stores are noted."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.tasks: list[int] = []
+        self.messages: list[str] = []
+
+    def create_task(self, *args: Any, **kwargs: Any) -> int | None:
+        task_id = self.state.create_task(*args, **kwargs)
+        if task_id is not None:
+            self.tasks.append(task_id)
+        return task_id
+
+    def store_message(self, message: Any) -> str | None:
+        message_id = self.state.store_message(message)
+        if message_id:
+            self.messages.append(message_id)
+        return message_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.state, name)
+
+
+def release_ignored_messages() -> None:
+    """Make Flower's SuperNode forget a message it stopped receiving because its run ended meanwhile.
+
+    Flower 1.42's `_pull_and_store_message` creates the message's task and stores the message before it pulls the
+    message's objects from the SuperLink. When the run is no longer RUNNING by then -- its SuperLink was restarted
+    while the node was pulling -- `RunNotRunningException` (a `BaseException`) passes the cleanup Flower does for
+    a failed pull: it logs "Ignoring message" but leaves the task pending and the message without its objects. The
+    node's executor then takes that task and waits for the objects (an hour and more), and the next run's messages
+    wait behind it: the resumed run's first query is never answered. Here such a message is deleted with its
+    objects after the call, and its task, when no executor claimed it yet, finished as failed; an executor that
+    claimed it finds the message gone and fails the task itself, without a reply (one reply per message pulled is
+    what the node's loop waits for)."""
+    from flwr.common.constant import Status, SubStatus
+    from flwr.supernode import start_client_internal
+
+    pull_and_store = start_client_internal._pull_and_store_message
+    if getattr(pull_and_store, "releases_ignored", False):
+        return
+
+    def pull_and_store_releasing(*, state: Any, object_store: Any, **kwargs: Any) -> int | None:
+        noted = _NotingState(state)
+        run_id = pull_and_store(state=noted, object_store=object_store, **kwargs)
+        if run_id is None:  # nothing pulled, or a message it did not keep: nothing of it may stay behind
+            for message_id in noted.messages:
+                state.delete_messages(message_ids=[message_id])
+                object_store.delete(message_id)
+            for task in state.get_tasks(task_ids=noted.tasks):
+                if task.status.status == Status.FINISHED:  # Flower's own cleanup of a failed pull did it
+                    continue
+                # claiming is atomic: a task an executor holds is left to it (its message is gone, it fails)
+                if state.claim_task(task.task_id) is not None:
+                    state.finish_task(task.task_id, SubStatus.FAILED, "its run ended while its message was received")
+                _say(f"released task {task.task_id}: its run ended while its message was received")
+        return run_id
+
+    pull_and_store_releasing.releases_ignored = True  # type: ignore[attr-defined]
+    start_client_internal._pull_and_store_message = pull_and_store_releasing
+
+
 def run_node(argv: list[str]) -> None:
-    """The supervised process: Flower's `flower-supernode` with `argv`, its sleeps capped."""
+    """The supervised process: Flower's `flower-supernode` with `argv`, its sleeps capped, a dropped node noted
+    (`DROPPED`) and messages of ended runs released (`release_ignored_messages`)."""
+    from flwr.supercore import heartbeat as heartbeat_module
+    from flwr.supercore.retry import http_retry
     from flwr.supernode import fleet_http_connection, start_client_internal
     from flwr.supernode.cli import flower_supernode
 
@@ -264,7 +337,14 @@ def run_node(argv: list[str]) -> None:
 
     sys.argv = [sys.argv[0], *argv]
     start_client_internal.time = _CappedSleep(float(os.environ.get(POLL_ENV, "0.1")))  # type: ignore[assignment]
-    fleet_http_connection.os = _SelfSignal()  # type: ignore[assignment]
+    # Flower answers an HTTP 401 from the SuperLink (it does not know this node) with a SIGINT to the node itself,
+    # in the heartbeat and in its request retries
+    fleet_http_connection.os = http_retry.os = _SelfSignal()  # type: ignore[assignment]
+    release_ignored_messages()
+    if heartbeat := os.environ.get(HEARTBEAT_ENV):
+        # the interval the node announces and keeps; the SuperLink counts it lost after two without a heartbeat
+        for module in (fleet_http_connection, heartbeat_module):
+            module.HEARTBEAT_DEFAULT_INTERVAL = float(heartbeat)  # type: ignore[attr-defined]
     shorten_object_pull_retry()
     watch_launcher()
     try:
@@ -284,7 +364,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument(NO_EXECUTOR, action="store_true")
     parser.add_argument("--max-restarts", type=int, default=MAX_RESTARTS)
+    parser.add_argument("--heartbeat-interval", type=float, default=None)
     ours, flower_args = parser.parse_known_args(argv)
+    if ours.heartbeat_interval is not None:
+        from flwr.common.constant import HEARTBEAT_MAX_INTERVAL, HEARTBEAT_MIN_INTERVAL
+
+        if not HEARTBEAT_MIN_INTERVAL <= ours.heartbeat_interval <= HEARTBEAT_MAX_INTERVAL:
+            accepted = f"{HEARTBEAT_MIN_INTERVAL}-{HEARTBEAT_MAX_INTERVAL}"
+            _say(f"--heartbeat-interval {ours.heartbeat_interval:g}: Flower's SuperLink accepts {accepted} seconds")
+            sys.exit(2)
+        os.environ[HEARTBEAT_ENV] = str(ours.heartbeat_interval)
     supervisor = _Supervisor(flower_args, executor=not ours.no_executor, max_restarts=max(ours.max_restarts, 0))
     sys.exit(supervisor.run())
 
