@@ -42,16 +42,20 @@ def wait_for(condition, timeout: float, what: str) -> None:  # noqa: ANN001
         time.sleep(0.2)
 
 
-def test_flwr_run_dot_survives_a_superlink_restart_during_a_round(tiny_config, tmp_path, started):
-    """`flwr run .` (3 rounds) against a SuperLink the user started with `--database`; the SuperLink is killed
-    (SIGKILL) while both SuperNodes train round 2 and started again on its port and database: the SuperNodes'
-    launchers keep running and their nodes come back online (a node the restarted SuperLink drops is started again
-    by its launcher), and `resume=true` finishes the run folder through the restarted SuperLink, equal to an
-    uninterrupted local run, with the report the ServerApp writes."""
+def test_flwr_run_dot_survives_superlink_restarts_during_a_round(tiny_config, tmp_path, started):
+    """`flwr run .` (3 rounds) against a SuperLink the user started with `--database`, SuperNodes started with
+    fedhello's launcher. The SuperLink is killed (SIGKILL) while both SuperNodes train round 2 and started again on
+    its port and database: the first `flwr run` fails, the same two node ids are online again (their registrations
+    were in the database). It is then killed and started without its state (a lost database): the SuperLink no
+    longer knows the nodes, refuses them (HTTP 401, Flower stops such a node) and their launchers start them again,
+    registered anew. `resume=true` then finishes the run folder through that SuperLink, equal to an uninterrupted
+    local run, with the report the ServerApp writes."""
     config, path = small_config(tiny_config, tmp_path)
     run_dir = tmp_path / "run"
     request = RunRequest(config=str(path), overrides=["federation.rounds=3"], run_dir=str(run_dir), report=False)
     with LocalDeployment(2, database=tmp_path / "superlink.db") as deployment:
+        online = lambda: {n["node-id"] for n in deployment.list_nodes() if n["status"] == "online"}  # noqa: E731
+        nodes = online()
         logs = [deployment.logs / f"supernode-{i}.log" for i in range(2)]
         first: list[subprocess.CompletedProcess] = []
         submit = threading.Thread(target=lambda: first.append(deployment.run_app(request, 600, ROOT)), daemon=True)
@@ -59,13 +63,20 @@ def test_flwr_run_dot_survives_a_superlink_restart_during_a_round(tiny_config, t
         # received: the partition query, round 1's and round 2's train messages; round 2 trains (seconds here)
         received = lambda log: log.read_text().count("Received successfully")  # noqa: E731
         wait_for(lambda: all(received(log) >= 3 for log in logs), 300, "both SuperNodes received round 2")
-        old = deployment.superlink.pid
         deployment.restart_superlink(signal.SIGKILL)  # a crash of the SuperLink process alone
-        assert deployment.superlink.pid != old
         submit.join(120)
         assert first and first[0].returncode != 0, "the first `flwr run` ended with its SuperLink"
-        online = lambda: [n for n in deployment.list_nodes() if n["status"] == "online"]  # noqa: E731
-        wait_for(lambda: len(online()) == 2, 120, "two SuperNodes online at the restarted SuperLink")
+        wait_for(lambda: online() == nodes, 120, "the same SuperNodes online at the restarted SuperLink")
+
+        deployment.database = None  # the next SuperLink starts without the state of the last
+        deployment.restart_superlink(signal.SIGKILL)
+        wait_for(lambda: len(online()) == 2, 120, "two SuperNodes online at a SuperLink that lost its state")
+        assert not online() & nodes, "the launchers started their nodes again, registered anew"
+        for log in logs:
+            text = log.read_text()
+            assert "fedhello supernode: the SuperLink refused this node (HTTP 401" in text
+            assert "fedhello supernode: the SuperLink dropped this node" in text and "starting it again" in text
+
         resumed = dataclasses.replace(request, resume=True, report=True)
         second = deployment.run_app(resumed, timeout=600, app=ROOT)
         assert second.returncode == 0

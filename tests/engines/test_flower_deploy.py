@@ -7,9 +7,11 @@ the configs keep one client per node and round.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from flower_helpers import assert_nothing_left, assert_same_run, metrics, processes_in_groups, two_node_config
@@ -19,6 +21,7 @@ from fedhello.engines import ENGINES
 from fedhello.engines.flower.app import RunRequest
 from fedhello.engines.flower.deploy import LocalDeployment
 from fedhello.engines.flower.processes import descendants, is_running
+from fedhello.engines.flower.supernode import NODE_PROCESS
 
 
 def test_deploy_two_supernodes_matches_local_run(tiny_config, tmp_path, started):
@@ -58,7 +61,8 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
     config = two_node_config(tiny_config)
     config.reliability.min_clients = 1
     run_dir = tmp_path / "run"
-    with LocalDeployment(2) as deployment:
+    # the minimum heartbeat Flower accepts: the SuperLink counts a silent node lost after about 20 s, not 60 s
+    with LocalDeployment(2, heartbeat_s=10) as deployment:
         dump_config(config, deployment.workdir / "config.yaml")
         request = RunRequest(config=str(deployment.workdir / "config.yaml"), run_dir=str(run_dir), report=False)
         runner = threading.Thread(target=deployment.run_app, args=(request,), kwargs={"timeout": 400})
@@ -68,10 +72,15 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
         while not (log.exists() and "round 1: sent" in log.read_text()) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert log.exists(), "the ServerApp started round 1"
-        node = deployment.nodes[1]  # SuperNode 1: partition 1 = client 1
-        (executor,) = descendants([node.pid])  # the launcher started its ClientApp executor as its child
-        node.send_signal(signal.SIGKILL)  # the node alone, not its process group: the executor must notice
-        node.wait()
+        launcher = deployment.nodes[1]  # SuperNode 1: partition 1 = client 1
+        # the launcher's children: the Flower SuperNode and the ClientApp executor it started beside it
+        children = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().decode() for pid in descendants([launcher.pid])}
+        (node,) = [pid for pid, command in children.items() if NODE_PROCESS in command]
+        (executor,) = [pid for pid, command in children.items() if NODE_PROCESS not in command]
+        # the machine dies: launcher and node at once, not their process groups; the executor must notice
+        launcher.send_signal(signal.SIGKILL)
+        os.kill(node, signal.SIGKILL)
+        launcher.wait()
         killed = time.monotonic()
         while is_running(executor) and time.monotonic() - killed < 10:
             time.sleep(0.1)
@@ -80,7 +89,7 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
         runner.join(timeout=420)
         assert not runner.is_alive()
     node_log = (deployment.logs / "supernode-1.log").read_text()
-    assert f"its SuperNode (pid {node.pid}) is gone; the executor exits with it" in node_log
+    assert f"its SuperNode (pid {node}) is gone; the executor exits with it" in node_log
     assert "Traceback" not in node_log
     _, stopped = started
     assert_nothing_left(deployment, stopped[id(deployment)])

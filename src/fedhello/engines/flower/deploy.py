@@ -86,7 +86,9 @@ class LocalDeployment:
     `node_configs[i]` adds keys to node i's `--node-config` (e.g. `{"data-path": "/data/node0.csv"}`); `env`
     adds variables to every process's environment; `isolation` is the SuperNodes' (`flower.isolation`); `database`
     is the SuperLink's state file (`--database`: runs and SuperNode registrations survive `restart_superlink`;
-    without it the state is in memory and a restarted SuperLink knows no node, so they exit)."""
+    without it the state is in memory and a restarted SuperLink knows no node: their launchers start them again);
+    `heartbeat_s` the SuperNodes' `--heartbeat-interval` (Flower's 30 s when None: a node is counted lost after
+    about two)."""
 
     def __init__(
         self,
@@ -99,6 +101,7 @@ class LocalDeployment:
         env: Mapping[str, str] | None = None,
         isolation: str = "process",
         database: Path | None = None,
+        heartbeat_s: float | None = None,
     ) -> None:
         if node_configs and len(node_configs) != supernodes:
             raise FedHelloError(f"{len(node_configs)} node configs for {supernodes} SuperNodes")
@@ -106,6 +109,7 @@ class LocalDeployment:
         self.node_configs = list(node_configs)
         self.isolation = isolation
         self.database = database
+        self.heartbeat_s = heartbeat_s
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fedhello-flower-"))
         self.home = self.workdir / "flwr-home"
         self.logs = self.workdir / "logs"
@@ -197,6 +201,8 @@ class LocalDeployment:
         if partition < len(self.node_configs):
             values.update(self.node_configs[partition])
         node += ["--host", HOST, "--port", str(self.node_ports[-1]), "--isolation", self.isolation]
+        if self.heartbeat_s is not None:
+            node += ["--heartbeat-interval", str(self.heartbeat_s)]
         node += ["--node-config", node_config(values)]
         log = self.logs / f"supernode-{len(self.nodes)}.log"
         self.nodes.append(spawn(node, self.env, log, self.workdir))
