@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
         launcher.send_signal(signal.SIGKILL)
         os.kill(node, signal.SIGKILL)
         launcher.wait()
-        killed = time.monotonic()
+        killed, killed_at = time.monotonic(), time.time()
         while is_running(executor) and time.monotonic() - killed < 10:
             time.sleep(0.1)
         assert not is_running(executor), "the executor exits with its node"
@@ -101,5 +102,8 @@ def test_killed_supernode_loses_its_client_and_the_run_finishes(tiny_config, tmp
         assert record["accuracy"] is not None
     text = log.read_text()
     assert "round 1: lost client 1 (node" in text and "partition 1)" in text
+    (lost,) = [line for line in text.splitlines() if "round 1: lost client 1" in line]
+    noticed = datetime.fromisoformat(lost.split()[0]).timestamp() - killed_at
+    assert noticed < 40, f"counted lost {noticed:.0f} s after: two 10 s heartbeats, not Flower's 30 s ones"
     assert "round 2: lost client 1" in text
     assert (run_dir / "summary.json").exists()

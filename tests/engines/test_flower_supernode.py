@@ -183,3 +183,18 @@ def test_a_message_whose_run_ends_while_it_is_received_is_released(monkeypatch):
 
     _, state, _, _, task = _receive_a_message_whose_run_ends({}, ConnectionError("link down"))
     assert task.status.sub_status == SubStatus.FAILED and "Pulling message objects failed" in task.status.details
+
+
+def test_a_heartbeat_interval_flower_would_refuse_is_one_line(capsys):
+    import pytest
+
+    from fedhello.engines.flower import supernode
+
+    for value in ("5", "3600"):
+        with pytest.raises(SystemExit) as exit_info:
+            supernode.main(["--heartbeat-interval", value, "--insecure", "--superlink", "127.0.0.1:9092"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [
+            f"fedhello supernode: --heartbeat-interval {value}: Flower's SuperLink accepts 10-1800 seconds"
+        ]
