@@ -46,12 +46,14 @@ if TYPE_CHECKING:
     from fedhello.config import AggregationConfig
 
 
+def sample_weights(contributors: Sequence[ClientUpdate], weighting: Literal["uniform", "samples"]) -> list[float]:
+    """Unnormalised weights of the contributing clients: 1 each (`uniform`), or their sample counts (`samples`)."""
+    return [float(u.num_samples) if weighting == "samples" else 1.0 for u in contributors]
+
+
 def client_weights(contributors: Sequence[ClientUpdate], weighting: Literal["uniform", "samples"]) -> torch.Tensor:
-    """Normalised float64 weights of the contributing clients: equal, or by sample count (equal when all
-    counts are zero)."""
-    weights = torch.tensor(
-        [float(u.num_samples) if weighting == "samples" else 1.0 for u in contributors], dtype=torch.float64
-    )
+    """Normalised float64 `sample_weights` of the contributing clients (equal when all counts are zero)."""
+    weights = torch.tensor(sample_weights(contributors, weighting), dtype=torch.float64)
     if weights.sum() <= 0:
         weights = torch.ones_like(weights)
     return weights / weights.sum()

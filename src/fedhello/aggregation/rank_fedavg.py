@@ -10,14 +10,9 @@ from typing import Literal
 
 import torch
 
-from fedhello.aggregation.base import AGGREGATORS, Aggregator
+from fedhello.aggregation.base import AGGREGATORS, Aggregator, sample_weights
 from fedhello.models.ranks import coverage, pad
 from fedhello.plan import ClientUpdate, Upload
-
-
-def base_weights(updates: Sequence[ClientUpdate], weighting: str) -> list[float]:
-    """Unnormalised client weights: 1 each, or the sample counts."""
-    return [float(u.num_samples) if weighting == "samples" else 1.0 for u in updates]
 
 
 def rank_masked_fedavg(
@@ -36,7 +31,7 @@ def rank_masked_fedavg(
             continue
         total = torch.zeros(current.shape, dtype=torch.float64)
         weight = torch.zeros(current.shape, dtype=torch.float64)
-        for u, w in zip(contributors, base_weights(contributors, weighting), strict=True):
+        for u, w in zip(contributors, sample_weights(contributors, weighting), strict=True):
             tensor = u.tensors[name].to(torch.float64)
             mask = coverage(name, tensor, current.shape).to(torch.float64)
             total += w * pad(name, tensor, current.shape)

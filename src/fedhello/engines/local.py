@@ -18,12 +18,11 @@ from fedhello.plan import ClientUpdate, Plan
 from fedhello.rundir.files import CLIENTS_DIR
 from fedhello.seeding import client_seed
 from fedhello.server.loop import partition_sizes, run_rounds
-from fedhello.server.resume import resumed_round
+from fedhello.server.resume import client_store
 from fedhello.server.secure import InProcessSecureDispatch, secure_settings
 from fedhello.server.startup import start_server
 from fedhello.training import TrainerPool
 from fedhello.training.schedule import round_lr
-from fedhello.training.store import ClientStore
 
 
 @ENGINES.register("local")
@@ -35,9 +34,7 @@ class LocalEngine(Engine):
             federation.task, federation.model, config.model.quantization, federation.layout, config.train
         )
 
-        store = ClientStore(run_dir / CLIENTS_DIR)  # what personalised clients keep, under the run folder
-        if options.resume:
-            store.discard_after(resumed_round(run_dir))
+        store = client_store(run_dir / CLIENTS_DIR, run_dir, options.resume)  # personal state, in the run folder
 
         def dispatch(round_num: int, plans: dict[int, Plan], state: dict[str, torch.Tensor]) -> list[ClientUpdate]:
             lr = round_lr(config.train, round_num, config.federation.rounds)

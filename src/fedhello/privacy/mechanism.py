@@ -192,4 +192,3 @@ def privatize_upload(
         }
     out = {n: (base[n].to(torch.float64) + clipped[n]).to(t.dtype) for n, t in tensors.items()}
     return out, ({UNCLIPPED: float(norm <= plan.clip_norm)} if settings.adaptive_clip else {})
-

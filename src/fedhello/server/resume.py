@@ -19,6 +19,7 @@ from fedhello.rundir import CONFIG_FILE, truncate_logs
 from fedhello.server.checkpoint import Checkpoint, has_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from fedhello.server.coordinator import Coordinator
 from fedhello.server.federation import Federation
+from fedhello.training.store import ClientStore
 
 # Fields that may change between the interrupted run and its resumption without changing any result:
 # more (or fewer, but not below the checkpoint) rounds, how often to evaluate/checkpoint, output options.
@@ -82,6 +83,15 @@ def resume_config(run_dir: Path, config_path: Path | None, overrides: list[str] 
 def resumed_round(run_dir: Path) -> int:
     """The last round the run folder's checkpoint holds, which a resumed run continues after (0: none yet)."""
     return load_checkpoint(run_dir).round if has_checkpoint(run_dir) else 0
+
+
+def client_store(root: str | Path, run_dir: Path, resume: bool) -> ClientStore:
+    """The store of the personalised clients' state at `root`. A resumed run first discards the versions of the
+    rounds after its checkpoint: its crashed rounds wrote them, and they run again."""
+    store = ClientStore(root)
+    if resume:
+        store.discard_after(resumed_round(run_dir))
+    return store
 
 
 def resume_message(run_dir: Path, config: RunConfig) -> str:

@@ -50,9 +50,8 @@ from fedhello.errors import ConfigError, FedHelloError
 from fedhello.events import Observers
 from fedhello.rundir import FLOWER_LOG, FLOWER_LOGS_DIR, read_summary
 from fedhello.rundir.files import CLIENTS_DIR
-from fedhello.server.resume import resumed_round
+from fedhello.server.resume import client_store
 from fedhello.server.startup import check_server
-from fedhello.training.store import ClientStore
 
 if TYPE_CHECKING:  # imported when a deployment starts, so `python -m ...security` finds it unimported
     from fedhello.engines.flower.security import Material
@@ -397,8 +396,7 @@ def local_node_configs(config: RunConfig, run_dir: Path, resume: bool) -> list[d
     the folder of its clients' personal state (`state-dir`), the run folder's `clients/` as on the other engines
     (these nodes share this machine). A resumed run discards the versions its crashed rounds wrote there."""
     folder = (run_dir / CLIENTS_DIR).resolve()
-    if resume:
-        ClientStore(folder).discard_after(resumed_round(run_dir))
+    client_store(folder, run_dir, resume)
     configs = node_data_configs(config) or [{} for _ in range(config.flower.supernodes)]
     return [{**values, STATE_DIR: str(folder)} for values in configs]
 

@@ -53,9 +53,8 @@ from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server.federation import Federation
 from fedhello.server.loop import lost_every_round, partition_sizes, run_rounds
-from fedhello.server.resume import resumed_round
+from fedhello.server.resume import client_store
 from fedhello.server.startup import start_server
-from fedhello.training.store import ClientStore
 
 LOGGER = logging.getLogger("fedhello.flower")
 STARTUP_TIMEOUT_S = 180.0  # how long the ServerApp waits for SuperNodes to cover every partition
@@ -343,8 +342,8 @@ def serve(
     federation = server.federation
     # simulated clients live on this machine: their personal state goes under the run folder, as on `local`
     state_dir = str((run_dir / CLIENTS_DIR).resolve()) if holds_partitions else None
-    if state_dir is not None and options.resume:
-        ClientStore(state_dir).discard_after(resumed_round(run_dir))
+    if state_dir is not None:
+        client_store(state_dir, run_dir, options.resume)
     dispatch = FlowerDispatch(grid, config_for_nodes(federation), EngineLog(run_dir / FLOWER_LOG), state_dir)
     coordinator = server.coordinator
     rounds: FlowerDispatch | SecureFlowerRounds = dispatch

@@ -8,8 +8,7 @@ from typing import Literal
 
 import torch
 
-from fedhello.aggregation.base import AGGREGATORS, Aggregator
-from fedhello.aggregation.rank_fedavg import base_weights
+from fedhello.aggregation.base import AGGREGATORS, Aggregator, sample_weights
 from fedhello.models.ranks import lora_factor, pad, partner_name
 from fedhello.plan import ClientUpdate, Upload
 
@@ -29,14 +28,14 @@ def hetlora_aggregate(
         factor = lora_factor(name)
         if factor is None:
             contributors = [u for u in updates if name in u.tensors]
-            weights = base_weights(contributors, weighting)
+            weights = sample_weights(contributors, weighting)
         else:
             a_name = name if factor == "A" else partner_name(name)
             b_name = partner_name(a_name)
             contributors = [u for u in updates if a_name in u.tensors and b_name in u.tensors]
             weights = [
                 w * float(torch.linalg.matrix_norm(u.tensors[b_name].double() @ u.tensors[a_name].double()))
-                for u, w in zip(contributors, base_weights(contributors, weighting), strict=True)
+                for u, w in zip(contributors, sample_weights(contributors, weighting), strict=True)
             ]
         if not contributors:
             new_state[name] = current.clone()
