@@ -80,3 +80,21 @@ def test_dry_run_checks_the_plan_before_it_prints_the_config():
     ]
     valid = runner.invoke(app, ["run", "configs/paper/cifar100-iid.yaml", "--dry-run"])
     assert valid.exit_code == 0 and valid.stdout.index("name: ") < valid.stdout.index("plan (computed without")
+
+
+def test_dry_run_reads_local_data_as_the_run_does(tmp_path):
+    """A local data file is read by the dry run with the run's source: its classes and rows are in the plan, and a
+    wrong column is the run's one line (exit 2) before any run folder exists, not after it (the first hour)."""
+    rows = ["review,stars"] + [f"{'good' if i % 2 else 'bad'} thing {i},{5 if i % 2 else 1}" for i in range(40)]
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n")
+    args = ["run", "configs/default.yaml", "--dry-run", "--set", "data.source=hf", "--set"]
+    args += [f"data.path={tmp_path / 'reviews.csv'}", "--set", "data.text_column=review", "--set"]
+    valid = runner.invoke(app, [*args, "data.label_column=stars"])
+    assert valid.exit_code == 0, valid.output
+    assert re.search(r"data: hf \(.*reviews\.csv\), 2 classes, \d+ train, \d+ test rows read", valid.stdout)
+    wrong = runner.invoke(app, [*args, "data.label_column=rating"])
+    assert wrong.exit_code == 2 and wrong.stdout == ""
+    assert [line for line in wrong.stderr.splitlines() if line.strip()] == [
+        f"error: config field 'data.label_column': column 'rating' not in '{tmp_path / 'reviews.csv'}' (its columns: "
+        "review, stars) (fix: set data.label_column to the column of the labels)"
+    ]

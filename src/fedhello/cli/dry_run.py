@@ -1,7 +1,8 @@
 """`fedhello run --dry-run`: the resolved plan of a run, computed without downloading anything.
 
 Model sizes come from `fedhello.models.architectures` (the architecture only, on the meta device), the
-number of classes from `fedhello.data.count_labels`, the tier assignment from the server's own rule, and
+number of classes from the data when they are local (read as the run reads them), else from
+`fedhello.data.count_labels`, the tier assignment from the server's own rule, and
 each tier's predicted memory from the analytic estimate `fedhello.resources.estimate`.
 """
 
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from datasets import DatasetDict
+
 from fedhello.config import RunConfig, StrategyConfig
 from fedhello.data import check_path, count_labels
+from fedhello.data.sources import class_names, load_source
 from fedhello.errors import FedHelloError
 from fedhello.models.architectures import ModelShape
 from fedhello.models.quantize import QUANTIZATIONS
-from fedhello.paths import check_local
+from fedhello.paths import check_local, local_path
 from fedhello.resources.estimate import Candidate, TierPrediction, dimensions, model_shape, predict_tiers
 from fedhello.server.federation import assign_tiers
 
@@ -26,6 +30,16 @@ def strategy_options(config: RunConfig) -> str:
     return ", ".join(f"{k} {v}" for k, v in own.items()) or "no options"
 
 
+def read_local_data(config: RunConfig) -> DatasetDict | None:
+    """The run's data when `data.path` is on this machine, read as the run reads it (its source: columns, labels,
+    splits), so that a wrong column or an unreadable file fails the dry run in the run's one line, not the run
+    after its folder exists. None for hub or built-in data (nothing is downloaded) and for data the SuperNodes
+    hold (`flower.node_data`)."""
+    if not config.data.path or config.flower.node_data or not local_path(config.data.path).exists():
+        return None
+    return load_source(config.data, config.seed)
+
+
 def _mb(num_bytes: float) -> str:
     return f"{num_bytes / 1e6:.2f} MB"
 
@@ -35,6 +49,7 @@ def describe_plan(config: RunConfig) -> str:
     check_path(config.data)  # a data.path the source would ignore fails here as it would in the run
     if config.data.path:
         check_local("data.path", config.data.path, "data file or folder")  # a mistyped local path, at once
+    splits = read_local_data(config)
     shape = model_shape(config)
     config.check_tier_layers(shape.num_layers)
     fed, train, part = config.federation, config.train, config.partition
@@ -42,14 +57,15 @@ def describe_plan(config: RunConfig) -> str:
     bytes_per = 4  # LoRA factors and head are kept and sent in fp32
     per_layer = sum(shape.layer_params) / max(shape.num_layers, 1)
     all_params = sum(shape.layer_params) + shape.head_params
-    labels = count_labels(config.data)
+    labels = (splits and len(class_names(splits["train"], config.data.label_column))) or count_labels(config.data)
+    rows = f", {', '.join(f'{len(split)} {name}' for name, split in splits.items())} rows read" if splits else ""
     lines = [
         "plan (computed without downloading anything):",
         f"  model: {config.model.name_or_path} ({shape.model_type}, {shape.num_layers} layers; from {shape.origin})",
         f"  LoRA r={config.lora.r} on {', '.join(config.lora.target_modules)}: {per_layer:,.0f} parameters per "
         f"layer, head {shape.head_params:,} ({', '.join(config.lora.head_modules) or 'none'})",
         f"  data: {config.data.source} ({config.data.path or 'built-in or hub default'}), "
-        f"{labels if labels else 'no or unknown (head sized for 2)'} classes; partition {part.kind}",
+        f"{labels if labels else 'no or unknown (head sized for 2)'} classes{rows}; partition {part.kind}",
         f"  clients: {fed.num_clients}, {fed.clients_per_round} per round, {fed.rounds} rounds, "
         f"evaluate every {fed.eval_every}",
         f"  training: {train.local_epochs} local epoch(s), batch {train.batch_size} x {train.grad_accum} accumulated = "
