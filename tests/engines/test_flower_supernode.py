@@ -198,3 +198,72 @@ def test_a_heartbeat_interval_flower_would_refuse_is_one_line(capsys):
         assert err.strip().splitlines() == [
             f"fedhello supernode: --heartbeat-interval {value}: Flower's SuperLink accepts 10-1800 seconds"
         ]
+
+
+def test_a_withdrawn_task_does_not_end_the_executor(monkeypatch, caplog):
+    """A task the SuperNode finished itself (its token refused: HTTP 401) raises in the executor instead of Flower's
+    SIGINT to the whole process; the executor logs it and serves the next task. Against a real HTTP server that
+    refuses every request, through Flower's own runtime client."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+    import pytest
+    from flwr.proto.runtime_pb2 import AcquireTaskResponse, PullTaskInputRequest
+    from flwr.proto.task_pb2 import Task
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
+    from flwr.supercore.retry import http_retry
+
+    from fedhello.engines.flower import executor
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    kills: list[int] = []
+    monkeypatch.setattr(http_retry.os, "kill", lambda pid, sig: kills.append(sig))  # Flower's answer, recorded
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        node = executor.NodeExecutor(f"127.0.0.1:{server.server_address[1]}")
+        client = node.client(RuntimeTokenHttpInterceptor("a-revoked-token"))
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            client.PullTaskInput(PullTaskInputRequest())
+        assert executor.withdrawn(refused.value) and kills == [], "raised, no SIGINT"
+        assert executor.task_heartbeat(client)() is True, "the heartbeat keeps quiet"
+        client.close()
+    finally:
+        server.shutdown()
+
+    tasks = iter(
+        [AcquireTaskResponse(task=Task(task_id=7), token="t7"), AcquireTaskResponse(task=Task(task_id=8), token="t8")]
+    )
+
+    class Acquirer:
+        def AcquireTask(self, request: object) -> AcquireTaskResponse:  # noqa: N802 - Flower's name
+            response = next(tasks, None)
+            if response is None:
+                raise httpx.ConnectError("the node is gone")
+            return response
+
+        def close(self) -> None:
+            pass
+
+    ran: list[str] = []
+
+    def run_task(token: str) -> None:
+        if token == "t7":
+            raise refused.value
+        ran.append(token)
+
+    monkeypatch.setattr(node, "client", lambda *args, **kwargs: Acquirer())
+    monkeypatch.setattr(node, "run_task", run_task)
+    with caplog.at_level("WARNING", logger="fedhello.executor"), pytest.raises(executor.NodeGone) as gone:
+        node.serve_forever(poll_s=0)
+    assert ran == ["t8"] and gone.value.answered, "it served the next task, and left only when the node was gone"
+    assert "task 7 was withdrawn by its SuperNode (HTTP 401)" in caplog.text

@@ -32,8 +32,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from flwr.app import Message
 from flwr.app.error import Error
 from flwr.common.constant import ErrorCode, SubStatus
@@ -76,6 +78,29 @@ def watch_node(pid: int, interval: float = WATCH_S) -> threading.Thread:
     return thread
 
 
+def withdrawn(err: BaseException) -> bool:
+    """The runtime API refused a task's token (HTTP 401): the SuperNode finished the task itself, e.g. because the
+    message's run ended. Flower's HTTP retry answers that with a SIGINT to the whole process, which suits
+    `flwr-clientapp` (one process per task) but would end this executor, which serves every task of its node."""
+    return isinstance(err, httpx.HTTPStatusError) and err.response.status_code == httpx.codes.UNAUTHORIZED
+
+
+def task_heartbeat(client: RuntimeHttpClient) -> Callable[[], bool]:
+    """Flower's task heartbeat, which keeps quiet once the task is withdrawn (its thread would die with a traceback);
+    the task's own next request finds out."""
+    beat = make_task_heartbeat_fn_http(client)
+
+    def heartbeat() -> bool:
+        try:
+            return beat()
+        except httpx.HTTPStatusError as err:
+            if withdrawn(err):
+                return True
+            raise
+
+    return heartbeat
+
+
 class NodeGone(Exception):
     """The SuperNode's runtime API stopped answering (`answered`), or never did."""
 
@@ -92,9 +117,12 @@ class NodeExecutor:
         self.certificates = root_certificates
 
     def client(self, *interceptors: object, patience: float = NODE_GONE_S) -> RuntimeHttpClient:
-        """A runtime-API client that gives up after `patience` seconds of failed tries (Flower's: minutes)."""
+        """A runtime-API client that gives up after `patience` seconds of failed tries (Flower's: minutes), and
+        raises on HTTP 401 where Flower's retry would SIGINT this process (`withdrawn`)."""
         retry = make_simple_http_retry_invoker()
         retry.max_time = patience
+        flower_rule = retry.should_giveup
+        retry.should_giveup = lambda err: withdrawn(err) or bool(flower_rule and flower_rule(err))
         return RuntimeHttpClient.from_server_address(
             server_address=self.address,
             insecure=self.certificates is None,
@@ -125,6 +153,11 @@ class NodeExecutor:
                     try:
                         self.run_task(response.token)
                     except Exception as err:  # noqa: BLE001 - a ClientApp's own failure is answered in run_task
+                        if withdrawn(err):  # the node finished the task itself; it still serves the next one
+                            LOGGER.warning(
+                                "task %d was withdrawn by its SuperNode (HTTP 401); next", response.task.task_id
+                            )
+                            continue
                         where = f"the SuperNode's runtime API at {self.address}"
                         raise NodeGone(f"{where} stopped answering during a task ({type(err).__name__})", True) from err
                 else:
@@ -137,7 +170,7 @@ class NodeExecutor:
         client = self.client(
             RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), RuntimeTokenHttpInterceptor(token)
         )
-        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        heartbeat = HeartbeatSender(task_heartbeat(client))
         heartbeat.start()
         message = context = reply = None
         status, details = SubStatus.FAILED, "ClientApp task failed"
