@@ -109,7 +109,7 @@ def test_the_launcher_restarts_a_node_that_ends_on_its_own_up_to_its_limit(monke
         assert launcher.run() == status
         assert len(started) == runs
     err = capsys.readouterr().err
-    assert err.count("the SuperLink dropped this node (it refused its heartbeat: restarted?); starting it again") == 2
+    assert err.count("the SuperLink dropped this node (it no longer knows it: restarted?); starting it again") == 2
     assert "no restart left (--max-restarts 2)" in err
 
 

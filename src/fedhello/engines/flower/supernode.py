@@ -55,7 +55,7 @@ NODE_PROCESS = "--fedhello-node-process"  # internal: this process is the Flower
 MAX_RESTARTS = 20  # default --max-restarts: restarts in a row
 BACKOFF_S = (1.0, 30.0)  # the first and the longest wait before a restart (doubling)
 STEADY_S = 300.0  # a node that ran this long starts the restart count again
-DROPPED = 75  # the node's exit status when the SuperLink refused its heartbeat (EX_TEMPFAIL)
+DROPPED = 75  # the node's exit status when the SuperLink refused it, HTTP 401 (EX_TEMPFAIL)
 STOP_GRACE_S = 10.0  # how long a signalled node gets to deactivate itself before it is killed
 
 
@@ -77,26 +77,23 @@ def executor_command(argv: list[str], node_pid: int) -> list[str] | None:
     Flower's default `--isolation subprocess` launches its ClientApps itself, and `--no-executor` opts out."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--isolation", default="subprocess")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9094)  # Flower 1.42's default runtime API port
     parser.add_argument("--ssl-ca-certfile")  # the runtime API's own TLS, if the node serves it over HTTPS
     parser.add_argument(NO_EXECUTOR, action="store_true")
     args, _ = parser.parse_known_args(argv)
     if args.isolation != "process" or args.no_executor:
         return None
-    # a node that listens on every address is reached on loopback
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(args.host, args.host)
-    address = f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
+    address = runtime_api_address(argv)
     tls = ["--root-certificates", args.ssl_ca_certfile] if args.ssl_ca_certfile else ["--insecure"]
     command = [sys.executable, "-m", "fedhello.engines.flower.executor", "--runtime-api-address", address, *tls]
     return [*command, "--parent-pid", str(node_pid)]
 
 
 def runtime_api_address(argv: list[str]) -> str:
-    """The loopback address of the runtime API a SuperNode started with `argv` serves."""
+    """The loopback address of the runtime API a SuperNode started with `argv` serves (a node that listens on
+    every address is reached on loopback)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9094)
+    parser.add_argument("--port", type=int, default=9094)  # Flower 1.42's default runtime API port
     args, _ = parser.parse_known_args(argv)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(args.host, args.host)
     return f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
@@ -206,7 +203,7 @@ class _Supervisor:
             if time.monotonic() - started >= STEADY_S:
                 restarts = 0
             why = (
-                "the SuperLink dropped this node (it refused its heartbeat: restarted?)"
+                "the SuperLink dropped this node (it no longer knows it: restarted?)"
                 if code == DROPPED
                 else f"the Flower SuperNode exited on its own (status {code})"
             )
