@@ -17,7 +17,7 @@ from fedhello.engines.base import ENGINES, Engine, RunOptions
 from fedhello.plan import ClientUpdate, Plan
 from fedhello.rundir.files import CLIENTS_DIR
 from fedhello.seeding import client_seed
-from fedhello.server.loop import partition_sizes, run_rounds
+from fedhello.server.loop import partition_sizes
 from fedhello.server.resume import client_store
 from fedhello.server.secure import InProcessSecureDispatch, secure_settings
 from fedhello.server.startup import start_server
@@ -54,22 +54,8 @@ class LocalEngine(Engine):
                 for cid, plan in plans.items()
             ]
 
-        coordinator = server.coordinator
         run_dispatch = dispatch
         if config.secure.enabled:  # the clients' changes reach the aggregation only as per-tensor sums
-
-            def uploads(plan: Plan) -> dict[str, tuple[int, ...]]:
-                return coordinator.aggregator.expected_shapes(plan, coordinator.global_state, federation.layout)
-
-            run_dispatch = InProcessSecureDispatch(dispatch, uploads, secure_settings(config), config.seed)
+            run_dispatch = InProcessSecureDispatch(dispatch, server.uploads, secure_settings(config), config.seed)
         # the clients' data are this process's own partitions: their sample counts are known, not claimed
-        counts = partition_sizes(federation)
-        return run_rounds(
-            federation,
-            coordinator,
-            run_dispatch,
-            run_dir,
-            server.observers,
-            resume=options.resume,
-            sample_counts=counts,
-        )
+        return server.run(run_dispatch, run_dir, options.resume, partition_sizes(federation))

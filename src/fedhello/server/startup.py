@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from fedhello.config import RunConfig
 from fedhello.events import Observers, RunObserver
+from fedhello.plan import Plan
 from fedhello.server.coordinator import Coordinator
 from fedhello.server.federation import Federation, build_federation
+from fedhello.server.loop import Dispatch, run_rounds
 from fedhello.server.observers import run_observers
+from fedhello.server.validation import SampleCounts
 from fedhello.tasks.lm_eval_scorer import LMEvalScorer, lm_eval_scorer
 
 
@@ -23,6 +28,17 @@ class Server:
     observers: Observers
     federation: Federation
     coordinator: Coordinator
+
+    def uploads(self, plan: Plan) -> dict[str, tuple[int, ...]]:
+        """The shape of every tensor a client with `plan` uploads this round (what secure aggregation masks)."""
+        coordinator = self.coordinator
+        return coordinator.aggregator.expected_shapes(plan, coordinator.global_state, self.federation.layout)
+
+    def run(
+        self, dispatch: Dispatch, run_dir: Path, resume: bool = False, sample_counts: SampleCounts | None = None
+    ) -> dict[str, Any]:
+        """Every round of the run over `dispatch` (`fedhello.server.loop.run_rounds`); the summary."""
+        return run_rounds(self.federation, self.coordinator, dispatch, run_dir, self.observers, resume, sample_counts)
 
 
 def check_server(

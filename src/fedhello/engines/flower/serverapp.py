@@ -52,7 +52,7 @@ from fedhello.rundir.files import CLIENTS_DIR
 from fedhello.runtime import quiet_libraries
 from fedhello.seeding import client_seed
 from fedhello.server.federation import Federation
-from fedhello.server.loop import lost_every_round, partition_sizes, run_rounds
+from fedhello.server.loop import lost_every_round, partition_sizes
 from fedhello.server.resume import client_store
 from fedhello.server.startup import start_server
 
@@ -345,25 +345,12 @@ def serve(
     if state_dir is not None:
         client_store(state_dir, run_dir, options.resume)
     dispatch = FlowerDispatch(grid, config_for_nodes(federation), EngineLog(run_dir / FLOWER_LOG), state_dir)
-    coordinator = server.coordinator
     rounds: FlowerDispatch | SecureFlowerRounds = dispatch
     if config.secure.enabled:  # four exchanges a round; the server sees only per-tensor sums
-
-        def uploads(plan: Plan) -> dict[str, tuple[int, ...]]:
-            return coordinator.aggregator.expected_shapes(plan, coordinator.global_state, federation.layout)
-
-        rounds = SecureFlowerRounds(dispatch, uploads)
+        rounds = SecureFlowerRounds(dispatch, server.uploads)
     counts = partition_sizes(federation) if holds_partitions else None
     try:
-        return run_rounds(
-            federation,
-            coordinator,
-            rounds,
-            run_dir,
-            server.observers,
-            resume=options.resume,
-            sample_counts=counts,
-        )
+        return server.run(rounds, run_dir, options.resume, counts)
     except Exception as err:
         dispatch.log.write(f"run failed: {type(err).__name__}: {err}", logging.ERROR)
         raise
