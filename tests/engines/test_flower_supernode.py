@@ -267,3 +267,15 @@ def test_a_withdrawn_task_does_not_end_the_executor(monkeypatch, caplog):
         node.serve_forever(poll_s=0)
     assert ran == ["t8"] and gone.value.answered, "it served the next task, and left only when the node was gone"
     assert "task 7 was withdrawn by its SuperNode (HTTP 401)" in caplog.text
+
+
+def test_the_launcher_loads_no_torch():
+    """The launcher process only supervises its node: importing it (and so `fedhello.engines`) must not load torch,
+    transformers or peft (about 470 MiB and 4-6 s per node before `ENGINES` loaded its engines lazily)."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "transformers", "peft", "flwr"]
+    code = f"import sys, fedhello.engines.flower.supernode; print(*(m for m in {heavy} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == [], f"the launcher imports {loaded}"

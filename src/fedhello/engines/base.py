@@ -57,4 +57,4 @@ class Engine(ABC):
         """`run` with its options gathered."""
 
 
-ENGINES: Registry[type[Engine]] = Registry("engine", "--engine")
+ENGINES: Registry[type[Engine]] = Registry("engine", "--engine", builtins="fedhello.engines.builtin")
