@@ -53,7 +53,7 @@ def test_flwr_run_dot_survives_superlink_restarts_during_a_round(tiny_config, tm
     config, path = small_config(tiny_config, tmp_path)
     run_dir = tmp_path / "run"
     request = RunRequest(config=str(path), overrides=["federation.rounds=3"], run_dir=str(run_dir), report=False)
-    with LocalDeployment(2, database=tmp_path / "superlink.db") as deployment:
+    with LocalDeployment(2, tmp_path / "deploy", database=tmp_path / "superlink.db") as deployment:  # logs kept
         online = lambda: {n["node-id"] for n in deployment.list_nodes() if n["status"] == "online"}  # noqa: E731
         nodes = online()
         logs = [deployment.logs / f"supernode-{i}.log" for i in range(2)]

@@ -279,3 +279,24 @@ def test_the_launcher_loads_no_torch():
     code = f"import sys, fedhello.engines.flower.supernode; print(*(m for m in {heavy} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == [], f"the launcher imports {loaded}"
+
+
+def test_a_dropped_node_signals_itself_once(monkeypatch, capsys):
+    """Flower's node heartbeat and its request retries both answer an HTTP 401 with a SIGINT to the node; a second
+    one interrupted Flower's exit handler (seen in a restart test: the node died with a traceback, status -2, and its
+    launcher did not start it again). The node sends the first only, and says so once."""
+    import os
+    import signal
+
+    from fedhello.engines.flower import supernode
+
+    sent: list[int] = []
+    monkeypatch.setattr(supernode._SelfSignal, "dropped", False)
+    monkeypatch.setattr(supernode.os, "kill", lambda pid, sig: sent.append(sig))
+    flower_os = supernode._SelfSignal()
+    for _ in range(2):  # the heartbeat thread, then a request's retry
+        flower_os.kill(os.getpid(), signal.SIGINT)
+    assert sent == [signal.SIGINT] and supernode._SelfSignal.dropped
+    assert capsys.readouterr().err.count("the SuperLink refused this node (HTTP 401") == 1
+    flower_os.kill(4242, signal.SIGTERM)  # any other signal passes
+    assert sent == [signal.SIGINT, signal.SIGTERM]

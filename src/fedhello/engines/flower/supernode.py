@@ -236,6 +236,8 @@ class _SelfSignal:
 
     def kill(self, pid: int, sig: int) -> None:
         if pid == os.getpid() and sig == signal.SIGINT:
+            if _SelfSignal.dropped:  # already stopping: a second SIGINT (heartbeat and a request retry can both
+                return  # send one) would interrupt Flower's exit handler, and the node would die with a traceback
             _SelfSignal.dropped = True
             _say("the SuperLink refused this node (HTTP 401: it does not know the node now); it stops")
         os.kill(pid, sig)
@@ -346,7 +348,7 @@ def run_node(argv: list[str]) -> None:
     watch_launcher()
     try:
         flower_supernode()
-    except SystemExit:
+    except (SystemExit, KeyboardInterrupt):  # Flower's exit, or a SIGINT that still caught it mid-exit
         if _SelfSignal.dropped:
             sys.exit(DROPPED)
         raise
