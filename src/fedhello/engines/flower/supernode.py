@@ -307,18 +307,20 @@ def release_ignored_messages() -> None:
     def pull_and_store_releasing(*, state: Any, object_store: Any, **kwargs: Any) -> int | None:
         noted = _NotingState(state)
         run_id = pull_and_store(state=noted, object_store=object_store, **kwargs)
-        if run_id is None:  # nothing pulled, or a message it did not keep: nothing of it may stay behind
-            for message_id in noted.messages:
-                state.delete_messages(message_ids=[message_id])
-                object_store.delete(message_id)
-            for task in state.get_tasks(task_ids=noted.tasks):
-                if task.status.status == Status.FINISHED:  # Flower's own cleanup of a failed pull did it
-                    continue
-                # claiming is atomic: a task an executor holds is left to it (its message is gone, it fails)
-                if state.claim_task(task.task_id) is not None:
-                    state.finish_task(task.task_id, SubStatus.FAILED, "its run ended while its message was received")
-                _say(f"released task {task.task_id}: its run ended while its message was received")
-        return run_id
+        if run_id is not None or not (noted.messages or noted.tasks):
+            return run_id  # a message it kept, or none pulled (every idle poll): nothing to look up
+        # a message it did not keep: nothing of it may stay behind
+        for message_id in noted.messages:
+            state.delete_messages(message_ids=[message_id])
+            object_store.delete(message_id)
+        for task in state.get_tasks(task_ids=noted.tasks) if noted.tasks else ():
+            if task.status.status == Status.FINISHED:  # Flower's own cleanup of a failed pull did it
+                continue
+            # claiming is atomic: a task an executor holds is left to it (its message is gone, it fails)
+            if state.claim_task(task.task_id) is not None:
+                state.finish_task(task.task_id, SubStatus.FAILED, "its run ended while its message was received")
+            _say(f"released task {task.task_id}: its run ended while its message was received")
+        return None
 
     pull_and_store_releasing.releases_ignored = True  # type: ignore[attr-defined]
     start_client_internal._pull_and_store_message = pull_and_store_releasing
