@@ -198,6 +198,13 @@ def test_a_heartbeat_interval_flower_would_refuse_is_one_line(capsys):
         assert err.strip().splitlines() == [
             f"fedhello supernode: --heartbeat-interval {value}: Flower's SuperLink accepts 10-1800 seconds"
         ]
+    for flag, value, kind in (("--heartbeat-interval", "abc", "float"), ("--max-restarts", "x", "int")):
+        with pytest.raises(SystemExit) as exit_info:
+            supernode.main([flag, value, "--insecure"])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"fedhello supernode: argument {flag}: invalid {kind} value: '{value}'"
+        ], "one line, no usage block"
 
 
 def test_a_withdrawn_task_does_not_end_the_executor(monkeypatch, caplog):

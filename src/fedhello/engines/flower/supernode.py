@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 POLL_ENV = "FEDHELLO_SUPERNODE_POLL_S"
 HEARTBEAT_ENV = "FEDHELLO_SUPERNODE_HEARTBEAT_S"  # the launcher's --heartbeat-interval, for its node process
@@ -110,6 +110,12 @@ def _listens(address: str) -> bool:
 
 def _say(line: str) -> None:
     print(f"fedhello supernode: {line}", file=sys.stderr, flush=True)
+
+
+def _refuse(message: str) -> NoReturn:
+    """A bad launcher flag: one line, exit 2."""
+    _say(message)
+    sys.exit(2)
 
 
 def _signal(proc: subprocess.Popen | None, sig: int) -> None:
@@ -363,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         run_node(argv[1:])
         return
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.error = _refuse  # type: ignore[method-assign]  # one line, not argparse's usage block
     parser.add_argument(NO_EXECUTOR, action="store_true")
     parser.add_argument("--max-restarts", type=int, default=MAX_RESTARTS)
     parser.add_argument("--heartbeat-interval", type=float, default=None)
@@ -372,8 +379,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if not HEARTBEAT_MIN_INTERVAL <= ours.heartbeat_interval <= HEARTBEAT_MAX_INTERVAL:
             accepted = f"{HEARTBEAT_MIN_INTERVAL}-{HEARTBEAT_MAX_INTERVAL}"
-            _say(f"--heartbeat-interval {ours.heartbeat_interval:g}: Flower's SuperLink accepts {accepted} seconds")
-            sys.exit(2)
+            _refuse(f"--heartbeat-interval {ours.heartbeat_interval:g}: Flower's SuperLink accepts {accepted} seconds")
         os.environ[HEARTBEAT_ENV] = str(ours.heartbeat_interval)
     supervisor = _Supervisor(flower_args, executor=not ours.no_executor, max_restarts=max(ours.max_restarts, 0))
     sys.exit(supervisor.run())
