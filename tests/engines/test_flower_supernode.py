@@ -116,7 +116,7 @@ def test_the_launcher_restarts_a_node_that_ends_on_its_own_up_to_its_limit(monke
 def _receive_a_message_whose_run_ends(node_config: dict, fleet_reply: BaseException) -> tuple:
     """Flower's SuperNode receives one train message of a known run with Flower's own node state and object store;
     pulling the message's objects from the SuperLink fails with `fleet_reply`. Returns (pulled run id, state,
-    object store, message id, task id)."""
+    object store, message id, its task)."""
     import numpy as np
     from flwr.app import ArrayRecord, Message, RecordDict
     from flwr.supercore.inflatable.inflatable_object import get_object_tree
